@@ -1,0 +1,38 @@
+"""The chat service: create_app() is the table of contents."""
+import os
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import api, cli, config, errors, metrics, moderation, ops, pages
+from .extensions import db, migrate, redis_client
+
+
+def create_app(test_config: dict | None = None, instance_path: str | None = None) -> Flask:
+    """Build the app from the environment; `test_config` overrides any setting (tests)."""
+    app = Flask(__name__, instance_relative_config=True, instance_path=instance_path,
+                template_folder="../templates", static_folder="../static")
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(config.load(app.instance_path))
+    if test_config:
+        app.config.from_mapping(test_config)
+    config.finish(app.config)
+    # Trust X-Forwarded-Proto/For from the platform's router, so cookies get Secure behind HTTPS.
+    hops = app.config["CHAT_TRUSTED_PROXIES"]
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
+    redis_client.init_app(app)
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(moderation.bp)
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(cli.bp)
+
+    errors.init_app(app)
+    metrics.init_app(app)
+    pages.init_app(app)
+    return app

@@ -1,0 +1,246 @@
+"""Everything that changes state: write the record, then publish the event. Nothing else publishes.
+
+The message write path (docs/ARCHITECTURE.md): 1. commit the message as *pending* (no event id,
+invisible); 2. append it to the room's stream under its write key (a retry gets the same id back);
+3. commit the event id. Only then is it acknowledged (201). A failure at any step answers 503 and
+leaves a state that a retry with the same client_id completes into exactly one message.
+"""
+import json
+import os
+import signal
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import and_, or_
+from sqlalchemy.exc import IntegrityError
+
+from . import streams
+from .auth import hash_password
+from .errors import ApiError
+from .extensions import db
+from .ids import ZERO, EventId, iso, utcnow
+from .models import Ban, Message, ModerationAction, Mute, Room, User, find_user, latest_event_id, message_payload
+from .schemas import check_event
+
+
+def _failpoint(name: str) -> None:
+    """Test-only fault injection (CHAT_FAILPOINTS): die here as a crashed worker would."""
+    if f"{name}=kill" in current_app.config["CHAT_FAILPOINTS"].split(","):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def publish(room: Room, event_type: str, data: dict, *, write_key=None, tombstone=None) -> EventId:
+    """Append a durable event to the room's stream; restore the stream's floor if Redis lost it."""
+    check_event(event_type, data)
+    room_streams = streams.current()
+    try:
+        return room_streams.append(room.slug, event_type, data, write_key=write_key, tombstone=tombstone)
+    except streams.StreamMissing:
+        floor = latest_event_id(room) or ZERO
+        db.session.commit()  # end the read transaction before waiting on Redis
+        return room_streams.append(room.slug, event_type, data, write_key=write_key, tombstone=tombstone,
+                                   floor=floor)
+
+
+# Accounts and rooms
+
+def register_user(username: str, password: str, role: str = "user") -> User:
+    password_hash = hash_password(password)
+    user = User(username=username, username_key=username.lower(), password_hash=password_hash, role=role)
+    db.session.add(user)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise ApiError(409, "username_taken", "that username is taken") from None
+    return user
+
+
+def create_room(name: str, slug: str, creator: User) -> Room:
+    room = Room(name=name, slug=slug, created_by_id=creator.id)
+    db.session.add(room)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise ApiError(409, "room_exists", f"a room with the address '{slug}' exists") from None
+    return room
+
+
+# Messages
+
+def is_banned(user: User) -> bool:
+    return Ban.query.filter_by(user_id=user.id).count() > 0
+
+
+def active_mute(room: Room, user: User) -> Mute | None:
+    return Mute.query.filter(Mute.room_id == room.id, Mute.user_id == user.id, Mute.until > utcnow()).one_or_none()
+
+
+def _find_by_client_id(room: Room, user: User, client_id: str) -> Message | None:
+    return Message.query.filter_by(room_id=room.id, sender_id=user.id, client_id=client_id).one_or_none()
+
+
+def post_message(user: User, room: Room, body: str, client_id: str | None) -> tuple[Message, bool]:
+    """Save and publish a message. Returns (message, created); a repeated client_id returns the original."""
+    message = _find_by_client_id(room, user, client_id) if client_id else None
+    if message is not None and message.event_id is not None:
+        return message, False
+    if active_mute(room, user):
+        raise ApiError(403, "muted", "you are muted in this room")
+    if room.locked and not user.is_moderator:
+        raise ApiError(403, "room_locked", "this room is locked; only moderators may post")
+    limit, seconds = current_app.config["CHAT_RATE_LIMIT_PARSED"]
+    retry_after = streams.current().rate_limited(f"post:{user.id}:{room.id}", limit, seconds)
+    if retry_after:
+        raise ApiError(429, "rate_limited", f"too many messages; wait {retry_after} s", retry_after=retry_after)
+
+    if message is None:  # 1. the pending record
+        message = Message(room=room, sender=user, client_id=client_id, body=body, created_at=utcnow())
+        db.session.add(message)
+        try:
+            db.session.commit()
+        except IntegrityError:  # the same client_id raced in from another request
+            db.session.rollback()
+            message = _find_by_client_id(room, user, client_id)
+            if message.event_id is not None:
+                return message, False
+    _failpoint("after_pending_insert")
+    # No transaction is open here (commits keep objects loaded): none is held across the Redis call.
+    payload = message_payload(message, event_id=None)
+    del payload["id"]  # the stream entry's own id is the message's id
+    event_id = publish(room, "message", payload, write_key=message.write_key)
+    _failpoint("after_stream_append")
+    message.event_ms, message.event_seq = event_id  # 3. acknowledged
+    db.session.commit()
+    return message, True
+
+
+def find_message(room: Room, event_id: EventId) -> Message | None:
+    return Message.query.filter_by(room_id=room.id, event_ms=event_id.ms, event_seq=event_id.seq).one_or_none()
+
+
+def delete_message(user: User, message: Message) -> Message:
+    """Tombstone a message (author or moderator) and broadcast message_deleted once."""
+    if not (user.is_moderator or message.sender_id == user.id):
+        raise ApiError(403, "forbidden", "only its author or a moderator may delete a message")
+    if not message.deleted:
+        message.deleted_at, message.deleted_by = utcnow(), user
+        if message.sender_id != user.id:
+            db.session.add(ModerationAction(moderator_id=user.id, action="delete_message", room_id=message.room_id,
+                                            target=str(message.event_id)))
+        db.session.commit()
+    if message.deleted_event_ms is None:  # also completes a deletion whose broadcast failed before
+        data = {"id": str(message.event_id), "room": message.room.slug, "deleted_by": message.deleted_by.username}
+        db.session.commit()
+        event_id = publish(message.room, "message_deleted", data, write_key=f"delete:{message.write_key}",
+                           tombstone=str(message.event_id))
+        message.deleted_event_ms, message.deleted_event_seq = event_id
+        db.session.commit()
+    return message
+
+
+def read_history(room: Room, before: EventId | None, limit: int) -> tuple[list[dict], bool, EventId]:
+    """The newest `limit` messages before `before`, oldest first, whether older ones exist, and the cursor.
+
+    Within Redis's retention the messages come from the stream, read atomically with its position,
+    so a message appended but not yet committed cannot fall between history and cursor. Older ones
+    come from the database.
+    """
+    slug = room.slug
+    window, entries, exhausted = streams.current().history(slug, before, limit + 1)
+    messages = [{**entry.data, "id": str(entry.id)} for entry in entries]
+    cursor = window.last
+    if len(messages) <= limit and exhausted:
+        bound = min(filter(None, [before, window.first])) if (before or window.first) else None
+        query = Message.query.filter(Message.room_id == room.id, Message.event_ms.isnot(None))
+        if bound is not None:
+            query = query.filter(or_(Message.event_ms < bound.ms,
+                                     and_(Message.event_ms == bound.ms, Message.event_seq < bound.seq)))
+        older = query.order_by(Message.event_ms.desc(), Message.event_seq.desc()).limit(limit + 1 - len(messages))
+        messages += [message.to_api() for message in older]
+        if cursor is None:  # Redis holds no stream for the room: continue after what the database has
+            cursor = latest_event_id(room) or ZERO
+    has_more = len(messages) > limit
+    return list(reversed(messages[:limit])), has_more, cursor
+
+
+# Moderation
+
+def _log(moderator: User, action: str, room: Room | None, target: str, reason=None) -> ModerationAction:
+    entry = ModerationAction(moderator_id=moderator.id, action=action, room_id=room.id if room else None,
+                             target=target, reason=reason)
+    db.session.add(entry)
+    return entry
+
+
+def _publish_logged(entry: ModerationAction, room: Room, event_type: str, data: dict) -> None:
+    """Publish a moderation event and note its id on the log entry, so replays can rebuild it."""
+    entry.event_type, entry.event_data = event_type, json.dumps(data)
+    db.session.commit()
+    entry.event_ms, entry.event_seq = publish(room, event_type, data, write_key=f"action:{entry.id}")
+    db.session.commit()
+
+
+def _target_user(username: str) -> User:
+    user = find_user(username)
+    if user is None:
+        raise ApiError(404, "not_found", f"no user named '{username}'")
+    return user
+
+
+def mute(moderator: User, room: Room, username: str, minutes: int, reason: str | None) -> dict:
+    user = _target_user(username)
+    until = utcnow() + timedelta(minutes=minutes)
+    existing = Mute.query.filter_by(room_id=room.id, user_id=user.id).one_or_none()
+    if existing:
+        existing.until, existing.by_id, existing.reason = until, moderator.id, reason
+    else:
+        db.session.add(Mute(room_id=room.id, user_id=user.id, until=until, by_id=moderator.id, reason=reason))
+    entry = _log(moderator, "mute", room, user.username, reason)
+    data = {"room": room.slug, "username": user.username, "until": iso(until), "by": moderator.username}
+    _publish_logged(entry, room, "user_muted", data)
+    return {**data, "reason": reason}
+
+
+def unmute(moderator: User, room: Room, username: str) -> None:
+    user = _target_user(username)
+    Mute.query.filter_by(room_id=room.id, user_id=user.id).delete()
+    entry = _log(moderator, "unmute", room, user.username)
+    data = {"room": room.slug, "username": user.username, "until": None, "by": moderator.username}
+    _publish_logged(entry, room, "user_unmuted", data)
+
+
+def set_locked(moderator: User, room: Room, locked: bool, online_count: int) -> Room:
+    room.locked = locked
+    entry = _log(moderator, "lock" if locked else "unlock", room, room.slug)
+    _publish_logged(entry, room, "room_updated", {"room": room.to_api(online_count)})
+    return room
+
+
+def ban(moderator: User, username: str, reason: str | None) -> Ban:
+    user = _target_user(username)
+    if user.id == moderator.id:
+        raise ApiError(422, "validation_error", "you cannot ban yourself", fields={"username": ["is yourself"]})
+    record = Ban.query.filter_by(user_id=user.id).one_or_none()
+    if record is None:
+        record = Ban(user_id=user.id, by_id=moderator.id, reason=reason)
+        db.session.add(record)
+    _log(moderator, "ban", None, user.username, reason)
+    db.session.commit()
+    streams.current().announce_end(user_id=user.id, reason="banned")
+    return record
+
+
+def unban(moderator: User, username: str) -> None:
+    user = _target_user(username)
+    Ban.query.filter_by(user_id=user.id).delete()
+    _log(moderator, "unban", None, user.username)
+    db.session.commit()
+
+
+def logout(session) -> None:
+    session_id = session.id
+    db.session.delete(session)
+    db.session.commit()
+    streams.current().announce_end(session_id=session_id, reason="logout")

@@ -1,0 +1,180 @@
+"""The JSON API for users, sessions, rooms and messages (API.md)."""
+from flask import Blueprint, current_app, jsonify, request
+from marshmallow import ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from . import actions, metrics, streams
+from .auth import check_password, current_session, end_session, login_required, set_cookie, start_session
+from .errors import ApiError
+from .ids import EventId
+from .models import Room, find_room, find_user
+from .schemas import CredentialsSchema, MessageCreateSchema, RoomCreateSchema
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def json_body(schema) -> dict:
+    """Read and validate the JSON body: 413, 415, 400, then 422, as API.md orders them."""
+    limit = current_app.config["CHAT_MAX_REQUEST_BYTES"]
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send JSON with Content-Type: application/json")
+    try:
+        data = request.get_json(silent=True)
+    except RequestEntityTooLarge:
+        raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    try:
+        return schema.load(data)
+    except ValidationError as error:
+        raise ApiError(422, "validation_error", "some fields are not valid", fields=error.messages) from None
+
+
+def parse_event_id(text: str | None) -> EventId | None:
+    if text is None or text == "":
+        return None
+    try:
+        return EventId.parse(text)
+    except ValueError:
+        raise ApiError(400, "invalid_cursor", "not an event id") from None
+
+
+def room_or_404(slug: str) -> Room:
+    room = find_room(slug)
+    if room is None:
+        raise ApiError(404, "not_found", f"no room '{slug}'")
+    return room
+
+
+def online_in(slugs: list[str]) -> dict[str, list[str]]:
+    return streams.current().online(slugs, current_app.config["CHAT_PRESENCE_TTL_SECONDS"])
+
+
+def _limit_logins() -> None:
+    """Slow down password guessing and registration floods from one address (kept in Redis)."""
+    limit, seconds = current_app.config["CHAT_LOGIN_RATE_LIMIT_PARSED"]
+    retry_after = streams.current().rate_limited(f"login:{request.remote_addr}", limit, seconds)
+    if retry_after:
+        raise ApiError(429, "rate_limited", f"too many attempts; wait {retry_after} s", retry_after=retry_after)
+
+
+def _signed_in(user, status: int):
+    token, session = start_session(user)
+    response = jsonify({"user": user.to_api(), "csrf_token": session.csrf_token})
+    response.status_code = status
+    set_cookie(response, token)
+    return response
+
+
+# Users and sessions
+
+@bp.post("/auth/register")
+def register():
+    credentials = json_body(CredentialsSchema())
+    _limit_logins()
+    user = actions.register_user(credentials["username"], credentials["password"])
+    return _signed_in(user, 201)
+
+
+@bp.post("/auth/login")
+def login():
+    try:
+        credentials = json_body(CredentialsSchema())
+    except ApiError as error:
+        if error.code != "validation_error":
+            raise
+        # A name or password that could never register cannot match: same answer as a wrong one.
+        raise ApiError(401, "invalid_credentials", "wrong username or password") from None
+    _limit_logins()
+    user = find_user(credentials["username"])
+    if not check_password(user, credentials["password"]):
+        raise ApiError(401, "invalid_credentials", "wrong username or password")
+    if actions.is_banned(user):
+        raise ApiError(403, "banned", "this account is banned")
+    return _signed_in(user, 200)
+
+
+@bp.post("/auth/logout")
+@login_required
+def logout():
+    actions.logout(current_session())
+    response = current_app.response_class(status=204)
+    response.delete_cookie("chat_session", path="/")
+    return response
+
+
+@bp.get("/auth/me")
+@login_required
+def me():
+    session = current_session()
+    return {"user": session.user.to_api(), "csrf_token": session.csrf_token}
+
+
+# Rooms
+
+@bp.get("/rooms")
+@login_required
+def list_rooms():
+    rooms = sorted(Room.query.all(), key=lambda room: room.name.lower())
+    online = online_in([room.slug for room in rooms])
+    return {"rooms": [room.to_api(len(online[room.slug])) for room in rooms]}
+
+
+@bp.post("/rooms")
+@login_required
+def create_room():
+    fields = json_body(RoomCreateSchema())
+    room = actions.create_room(fields["name"], fields["slug"], current_session().user)
+    return {"room": room.to_api()}, 201
+
+
+@bp.get("/rooms/<slug>")
+@login_required
+def show_room(slug):
+    room = room_or_404(slug)
+    online = online_in([slug])[slug]
+    return {"room": room.to_api(len(online)), "online": online}
+
+
+# Messages
+
+@bp.get("/rooms/<slug>/messages")
+@login_required
+def list_messages(slug):
+    room = room_or_404(slug)
+    before = parse_event_id(request.args.get("before"))
+    try:
+        limit = int(request.args.get("limit", 50))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 200:
+        raise ApiError(422, "validation_error", "limit must be 1–200", fields={"limit": ["must be 1–200"]})
+    messages, has_more, cursor = actions.read_history(room, before, limit)
+    return {"messages": messages, "has_more": has_more, "cursor": str(cursor)}
+
+
+@bp.post("/rooms/<slug>/messages")
+@login_required
+def post_message(slug):
+    room = room_or_404(slug)
+    fields = json_body(MessageCreateSchema(current_app.config["CHAT_MAX_MESSAGE_CHARS"]))
+    message, created = actions.post_message(current_session().user, room, fields["body"], fields["client_id"])
+    if created:
+        metrics.MESSAGES_ACCEPTED.inc()
+    return {"message": message.to_api()}, 201 if created else 200
+
+
+@bp.delete("/rooms/<slug>/messages/<message_id>")
+@login_required
+def delete_message(slug, message_id):
+    room = room_or_404(slug)
+    try:
+        event_id = EventId.parse(message_id)
+    except ValueError:
+        event_id = None
+    message = actions.find_message(room, event_id) if event_id else None
+    if message is None:
+        raise ApiError(404, "not_found", "no such message in this room")
+    return {"message": actions.delete_message(current_session().user, message).to_api()}

@@ -1,0 +1,86 @@
+"""Settings: the one place that reads the environment."""
+import os
+import secrets
+from pathlib import Path
+
+# The service's own settings and their defaults (API.md, "Configuration").
+CHAT_DEFAULTS = {
+    "CHAT_MAX_MESSAGE_CHARS": 2000,
+    "CHAT_MAX_REQUEST_BYTES": 64 * 1024,
+    "CHAT_RATE_LIMIT": "10/10",
+    "CHAT_RETRY_MS": 3000,
+    "CHAT_HEARTBEAT_SECONDS": 15,
+    "CHAT_POLL_TIMEOUT_SECONDS": 25,
+    "CHAT_STREAM_MAX_SECONDS": 3600,
+    "CHAT_STREAM_MAXLEN": 10000,
+    # Not in API.md: operational knobs of this implementation.
+    "CHAT_REDIS_PREFIX": "chat",  # key namespace; tests use one per run
+    "CHAT_MAX_STREAMS_PER_PROCESS": 8000,  # past it, new streams get 503 + Retry-After
+    "CHAT_SUBSCRIBER_QUEUE": 1000,  # events buffered per slow client before it is cut
+    "CHAT_LOGIN_RATE_LIMIT": "20/60",  # login and register attempts per client address
+    "CHAT_PRESENCE_TTL_SECONDS": 30,
+    "CHAT_TRUSTED_PROXIES": 1,  # hops of X-Forwarded-* to trust (Heroku's router is one)
+    "CHAT_REDIS_POOL_SIZE": 6,  # per process, besides the hub's own reader connection
+    "CHAT_PASSWORD_METHOD": "scrypt",  # werkzeug's hash method; tests use a cheaper one
+    # Test-only fault injection: `name=kill,...` SIGKILLs the worker at that point of the write path.
+    "CHAT_FAILPOINTS": "",
+}
+_INT_SETTINGS = {k for k, v in CHAT_DEFAULTS.items() if isinstance(v, int)}
+
+
+def database_url(url: str | None, instance_path: str) -> str:
+    """Normalise DATABASE_URL: Heroku's `postgres://` means PostgreSQL through psycopg 3."""
+    if not url:
+        return "sqlite:///" + os.path.join(instance_path, "chat.sqlite3")
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _secret_key(instance_path: str) -> str:
+    """A random key generated once and kept in instance/, so restarts keep sessions' CSRF context."""
+    path = Path(instance_path, "secret_key")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def load(instance_path: str, environ=os.environ) -> dict:
+    """Build the Flask config mapping from the environment."""
+    settings = dict(CHAT_DEFAULTS)
+    for key in CHAT_DEFAULTS:
+        if key in environ:
+            settings[key] = int(environ[key]) if key in _INT_SETTINGS else environ[key]
+    settings["SQLALCHEMY_DATABASE_URI"] = database_url(environ.get("DATABASE_URL"), instance_path)
+    settings["REDIS_URL"] = environ.get("REDIS_URL") or None  # None: the embedded server
+    settings["SECRET_KEY"] = environ.get("SECRET_KEY") or _secret_key(instance_path)
+    return settings
+
+
+def finish(config) -> None:
+    """Derive settings that depend on others, after tests' overrides are applied."""
+    config["SQLALCHEMY_DATABASE_URI"] = database_url(config["SQLALCHEMY_DATABASE_URI"], "")
+    uri = config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite"):
+        # WAL and a busy timeout: a writer waits briefly instead of failing (DESIGN.md, gevent pitfall).
+        config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 5}})
+    else:
+        config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {
+            "pool_size": 10, "max_overflow": 10, "pool_timeout": 5, "pool_pre_ping": True,
+            "connect_args": {"connect_timeout": 5},
+        })
+    config["MAX_CONTENT_LENGTH"] = config["CHAT_MAX_REQUEST_BYTES"]
+    config["CHAT_RATE_LIMIT_PARSED"] = rate(config["CHAT_RATE_LIMIT"])
+    config["CHAT_LOGIN_RATE_LIMIT_PARSED"] = rate(config["CHAT_LOGIN_RATE_LIMIT"])
+    config["SESSION_COOKIE_HTTPONLY"] = True
+    config["SESSION_COOKIE_SAMESITE"] = "Lax"
+
+
+def rate(spec: str) -> tuple[int, int]:
+    """Parse `<count>/<seconds>`."""
+    count, seconds = spec.split("/")
+    return int(count), int(seconds)

@@ -1,0 +1,38 @@
+"""Prometheus metrics, summed across gunicorn's worker processes (prometheus_client multiprocess mode)."""
+import os
+import time
+
+from flask import Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+STREAMS_OPEN = Gauge("chat_streams_open", "Open SSE streams", multiprocess_mode="livesum")
+POLLS_WAITING = Gauge("chat_polls_waiting", "Long-polls waiting for events", multiprocess_mode="livesum")
+MESSAGES_ACCEPTED = Counter("chat_messages_accepted_total", "Messages acknowledged with 201")
+EVENTS_DELIVERED = Counter("chat_events_delivered_total", "Durable events written to a client")
+REJECTIONS = Counter("chat_rejections_total", "Requests refused, by error code", ["code"])
+REQUEST_DURATION = Histogram("chat_request_duration_seconds", "Time to answer a request (to the first byte for streams)",
+                             ["endpoint"])
+
+
+def render() -> Response:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        from prometheus_client import multiprocess  # noqa: PLC0415
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY as registry  # noqa: PLC0415
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def init_app(app):
+    @app.before_request
+    def _start_timer():
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response):
+        started = g.get("request_started")
+        if started is not None:
+            REQUEST_DURATION.labels(endpoint=request.endpoint or "none").observe(time.perf_counter() - started)
+        return response

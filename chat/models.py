@@ -1,0 +1,183 @@
+"""The durable record: users, sessions, rooms, messages and moderation, and how each looks in the API."""
+import uuid
+
+from sqlalchemy import BigInteger, Index, UniqueConstraint, func
+
+from .extensions import db
+from .ids import EventId, iso, utcnow
+
+
+class User(db.Model):
+    __tablename__ = "users"
+    id = db.Column(db.Integer, primary_key=True)
+    username = db.Column(db.String(32), nullable=False)
+    # Usernames are unique ignoring case: the lowered form carries the constraint.
+    username_key = db.Column(db.String(32), nullable=False, unique=True)
+    password_hash = db.Column(db.String(256), nullable=False)
+    role = db.Column(db.String(16), nullable=False, default="user")
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+
+    @property
+    def is_moderator(self) -> bool:
+        return self.role == "moderator"
+
+    def to_api(self) -> dict:
+        return {"id": self.id, "username": self.username, "role": self.role}
+
+
+class Session(db.Model):
+    """A signed-in browser. The cookie holds a random token; only its hash is stored."""
+
+    __tablename__ = "sessions"
+    id = db.Column(db.Integer, primary_key=True)
+    token_hash = db.Column(db.String(64), nullable=False, unique=True)
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    csrf_token = db.Column(db.String(64), nullable=False)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    user = db.relationship(User, lazy="joined")
+
+
+class Room(db.Model):
+    __tablename__ = "rooms"
+    id = db.Column(db.Integer, primary_key=True)
+    slug = db.Column(db.String(64), nullable=False, unique=True)
+    name = db.Column(db.String(64), nullable=False)
+    locked = db.Column(db.Boolean, nullable=False, default=False)
+    created_by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+
+    def to_api(self, online_count: int = 0) -> dict:
+        return {"slug": self.slug, "name": self.name, "created_at": iso(self.created_at),
+                "locked": self.locked, "online_count": online_count}
+
+
+class Message(db.Model):
+    """A message. It is *pending* (invisible) until its stream id is written back: see docs/ARCHITECTURE.md."""
+
+    __tablename__ = "messages"
+    id = db.Column(db.Integer, primary_key=True)
+    # Names the write attempt in Redis, so a retried append returns the first id instead of a second entry.
+    write_key = db.Column(db.String(36), nullable=False, unique=True, default=lambda: str(uuid.uuid4()))
+    room_id = db.Column(db.Integer, db.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False)
+    sender_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
+    client_id = db.Column(db.String(64), nullable=True)
+    body = db.Column(db.Text, nullable=False)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    event_ms = db.Column(BigInteger, nullable=True)
+    event_seq = db.Column(BigInteger, nullable=True)
+    deleted_at = db.Column(db.DateTime, nullable=True)
+    deleted_by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
+    # The message_deleted event's id, so a replay from the database can rebuild it.
+    deleted_event_ms = db.Column(BigInteger, nullable=True)
+    deleted_event_seq = db.Column(BigInteger, nullable=True)
+
+    room = db.relationship(Room, lazy="joined")
+    sender = db.relationship(User, foreign_keys=[sender_id], lazy="joined")
+    deleted_by = db.relationship(User, foreign_keys=[deleted_by_id], lazy="joined")
+
+    __table_args__ = (
+        UniqueConstraint("room_id", "sender_id", "client_id", name="uq_messages_client"),
+        Index("ix_messages_room_event", "room_id", "event_ms", "event_seq"),
+    )
+
+    @property
+    def event_id(self) -> EventId | None:
+        return None if self.event_ms is None else EventId(self.event_ms, self.event_seq)
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def to_api(self) -> dict:
+        return message_payload(self, event_id=str(self.event_id))
+
+
+def message_payload(message: Message, event_id: str | None) -> dict:
+    """The API's message object; the stream entry holds the same minus `id`."""
+    return {"id": event_id, "room": message.room.slug, "body": "" if message.deleted else message.body,
+            "sender": {"id": message.sender.id, "username": message.sender.username},
+            "created_at": iso(message.created_at), "client_id": message.client_id,
+            "deleted": message.deleted}
+
+
+class Mute(db.Model):
+    __tablename__ = "mutes"
+    id = db.Column(db.Integer, primary_key=True)
+    room_id = db.Column(db.Integer, db.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False)
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    until = db.Column(db.DateTime, nullable=False)
+    by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
+    reason = db.Column(db.String(500), nullable=True)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    __table_args__ = (UniqueConstraint("room_id", "user_id", name="uq_mutes_room_user"),)
+
+
+class Ban(db.Model):
+    __tablename__ = "bans"
+    id = db.Column(db.Integer, primary_key=True)
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, unique=True)
+    by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
+    reason = db.Column(db.String(500), nullable=True)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    user = db.relationship(User, foreign_keys=[user_id], lazy="joined")
+    by = db.relationship(User, foreign_keys=[by_id], lazy="joined")
+
+    def to_api(self) -> dict:
+        return {"username": self.user.username, "by": self.by.username, "reason": self.reason,
+                "created_at": iso(self.created_at)}
+
+
+class ModerationAction(db.Model):
+    """The moderation log; `event_*` is the stream event the action caused, if any."""
+
+    __tablename__ = "moderation_actions"
+    id = db.Column(db.Integer, primary_key=True)
+    moderator_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
+    action = db.Column(db.String(32), nullable=False)
+    room_id = db.Column(db.Integer, db.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=True)
+    target = db.Column(db.String(64), nullable=True)
+    reason = db.Column(db.String(500), nullable=True)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow, index=True)
+    event_ms = db.Column(BigInteger, nullable=True)
+    event_seq = db.Column(BigInteger, nullable=True)
+    # The event's data as published, so a replay from the database can rebuild it exactly.
+    event_type = db.Column(db.String(32), nullable=True)
+    event_data = db.Column(db.Text, nullable=True)
+
+    moderator = db.relationship(User, lazy="joined")
+    room = db.relationship(Room, lazy="joined")
+    __table_args__ = (Index("ix_moderation_actions_room_event", "room_id", "event_ms", "event_seq"),)
+
+    def to_api(self) -> dict:
+        return {"id": self.id, "moderator": self.moderator.username, "action": self.action,
+                "room": self.room.slug if self.room else None, "target": self.target,
+                "reason": self.reason, "created_at": iso(self.created_at)}
+
+
+def find_user(username: str) -> User | None:
+    return User.query.filter_by(username_key=username.lower()).one_or_none()
+
+
+def find_room(slug: str) -> Room | None:
+    return Room.query.filter_by(slug=slug).one_or_none()
+
+
+def latest_event_id(room: Room) -> EventId | None:
+    """The highest event id the database holds for a room (to restore a stream Redis lost)."""
+    candidates = [
+        db.session.query(Message.event_ms, Message.event_seq).filter(
+            Message.room_id == room.id, Message.event_ms.isnot(None)
+        ).order_by(Message.event_ms.desc(), Message.event_seq.desc()).first(),
+        db.session.query(Message.deleted_event_ms, Message.deleted_event_seq).filter(
+            Message.room_id == room.id, Message.deleted_event_ms.isnot(None)
+        ).order_by(Message.deleted_event_ms.desc(), Message.deleted_event_seq.desc()).first(),
+        db.session.query(ModerationAction.event_ms, ModerationAction.event_seq).filter(
+            ModerationAction.room_id == room.id, ModerationAction.event_ms.isnot(None)
+        ).order_by(ModerationAction.event_ms.desc(), ModerationAction.event_seq.desc()).first(),
+    ]
+    found = [EventId(*row) for row in candidates if row]
+    return max(found) if found else None
+
+
+def count(query) -> int:
+    return query.with_entities(func.count()).scalar()

@@ -1,0 +1,71 @@
+"""Moderators' API: mutes, bans, locks and the log of what moderators did (API.md, "Moderation")."""
+from flask import Blueprint, request
+
+from . import actions
+from .api import json_body, online_in, room_or_404
+from .auth import current_session, login_required
+from .errors import ApiError
+from .models import ModerationAction
+from .schemas import BanSchema, MuteSchema
+
+bp = Blueprint("moderation", __name__, url_prefix="/api")
+
+
+def _moderator():
+    return current_session().user
+
+
+@bp.post("/rooms/<slug>/mutes")
+@login_required(moderator=True)
+def mute(slug):
+    room = room_or_404(slug)
+    fields = json_body(MuteSchema())
+    return actions.mute(_moderator(), room, fields["username"], fields["minutes"], fields["reason"]), 201
+
+
+@bp.delete("/rooms/<slug>/mutes/<username>")
+@login_required(moderator=True)
+def unmute(slug, username):
+    actions.unmute(_moderator(), room_or_404(slug), username)
+    return "", 204
+
+
+@bp.post("/bans")
+@login_required(moderator=True)
+def ban():
+    fields = json_body(BanSchema())
+    return actions.ban(_moderator(), fields["username"], fields["reason"]).to_api(), 201
+
+
+@bp.delete("/bans/<username>")
+@login_required(moderator=True)
+def unban(username):
+    actions.unban(_moderator(), username)
+    return "", 204
+
+
+@bp.post("/rooms/<slug>/lock")
+@login_required(moderator=True)
+def lock(slug):
+    room = room_or_404(slug)
+    return {"room": actions.set_locked(_moderator(), room, True, len(online_in([slug])[slug])).to_api()}
+
+
+@bp.post("/rooms/<slug>/unlock")
+@login_required(moderator=True)
+def unlock(slug):
+    room = room_or_404(slug)
+    return {"room": actions.set_locked(_moderator(), room, False, len(online_in([slug])[slug])).to_api()}
+
+
+@bp.get("/moderation/actions")
+@login_required(moderator=True)
+def list_actions():
+    try:
+        limit = int(request.args.get("limit", 50))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 200:
+        raise ApiError(422, "validation_error", "limit must be 1–200", fields={"limit": ["must be 1–200"]})
+    entries = ModerationAction.query.order_by(ModerationAction.id.desc()).limit(limit)
+    return {"actions": [entry.to_api() for entry in entries]}

@@ -1,0 +1,144 @@
+"""Validation of what clients send, and the schema of every event the service publishes."""
+import re
+import unicodedata
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
+
+USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{3,32}$")
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_ALLOWED_CONTROLS = {"\n", "\t"}
+
+
+class _Input(Schema):
+    class Meta:
+        unknown = EXCLUDE  # extra fields are ignored, not an error: clients may be newer than us
+
+
+class CredentialsSchema(_Input):
+    username = fields.String(required=True, validate=validate.Regexp(
+        USERNAME, error="3–32 characters of letters, digits, '_', '.' and '-'"))
+    password = fields.String(required=True, validate=validate.Length(min=8, max=256))
+
+
+def slugify(name: str) -> str:
+    """`Café Talk!` -> `cafe-talk`: accents folded, runs of anything else become one dash."""
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")[:64].strip("-")
+
+
+class RoomCreateSchema(_Input):
+    name = fields.String(required=True)
+
+    @pre_load
+    def trim(self, data, **_):
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            data = {**data, "name": data["name"].strip()}
+        return data
+
+    @validates("name")
+    def check_name(self, value, **_):
+        if not 1 <= len(value) <= 64:
+            raise ValidationError("must be 1–64 characters after trimming")
+        if not slugify(value):
+            raise ValidationError("must contain a letter or digit to make the room's address")
+
+    @post_load
+    def add_slug(self, data, **_):
+        return {**data, "slug": slugify(data["name"])}
+
+
+def normalize_body(body: str) -> str:
+    return body.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+class MessageCreateSchema(_Input):
+    body = fields.String(required=True)
+    client_id = fields.String(load_default=None, allow_none=True,
+                              validate=validate.Regexp(CLIENT_ID, error="1–64 of letters, digits, '_' and '-'"))
+
+    def __init__(self, max_chars: int, **kwargs):
+        super().__init__(**kwargs)
+        self.max_chars = max_chars
+
+    @pre_load
+    def normalize(self, data, **_):
+        if isinstance(data, dict) and isinstance(data.get("body"), str):
+            data = {**data, "body": normalize_body(data["body"])}
+        return data
+
+    @validates("body")
+    def check_body(self, value, **_):
+        if not 1 <= len(value) <= self.max_chars:
+            raise ValidationError(f"must be 1–{self.max_chars} characters")
+        if any(unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS for ch in value):
+            raise ValidationError("must not contain control characters other than newline and tab")
+
+
+class MuteSchema(_Input):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    minutes = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=10080))
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+class BanSchema(_Input):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+# Events: every durable and ephemeral event's data, checked before it is published (STYLE.md).
+
+class _Sender(Schema):
+    id = fields.Integer(required=True)
+    username = fields.String(required=True)
+
+
+class MessageEvent(Schema):
+    # No `id`: a message's id is its stream entry's id, added when the entry is read.
+    room = fields.String(required=True)
+    body = fields.String(required=True)
+    sender = fields.Nested(_Sender, required=True)
+    created_at = fields.String(required=True)
+    client_id = fields.String(allow_none=True, required=True)
+    deleted = fields.Boolean(required=True)
+
+
+class MessageDeletedEvent(Schema):
+    id = fields.String(required=True)
+    room = fields.String(required=True)
+    deleted_by = fields.String(required=True)
+
+
+class MuteEvent(Schema):
+    room = fields.String(required=True)
+    username = fields.String(required=True)
+    until = fields.String(allow_none=True, required=True)
+    by = fields.String(required=True)
+
+
+class _Room(Schema):
+    slug = fields.String(required=True)
+    name = fields.String(required=True)
+    created_at = fields.String(required=True)
+    locked = fields.Boolean(required=True)
+    online_count = fields.Integer(required=True)
+
+
+class RoomUpdatedEvent(Schema):
+    room = fields.Nested(_Room, required=True)
+
+
+DURABLE_EVENTS = {
+    "message": MessageEvent(),
+    "message_deleted": MessageDeletedEvent(),
+    "user_muted": MuteEvent(),
+    "user_unmuted": MuteEvent(),
+    "room_updated": RoomUpdatedEvent(),
+}
+
+
+def check_event(event_type: str, data: dict) -> dict:
+    """Raise ValidationError unless `data` is what clients are promised for `event_type`."""
+    errors = DURABLE_EVENTS[event_type].validate(data)
+    if errors:
+        raise ValidationError(errors)
+    return data

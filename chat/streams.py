@@ -1,0 +1,263 @@
+"""Redis: the only module that knows a key name or calls an X* command.
+
+Each room has a stream (its ordered log) and a set of deleted message ids (tombstones applied when
+entries are read back). One firehose stream carries every room's durable events, appended in the
+same script as the room's entry: the moderators' feed, and what each process's hub reads.
+"""
+import json
+import time
+from dataclasses import dataclass
+
+import redis
+
+from .ids import EventId
+
+_FIELDS_APPEND = """
+-- KEYS: room stream, firehose, tombstones, write key (or '')
+-- ARGV: type, data, room slug, maxlen, firehose maxlen, write key ttl, floor id (or ''), tombstone id (or '')
+if KEYS[4] ~= '' then
+  local done = redis.call('GET', KEYS[4])
+  if done then return done end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  -- New room, or Redis lost the stream: ids must continue after what the database holds.
+  if ARGV[7] == '' then return redis.error_reply('NOSTREAM need the floor id') end
+  if ARGV[7] ~= '0-0' then redis.call('XADD', KEYS[1], 'MAXLEN', '0', ARGV[7], 'type', 'floor') end
+end
+if ARGV[8] ~= '' then redis.call('SADD', KEYS[3], ARGV[8]) end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'type', ARGV[1], 'data', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'room', ARGV[3], 'id', id, 'type', ARGV[1], 'data', ARGV[2])
+if KEYS[4] ~= '' then redis.call('SET', KEYS[4], id, 'EX', ARGV[6]) end
+return id
+"""
+
+_STREAM_INFO = """
+local function info(key)
+  if redis.call('EXISTS', key) == 0 then return {false, false} end
+  local raw = redis.call('XINFO', 'STREAM', key)
+  local last, first = false, false
+  for i = 1, #raw, 2 do
+    if raw[i] == 'last-generated-id' then last = raw[i + 1] end
+    if raw[i] == 'first-entry' and raw[i + 1] then first = raw[i + 1][1] end
+  end
+  return {last, first}
+end
+local function field(entry, name)
+  local f = entry[2]
+  for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
+  return false
+end
+"""
+
+_HISTORY = _STREAM_INFO + """
+-- KEYS: room stream, tombstones. ARGV: start ('+' or '(id'), how many messages, batch size
+-- Returns {last-generated id, first retained id, {{id, data, deleted}...} newest first, exhausted}
+local bounds = info(KEYS[1])
+if not bounds[1] then return {false, false, {}, 1} end
+local found, start, want, batch = {}, ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local exhausted = 0
+while #found < want do
+  local entries = redis.call('XREVRANGE', KEYS[1], start, '-', 'COUNT', batch)
+  for _, entry in ipairs(entries) do
+    if field(entry, 'type') == 'message' then
+      found[#found + 1] = {entry[1], field(entry, 'data'), redis.call('SISMEMBER', KEYS[2], entry[1])}
+      if #found >= want then break end
+    end
+  end
+  if #entries < batch then exhausted = 1; break end
+  start = '(' .. entries[#entries][1]
+end
+return {bounds[1], bounds[2], found, exhausted}
+"""
+
+_READ_AFTER = _STREAM_INFO + """
+-- KEYS: stream, tombstones ('' for the firehose: each entry's room names its set). ARGV: after id, count, prefix
+-- Returns {last-generated id, first retained id, {{id, type, data, deleted, room, room id}...} oldest first}
+local bounds = info(KEYS[1])
+if not bounds[1] then return {false, false, {}} end
+local out = {}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])) do
+  local kind = field(entry, 'type')
+  if kind ~= 'floor' then
+    local room, room_id = field(entry, 'room') or '', field(entry, 'id') or entry[1]
+    local tombstones = KEYS[2]
+    if tombstones == '' then tombstones = ARGV[3] .. ':{room:' .. room .. '}:deleted' end
+    out[#out + 1] = {entry[1], kind, field(entry, 'data'), redis.call('SISMEMBER', tombstones, room_id), room, room_id}
+  end
+end
+return {bounds[1], bounds[2], out}
+"""
+
+_RATE_LIMIT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if n > tonumber(ARGV[1]) then return math.max(redis.call('TTL', KEYS[1]), 1) end
+return 0
+"""
+
+
+class StreamMissing(Exception):
+    """The room's stream does not exist (new room, or Redis lost it): call again with the floor id."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A durable event read back from a stream, tombstones applied."""
+
+    id: EventId  # position in the stream it was read from (the firehose has its own)
+    type: str
+    data: dict
+    room: str = ""
+    room_event_id: EventId | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a stream holds: `last` is where it continues after, `first` its oldest retained entry."""
+
+    last: EventId | None
+    first: EventId | None
+
+
+def _parse_id(raw) -> EventId | None:
+    return EventId.parse(raw) if raw else None
+
+
+class Streams:
+    """Named operations on the service's Redis keys, for one key prefix."""
+
+    WRITE_KEY_TTL = 7 * 24 * 3600  # a retried write this late still finds its first id
+
+    def __init__(self, client: redis.Redis, prefix: str, maxlen: int):
+        self.redis = client
+        self.prefix = prefix
+        self.maxlen = maxlen
+        self.firehose_maxlen = max(maxlen * 10, 100000)
+        self._append = client.register_script(_FIELDS_APPEND)
+        self._history = client.register_script(_HISTORY)
+        self._read_after = client.register_script(_READ_AFTER)
+        self._rate_limit = client.register_script(_RATE_LIMIT)
+
+    # Key builders. The room's keys share a hash tag so its script runs on one Cluster slot.
+    def room_stream_key(self, slug: str) -> str:
+        return f"{self.prefix}:{{room:{slug}}}:log"
+
+    def tombstones_key(self, slug: str) -> str:
+        return f"{self.prefix}:{{room:{slug}}}:deleted"
+
+    def write_key(self, slug: str, write_key: str) -> str:
+        return f"{self.prefix}:{{room:{slug}}}:write:{write_key}"
+
+    def firehose_key(self) -> str:
+        return f"{self.prefix}:firehose"
+
+    def control_key(self) -> str:
+        return f"{self.prefix}:control"
+
+    def rate_key(self, scope: str) -> str:
+        return f"{self.prefix}:rate:{scope}"
+
+    def append(self, slug: str, event_type: str, data: dict, *, write_key: str | None = None,
+               floor: EventId | None = None, tombstone: str | None = None) -> EventId:
+        """Append a durable event to the room's stream and the firehose, atomically.
+
+        With `write_key`, a repeat returns the first append's id instead of appending again.
+        Raises StreamMissing when the stream does not exist and no `floor` was given; the caller
+        passes the highest id the database holds (or ZERO), so ids never go backwards.
+        """
+        keys = [self.room_stream_key(slug), self.firehose_key(), self.tombstones_key(slug),
+                self.write_key(slug, write_key) if write_key else ""]
+        args = [event_type, json.dumps(data, separators=(",", ":")), slug, self.maxlen,
+                self.firehose_maxlen, self.WRITE_KEY_TTL, str(floor) if floor else "", tombstone or ""]
+        try:
+            return EventId.parse(self._append(keys=keys, args=args))
+        except redis.ResponseError as error:
+            if "NOSTREAM" in str(error):
+                raise StreamMissing(slug) from None
+            raise
+
+    def history(self, slug: str, before: EventId | None, count: int) -> tuple[Window, list[Entry], bool]:
+        """Up to `count` messages before `before` (newest first), read in one atomic step with the
+        stream's position, so nothing can fall between the history and its cursor.
+        Returns the window, the messages and whether the stream was read to its oldest entry."""
+        start = f"({before}" if before else "+"
+        last, first, rows, exhausted = self._history(
+            keys=[self.room_stream_key(slug), self.tombstones_key(slug)], args=[start, count, max(count, 100)])
+        messages = [Entry(EventId.parse(i), "message", _tombstoned(json.loads(d), deleted)) for i, d, deleted in rows]
+        return Window(_parse_id(last), _parse_id(first)), messages, bool(exhausted)
+
+    def read_after(self, slug: str | None, after: EventId, count: int) -> tuple[Window, list[Entry]]:
+        """Durable events after `after`, oldest first, from a room's stream (or the firehose if slug is None)."""
+        key = self.room_stream_key(slug) if slug else self.firehose_key()
+        tombstones = self.tombstones_key(slug) if slug else ""
+        last, first, rows = self._read_after(keys=[key, tombstones], args=[str(after), count, self.prefix])
+        entries = []
+        for raw_id, kind, data, deleted, room, room_id in rows:
+            entries.append(Entry(EventId.parse(raw_id), kind, _tombstoned(json.loads(data), deleted, kind),
+                                 room or slug, EventId.parse(room_id)))
+        return Window(_parse_id(last), _parse_id(first)), entries
+
+    def window(self, slug: str | None) -> Window:
+        """Where a room's stream (or the firehose) stands now."""
+        return self.read_after(slug, EventId(2**64 - 1, 2**64 - 1), 1)[0]
+
+    # Presence: a sorted set per room of `username|connection` scored by when it was last seen.
+    def presence_key(self, slug: str) -> str:
+        return f"{self.prefix}:{{room:{slug}}}:online"
+
+    def touch_presence(self, slug: str, members: list[str], ttl: int) -> None:
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.presence_key(slug), {member: now for member in members})
+        pipe.zremrangebyscore(self.presence_key(slug), "-inf", now - ttl)
+        pipe.expire(self.presence_key(slug), ttl * 2)
+        pipe.execute()
+
+    def leave_presence(self, slug: str, member: str) -> None:
+        self.redis.zrem(self.presence_key(slug), member)
+
+    def online(self, slugs: list[str], ttl: int) -> dict[str, list[str]]:
+        """Usernames seen within `ttl` seconds, per room, sorted ignoring case."""
+        pipe = self.redis.pipeline(transaction=False)
+        for slug in slugs:
+            pipe.zrangebyscore(self.presence_key(slug), time.time() - ttl, "+inf")
+        result = {}
+        for slug, members in zip(slugs, pipe.execute()):
+            result[slug] = sorted({member.rsplit("|", 1)[0] for member in members}, key=str.lower)
+        return result
+
+    def announce_end(self, *, reason: str, session_id: int | None = None, user_id: int | None = None) -> None:
+        """Tell every process to end the streams and polls of a session or a user.
+
+        A stream, not pub/sub: a process that is reconnecting reads what it missed.
+        """
+        self.redis.xadd(self.control_key(), {"reason": reason, "session_id": session_id or "", "user_id": user_id or ""},
+                        maxlen=10000, approximate=True)
+
+    def rate_limited(self, scope: str, limit: int, seconds: int) -> int:
+        """Count one attempt in `scope`'s window; 0 if allowed, else seconds until it is."""
+        return int(self._rate_limit(keys=[self.rate_key(scope)], args=[limit, seconds]))
+
+    def ping(self) -> bool:
+        return self.redis.ping()
+
+
+def _tombstoned(data: dict, deleted, kind: str = "message") -> dict:
+    """Never replay a deleted message's text."""
+    if kind == "message" and deleted:
+        return {**data, "body": "", "deleted": True}
+    return data
+
+
+def current() -> Streams:
+    """The app's Streams, created with its Redis client on first use."""
+    from flask import current_app  # noqa: PLC0415
+
+    from .extensions import redis_client  # noqa: PLC0415
+
+    app = current_app._get_current_object()
+    found = app.extensions.get("chat_streams")
+    if found is None:
+        found = app.extensions["chat_streams"] = Streams(
+            redis_client.get(app), app.config["CHAT_REDIS_PREFIX"], app.config["CHAT_STREAM_MAXLEN"])
+    return found
