@@ -4,7 +4,7 @@ import os
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, cli, config, errors, metrics, moderation, ops, pages
+from . import api, cli, config, errors, live, metrics, moderation, ops, pages
 from .extensions import db, migrate, redis_client
 
 
@@ -27,6 +27,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     redis_client.init_app(app)
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(live.bp)
     app.register_blueprint(moderation.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(pages.bp)

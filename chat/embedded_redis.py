@@ -3,10 +3,10 @@ import atexit
 import fcntl
 import os
 import shutil
+import socket
 import subprocess
 import time
 
-import redis
 
 
 def _binary() -> str:
@@ -20,9 +20,14 @@ def _binary() -> str:
 
 
 def _alive(socket_path: str) -> bool:
+    # A raw PING: importing redis-py here would import ssl in gunicorn's master before gevent patches it.
     try:
-        return redis.Redis(unix_socket_path=socket_path, socket_timeout=1).ping()
-    except (redis.RedisError, OSError):
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.settimeout(1)
+            probe.connect(socket_path)
+            probe.sendall(b"PING\r\n")
+            return probe.recv(16).startswith(b"+PONG")
+    except OSError:
         return False
 
 

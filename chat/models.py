@@ -1,7 +1,8 @@
 """The durable record: users, sessions, rooms, messages and moderation, and how each looks in the API."""
+import json
 import uuid
 
-from sqlalchemy import BigInteger, Index, UniqueConstraint, func
+from sqlalchemy import BigInteger, Index, UniqueConstraint, and_, or_
 
 from .extensions import db
 from .ids import EventId, iso, utcnow
@@ -179,5 +180,30 @@ def latest_event_id(room: Room) -> EventId | None:
     return max(found) if found else None
 
 
-def count(query) -> int:
-    return query.with_entities(func.count()).scalar()
+def _in_range(ms_column, seq_column, after: EventId, upto: EventId):
+    """after < (ms, seq) <= upto, portable across SQLite and PostgreSQL."""
+    return and_(or_(ms_column > after.ms, and_(ms_column == after.ms, seq_column > after.seq)),
+                or_(ms_column < upto.ms, and_(ms_column == upto.ms, seq_column <= upto.seq)))
+
+
+def events_between(room: Room, after: EventId, upto: EventId, limit: int) -> list[tuple[EventId, str, dict]] | None:
+    """Rebuild a room's durable events after `after` up to `upto` from the record, in order.
+
+    None when there are more than `limit` (the client should reload history instead).
+    """
+    found = []
+    for message in Message.query.filter(Message.room_id == room.id,
+                                        _in_range(Message.event_ms, Message.event_seq, after, upto)).limit(limit + 1):
+        found.append((message.event_id, "message", message.to_api()))
+    for message in Message.query.filter(
+            Message.room_id == room.id,
+            _in_range(Message.deleted_event_ms, Message.deleted_event_seq, after, upto)).limit(limit + 1):
+        found.append((EventId(message.deleted_event_ms, message.deleted_event_seq), "message_deleted",
+                      {"id": str(message.event_id), "room": room.slug, "deleted_by": message.deleted_by.username}))
+    for action in ModerationAction.query.filter(
+            ModerationAction.room_id == room.id,
+            _in_range(ModerationAction.event_ms, ModerationAction.event_seq, after, upto)).limit(limit + 1):
+        found.append((EventId(action.event_ms, action.event_seq), action.event_type, json.loads(action.event_data)))
+    if len(found) > limit:
+        return None
+    return sorted(found, key=lambda event: event[0])

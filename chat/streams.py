@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import redis
 
-from .ids import EventId
+from .ids import ZERO, EventId
 
 _FIELDS_APPEND = """
 -- KEYS: room stream, firehose, tombstones, write key (or '')
@@ -76,6 +76,7 @@ _READ_AFTER = _STREAM_INFO + """
 local bounds = info(KEYS[1])
 if not bounds[1] then return {false, false, {}} end
 local out = {}
+if tonumber(ARGV[2]) == 0 then return {bounds[1], bounds[2], out} end
 for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])) do
   local kind = field(entry, 'type')
   if kind ~= 'floor' then
@@ -197,9 +198,41 @@ class Streams:
                                  room or slug, EventId.parse(room_id)))
         return Window(_parse_id(last), _parse_id(first)), entries
 
+    def reader(self) -> redis.Redis:
+        """A client with one connection of its own, for the hub's blocking reads."""
+        kwargs = dict(self.redis.connection_pool.connection_kwargs)
+        kwargs.update(socket_timeout=30)  # above the blocking read's 5 s
+        pool = redis.ConnectionPool(connection_class=self.redis.connection_pool.connection_class,
+                                    max_connections=1, **kwargs)
+        return redis.Redis(connection_pool=pool)
+
+    def positions(self) -> tuple[EventId, EventId]:
+        """Where the firehose and the control stream end now: a hub starts reading after them."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xrevrange(self.firehose_key(), count=1)
+        pipe.xrevrange(self.control_key(), count=1)
+        firehose, control = pipe.execute()
+        return (EventId.parse(firehose[0][0]) if firehose else ZERO,
+                EventId.parse(control[0][0]) if control else ZERO)
+
+    def read_new(self, reader: redis.Redis, firehose_after: EventId, control_after: EventId,
+                 block_ms: int) -> tuple[list[Entry], list[tuple[EventId, dict]]]:
+        """Block until the firehose or the control stream has entries after the given positions."""
+        reply = reader.xread({self.firehose_key(): str(firehose_after), self.control_key(): str(control_after)},
+                             count=1000, block=block_ms) or []
+        firehose, control = [], []
+        for key, rows in reply:
+            for raw_id, fields in rows:
+                if key == self.firehose_key():
+                    firehose.append(Entry(EventId.parse(raw_id), fields["type"], json.loads(fields["data"]),
+                                          fields["room"], EventId.parse(fields["id"])))
+                else:
+                    control.append((EventId.parse(raw_id), fields))
+        return firehose, control
+
     def window(self, slug: str | None) -> Window:
         """Where a room's stream (or the firehose) stands now."""
-        return self.read_after(slug, EventId(2**64 - 1, 2**64 - 1), 1)[0]
+        return self.read_after(slug, ZERO, 0)[0]
 
     # Presence: a sorted set per room of `username|connection` scored by when it was last seen.
     def presence_key(self, slug: str) -> str:

@@ -1,0 +1,64 @@
+"""The wire format of live events: one event model, encoded for SSE or for a poll's JSON."""
+import json
+from dataclasses import dataclass, field
+
+from .ids import EventId, iso, utcnow
+
+PADDING = b":" + b" " * 2048 + b"\n"  # 2 KiB for proxies and browsers that hold back the first bytes
+
+
+def _json(data: dict) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode(event_type: str, data: dict, event_id=None) -> bytes:
+    """One SSE event. Durable events carry `id:`; ephemeral ones carry none."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event_type}\ndata: {_json(data)}\n\n".encode()
+
+
+@dataclass
+class LiveEvent:
+    """A durable event as clients see it, with its position in the feed it is read from."""
+
+    id: EventId
+    type: str
+    data: dict
+    _sse: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def sse(self) -> bytes:
+        # Encoded once, then the same bytes go to every subscriber in this process.
+        if self._sse is None:
+            self._sse = encode(self.type, self.data, self.id)
+        return self._sse
+
+    def to_poll(self) -> dict:
+        return {"id": str(self.id), "event": self.type, "data": self.data}
+
+
+def from_entry(entry, position: EventId | None = None) -> LiveEvent:
+    """A stream entry as an event; a message's data gets its room event id."""
+    data = {**entry.data, "id": str(entry.room_event_id or entry.id)} if entry.type == "message" else entry.data
+    return LiveEvent(position or entry.id, entry.type, data)
+
+
+def first_chunk(retry_ms: int, cursor: EventId, heartbeat: int) -> bytes:
+    ready = {"cursor": str(cursor), "time": now(), "heartbeat": heartbeat}
+    return f"retry: {retry_ms}\n".encode() + PADDING + b"\n" + encode("ready", ready)
+
+
+def ping() -> bytes:
+    return encode("ping", {"time": now()})
+
+
+def reset(reason: str) -> bytes:
+    return encode("reset", {"reason": reason})
+
+
+def presence(room: str, online: list[str]) -> bytes:
+    return encode("presence", {"room": room, "online": online})
+
+
+def now() -> str:
+    return iso(utcnow())

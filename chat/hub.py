@@ -1,0 +1,257 @@
+"""The per-process hub: one Redis reader fans every room's new events out to this process's subscribers.
+
+Written with `threading`: under gunicorn's gevent worker (monkey-patched) its threads are greenlets
+and its events cooperative; in a plain process (the core's tests) they are real threads.
+"""
+import logging
+import threading
+import time
+import uuid
+import weakref
+from collections import defaultdict, deque
+
+import redis
+
+from . import events
+from .errors import Unavailable
+from .ids import EventId
+
+log = logging.getLogger(__name__)
+_HUBS = weakref.WeakSet()  # every hub of this process, for SIGTERM
+
+
+class Subscription:
+    """One client's feed: a bounded buffer the hub fills and the client's request drains."""
+
+    def __init__(self, *, room, rooms, session_id, user_id, username, max_queue, is_stream):
+        self.room = room  # a slug, or None for the moderators' feed over every room
+        self.rooms = rooms  # the moderators' room filter (None: all)
+        self.session_id, self.user_id = session_id, user_id
+        self.presence_member = f"{username}|{uuid.uuid4().hex[:12]}"
+        self.max_queue = max_queue
+        self.is_stream = is_stream
+        self.items = deque()
+        self.wakeup = threading.Event()
+        self.ended = None  # why the hub ended it: overflow, logout, banned, shutdown
+
+    def deliver(self, item) -> None:
+        """Queue an event without ever blocking the hub; a client too far behind is cut off,
+        and resumes from its last id."""
+        if self.ended:
+            return
+        if len(self.items) >= self.max_queue:
+            self.end("overflow")
+            return
+        self.items.append(item)
+        self.wakeup.set()
+
+    def end(self, reason: str) -> None:
+        if self.ended is None:
+            self.ended = reason
+            self.wakeup.set()
+
+    def take(self, timeout: float) -> list:
+        """Everything queued, waiting up to `timeout` seconds for something."""
+        if not self.items and not self.ended:
+            self.wakeup.wait(timeout)
+        self.wakeup.clear()
+        taken = []
+        while self.items:
+            taken.append(self.items.popleft())
+        return taken
+
+
+class Presence:
+    """An ephemeral item for one subscriber's queue."""
+
+    def __init__(self, room: str, online: list[str]):
+        self.sse = events.presence(room, online)
+        self.online = online
+
+
+class Hub:
+    """Reads the firehose and the control stream once for the process and hands entries out."""
+
+    BLOCK_MS = 5000
+    PRESENCE_REFRESH = 10  # seconds between re-announcing local members (their TTL is longer)
+
+    def __init__(self, streams, config):
+        self.streams = streams
+        self.max_streams = config["CHAT_MAX_STREAMS_PER_PROCESS"]
+        self.max_queue = config["CHAT_SUBSCRIBER_QUEUE"]
+        self.presence_ttl = config["CHAT_PRESENCE_TTL_SECONDS"]
+        self.by_room = defaultdict(set)
+        self.firehose_subscribers = set()
+        self.stream_count = 0
+        self.shutting_down = False
+        self._lock = threading.Lock()
+        self._started = False
+        self._online_sent = {}
+        _HUBS.add(self)
+
+    # Subscribers
+
+    def subscribe(self, *, room=None, rooms=None, session_id, user_id, username, is_stream=True) -> Subscription:
+        """Register before catching up, so nothing published meanwhile can be missed."""
+        self._ensure_started()
+        if self.shutting_down:
+            raise Unavailable("this server is shutting down; reconnect", retry_after=1)
+        if is_stream and self.stream_count >= self.max_streams:
+            raise Unavailable("too many open streams on this server; use long-polling", retry_after=5)
+        subscription = Subscription(room=room, rooms=rooms, session_id=session_id, user_id=user_id,
+                                    username=username, max_queue=self.max_queue, is_stream=is_stream)
+        with self._lock:
+            if room is None:
+                self.firehose_subscribers.add(subscription)
+            else:
+                self.by_room[room].add(subscription)
+            self.stream_count += is_stream
+        if room is not None and is_stream:
+            self.streams.touch_presence(room, [subscription.presence_member], self.presence_ttl)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            if subscription.room is None:
+                self.firehose_subscribers.discard(subscription)
+            else:
+                members = self.by_room.get(subscription.room)
+                if members is not None:
+                    members.discard(subscription)
+                    if not members:
+                        del self.by_room[subscription.room]
+            self.stream_count -= subscription.is_stream
+        if subscription.room is not None and subscription.is_stream:
+            try:
+                self.streams.leave_presence(subscription.room, subscription.presence_member)
+            except redis.RedisError:
+                pass  # it expires by itself
+
+    def online(self, room: str) -> list[str]:
+        return self.streams.online([room], self.presence_ttl)[room]
+
+    # The reader
+
+    def _ensure_started(self) -> None:
+        if self._started:
+            return
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            self._firehose_at, self._control_at = self.streams.positions()
+            threading.Thread(target=self._read_forever, name="chat-hub-reader", daemon=True).start()
+            threading.Thread(target=self._presence_forever, name="chat-hub-presence", daemon=True).start()
+
+    def _read_forever(self) -> None:
+        reader, backoff = self.streams.reader(), 0.5
+        while not self.shutting_down:
+            try:
+                firehose, control = self.streams.read_new(reader, self._firehose_at, self._control_at, self.BLOCK_MS)
+                backoff = 0.5
+            except redis.RedisError as error:
+                log.warning("hub: Redis read failed (%s); retrying in %.1f s", error, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5)
+                self._check_lost_streams()
+                continue
+            for position, fields in control:
+                self._control_at = position
+                self._apply_control(fields)
+            for entry in firehose:
+                self._firehose_at = entry.id
+                self._dispatch(entry)
+
+    def _check_lost_streams(self) -> None:
+        """After Redis comes back empty, the firehose restarts: read it from its beginning."""
+        try:
+            firehose_end, control_end = self.streams.positions()
+        except redis.RedisError:
+            return
+        if firehose_end < self._firehose_at:
+            self._firehose_at = EventId(0, 0)
+        if control_end < self._control_at:
+            self._control_at = EventId(0, 0)
+
+    def _dispatch(self, entry) -> None:
+        for_room = events.from_entry(entry, entry.room_event_id)
+        for subscription in tuple(self.by_room.get(entry.room, ())):
+            subscription.deliver(for_room)
+        if self.firehose_subscribers:
+            for_moderators = events.LiveEvent(entry.id, for_room.type, for_room.data)
+            for subscription in tuple(self.firehose_subscribers):
+                if subscription.rooms is None or entry.room in subscription.rooms:
+                    subscription.deliver(for_moderators)
+
+    def _apply_control(self, fields: dict) -> None:
+        session_id, user_id = fields.get("session_id", ""), fields.get("user_id", "")
+        for subscription in self._all():
+            if (session_id and str(subscription.session_id) == session_id) or \
+                    (user_id and str(subscription.user_id) == user_id):
+                subscription.end(fields.get("reason", "ended"))
+
+    def _all(self) -> list[Subscription]:
+        with self._lock:
+            found = list(self.firehose_subscribers)
+            for members in self.by_room.values():
+                found.extend(members)
+        return found
+
+    # Presence: local members are re-announced; each room's list is checked once a second and
+    # sent to local subscribers when it changed (so at most one presence event a second per room).
+
+    def _presence_forever(self) -> None:
+        last_refresh = 0.0
+        while not self.shutting_down:
+            time.sleep(1)
+            try:
+                with self._lock:
+                    rooms = {room: [s.presence_member for s in members if s.is_stream]
+                             for room, members in self.by_room.items()}
+                if time.monotonic() - last_refresh >= self.PRESENCE_REFRESH:
+                    for room, members in rooms.items():
+                        if members:
+                            self.streams.touch_presence(room, members, self.presence_ttl)
+                    last_refresh = time.monotonic()
+                online = self.streams.online(list(rooms), self.presence_ttl) if rooms else {}
+            except redis.RedisError as error:
+                log.warning("hub: presence update failed: %s", error)
+                continue
+            for room, names in online.items():
+                if self._online_sent.get(room) != names:
+                    self._online_sent[room] = names
+                    item = Presence(room, names)
+                    for subscription in tuple(self.by_room.get(room, ())):
+                        subscription.deliver(item)
+            for room in set(self._online_sent) - set(online):
+                del self._online_sent[room]
+
+    # Shutdown
+
+    def shutdown(self, window: float = 4.0) -> None:
+        """End every subscription within `window` seconds, staggered so clients do not reconnect at once."""
+        self.shutting_down = True
+        subscriptions = self._all()
+        batches = 20
+        for index in range(batches):
+            for subscription in subscriptions[index::batches]:
+                subscription.end("shutdown")
+            time.sleep(window / batches)
+
+
+def shutdown_all() -> None:
+    for hub in list(_HUBS):
+        threading.Thread(target=hub.shutdown, daemon=True).start()
+
+
+def current() -> Hub:
+    """This app's hub in this process, created on first use."""
+    from flask import current_app  # noqa: PLC0415
+
+    from . import streams  # noqa: PLC0415
+
+    app = current_app._get_current_object()
+    hub = app.extensions.get("chat_hub")
+    if hub is None:
+        hub = app.extensions["chat_hub"] = Hub(streams.current(), app.config)
+    return hub

@@ -1,0 +1,70 @@
+"""gunicorn settings for long-lived streams on gevent workers (Procfile: `gunicorn -c gunicorn.conf.py wsgi:app`)."""
+# Patch before anything imports ssl or sockets (redis-py does), in the master as in the workers.
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+INSTANCE = ROOT / "instance"
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gevent"
+# gunicorn's default of 1,000 connections per gevent worker is a cliff for SSE: once streams fill it,
+# nothing else (posts included) is answered. Size it well above the app's own cap on streams per
+# process (CHAT_MAX_STREAMS_PER_PROCESS, default 8,000), which answers 503 + Retry-After past it.
+worker_connections = int(os.environ.get("CHAT_WORKER_CONNECTIONS", "12000"))
+# SIGTERM: the app ends every stream within 5 s (staggered), then the worker exits.
+graceful_timeout = 8
+timeout = 30
+keepalive = 5
+accesslog = os.environ.get("CHAT_ACCESS_LOG") or None
+errorlog = "-"
+# Several instances share a machine in tests and scale-out; the control socket would clash on one path.
+control_socket_disable = True
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")  # the platform's router sets X-Forwarded-*
+
+
+def on_starting(server):
+    """In the master, before workers fork: the one owner of the embedded Redis and the metrics directory."""
+    _raise_open_files_limit(worker_connections + 1000)
+    metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(INSTANCE / "metrics"))
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir, exist_ok=True)
+    if not os.environ.get("REDIS_URL"):
+        from chat import embedded_redis  # noqa: PLC0415
+
+        os.environ["REDIS_URL"] = embedded_redis.ensure_running(str(INSTANCE))
+        server.log.info("embedded Redis at %s", os.environ["REDIS_URL"])
+
+
+def post_worker_init(worker):
+    """Watch for SIGTERM (gunicorn only flips `alive`) and end this process's streams promptly."""
+    import gevent  # noqa: PLC0415
+
+    from chat import hub  # noqa: PLC0415
+
+    def watch():
+        while worker.alive:
+            gevent.sleep(0.2)
+        hub.shutdown_all()
+
+    gevent.spawn(watch)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess  # noqa: PLC0415
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

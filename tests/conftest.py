@@ -1,0 +1,108 @@
+"""Shared fixtures: real Redis and a real database, isolated per run and per test.
+
+With REDIS_URL / DATABASE_URL set, tests use those servers (a key prefix and a fresh PostgreSQL
+database per run); without them, the embedded defaults (a private Redis, SQLite in a temp dir).
+"""
+import os
+import uuid
+
+import pytest
+import redis
+import sqlalchemy
+
+from chat import create_app, embedded_redis
+from chat.config import database_url
+from chat.extensions import db
+from tests.support import AuthActions, LiveServer, run_migrations
+
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory):
+    """URLs of the Redis and database this run uses, created fresh for the run."""
+    base = tmp_path_factory.mktemp("services")
+    redis_url = os.environ.get("REDIS_URL") or embedded_redis.ensure_running(str(base / "instance"))
+    admin_url = os.environ.get("DATABASE_URL")
+    if admin_url:
+        admin_engine = sqlalchemy.create_engine(database_url(admin_url, ""), isolation_level="AUTOCOMMIT")
+        name = f"chat_test_{RUN_ID}"
+        with admin_engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        db_url = admin_engine.url.set(database=name).render_as_string(hide_password=False)
+    else:
+        db_url = "sqlite:///" + str(base / "chat.sqlite3")
+    run_migrations(db_url, str(base / "instance"))
+    yield {"redis_url": redis_url, "database_url": db_url, "prefix": f"test{RUN_ID}", "instance": str(base / "instance")}
+    if admin_url:
+        with admin_engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin_engine.dispose()
+
+
+def app_config(services, **overrides) -> dict:
+    return {"TESTING": True, "SQLALCHEMY_DATABASE_URI": services["database_url"], "REDIS_URL": services["redis_url"],
+            "CHAT_REDIS_PREFIX": services["prefix"], "CHAT_PASSWORD_METHOD": "pbkdf2:sha256:1000",
+            "CHAT_LOGIN_RATE_LIMIT": "1000/60", **overrides}
+
+
+def reset_state(services) -> None:
+    """Empty every table and every per-room Redis key; the firehose and control streams stay,
+    because a live server's hub is reading them."""
+    engine = sqlalchemy.create_engine(services["database_url"])
+    with engine.begin() as connection:
+        tables = [table.name for table in reversed(db.metadata.sorted_tables)]
+        if engine.dialect.name == "postgresql":
+            connection.execute(sqlalchemy.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                connection.execute(sqlalchemy.text(f"DELETE FROM {table}"))
+    engine.dispose()
+    client = redis.Redis.from_url(services["redis_url"])
+    keep = {f"{services['prefix']}:firehose".encode(), f"{services['prefix']}:control".encode()}
+    doomed = [key for key in client.scan_iter(f"{services['prefix']}:*", count=1000) if key not in keep]
+    if doomed:
+        client.delete(*doomed)
+    client.close()
+
+
+@pytest.fixture
+def app(services):
+    reset_state(services)
+    application = create_app(app_config(services), instance_path=services["instance"])
+    yield application
+    with application.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def auth(client):
+    return AuthActions(client)
+
+
+@pytest.fixture
+def make_client(app):
+    """More signed-in browsers: `make_client()` returns a fresh test client with its own cookies."""
+    return lambda: AuthActions(app.test_client())
+
+
+@pytest.fixture(scope="session")
+def live_server(services):
+    """A real gunicorn with gevent workers on a free port, sharing the run's Redis and database."""
+    server = LiveServer(services)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live(live_server, services):
+    """The live server, with the tables and room keys emptied for this test."""
+    reset_state(services)
+    return live_server

@@ -1,0 +1,277 @@
+"""Test helpers: sign-in actions, a real gunicorn server, and an SSE client that parses the byte stream."""
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse"
+
+
+def run_migrations(database_url: str, instance_path: str) -> None:
+    """Create the schema the way deployers do: `flask db upgrade`."""
+    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": "test"}
+    subprocess.run([sys.executable, "-m", "flask", "--app", "chat", "db", "upgrade"], cwd=ROOT, env=env,
+                   check=True, capture_output=True)
+
+
+def unique(prefix: str = "u") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+class AuthActions:
+    """A browser's session against the Flask test client (flaskr's AuthActions)."""
+
+    def __init__(self, client):
+        self.client = client
+        self.csrf = None
+        self.user = None
+
+    def register(self, username=None, password=PASSWORD):
+        response = self.client.post("/api/auth/register", json={"username": username or unique(), "password": password})
+        if response.status_code == 201:
+            self.user, self.csrf = response.json["user"], response.json["csrf_token"]
+        return response
+
+    def login(self, username, password=PASSWORD):
+        response = self.client.post("/api/auth/login", json={"username": username, "password": password})
+        if response.status_code == 200:
+            self.user, self.csrf = response.json["user"], response.json["csrf_token"]
+        return response
+
+    def headers(self):
+        return {"X-CSRF-Token": self.csrf or ""}
+
+    def post(self, path, **kwargs):
+        return self.client.post(path, headers=self.headers(), **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.client.delete(path, headers=self.headers(), **kwargs)
+
+    def get(self, path, **kwargs):
+        return self.client.get(path, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LiveServer:
+    """gunicorn with gevent workers, as the Procfile runs it, on a free port."""
+
+    def __init__(self, services, workers: int = 2, **settings):
+        self.services = services
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "DATABASE_URL": services["database_url"], "REDIS_URL": services["redis_url"],
+                    "CHAT_REDIS_PREFIX": services["prefix"], "CHAT_PASSWORD_METHOD": "pbkdf2:sha256:1000",
+                    "CHAT_LOGIN_RATE_LIMIT": "1000/60", "SECRET_KEY": "test", "PORT": str(self.port),
+                    "WEB_CONCURRENCY": str(workers), **{key: str(value) for key, value in settings.items()}}
+        self.process = None
+
+    def start(self, timeout: float = 30) -> None:
+        self.log = open(Path(self.services["instance"]) / f"gunicorn-{self.port}.log", "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                                        cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.log.name}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError("gunicorn did not answer /healthz in time")
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode if self.process else None
+
+    def user(self, username=None, role=None) -> "HttpUser":
+        return HttpUser(self.url).register(username)
+
+
+class HttpUser:
+    """A signed-in browser talking HTTP to a live server."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.http = requests.Session()
+        self.csrf = None
+        self.user = None
+
+    def register(self, username=None, password=PASSWORD) -> "HttpUser":
+        response = self.http.post(self.base_url + "/api/auth/register",
+                                  json={"username": username or unique(), "password": password}, timeout=10)
+        response.raise_for_status()
+        self.user, self.csrf = response.json()["user"], response.json()["csrf_token"]
+        return self
+
+    def login(self, username, password=PASSWORD) -> requests.Response:
+        response = self.http.post(self.base_url + "/api/auth/login", json={"username": username, "password": password},
+                                  timeout=10)
+        if response.ok:
+            self.user, self.csrf = response.json()["user"], response.json()["csrf_token"]
+        return response
+
+    def request(self, method, path, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        headers = {"X-CSRF-Token": self.csrf or "", **kwargs.pop("headers", {})}
+        return self.http.request(method, self.base_url + path, headers=headers, **kwargs)
+
+    def get(self, path, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path, **kwargs):
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.request("DELETE", path, **kwargs)
+
+    def create_room(self, name=None) -> str:
+        response = self.post("/api/rooms", json={"name": name or unique("room")})
+        response.raise_for_status()
+        return response.json()["room"]["slug"]
+
+    def send(self, slug, body, client_id=None) -> requests.Response:
+        return self.post(f"/api/rooms/{slug}/messages", json={"body": body, "client_id": client_id or unique("c")})
+
+    def events(self, path, last_event_id=None, **kwargs) -> "SSEClient":
+        return SSEClient(self.http, self.base_url + path, last_event_id=last_event_id, **kwargs)
+
+
+@dataclass
+class Event:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None  # the id field this event carried, if any
+    retry: int | None = None
+
+    def json(self):
+        import json  # noqa: PLC0415
+
+        return json.loads(self.data)
+
+
+@dataclass
+class _Parser:
+    """The SSE parsing algorithm of the HTML standard, fed arbitrary chunks."""
+
+    buffer: str = ""
+    pending: dict = field(default_factory=dict)
+    data_lines: list = field(default_factory=list)
+    comments: list = field(default_factory=list)
+    retry: int | None = None
+
+    def feed(self, text: str) -> list[Event]:
+        self.buffer += text
+        events = []
+        while True:
+            cut = min((i for i in (self.buffer.find("\r"), self.buffer.find("\n")) if i >= 0), default=-1)
+            if cut < 0:
+                return events
+            if self.buffer[cut] == "\r" and cut == len(self.buffer) - 1:
+                return events  # a CR at the end may be half of a CRLF split across chunks
+            line = self.buffer[:cut]
+            skip = 2 if self.buffer[cut:cut + 2] == "\r\n" else 1
+            self.buffer = self.buffer[cut + skip:]
+            if line == "":
+                if self.data_lines or "event" in self.pending or "id" in self.pending:
+                    events.append(Event(self.pending.get("event", "message"), "\n".join(self.data_lines),
+                                        self.pending.get("id"), self.retry))
+                self.pending, self.data_lines = {}, []
+                continue
+            if line.startswith(":"):
+                self.comments.append(line[1:])
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                self.data_lines.append(value)
+            elif name in ("event", "id"):
+                self.pending[name] = value
+            elif name == "retry" and value.isdigit():
+                self.retry = int(value)
+
+
+class SSEClient:
+    """Reads an event stream in a thread; tests await events with deadlines, never sleeps."""
+
+    def __init__(self, http: requests.Session, url: str, last_event_id=None, params=None, headers=None):
+        headers = {"Accept": "text/event-stream", **(headers or {})}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        self.response = http.get(url, params=params, headers=headers, stream=True, timeout=(5, 60))
+        self.status = self.response.status_code
+        self.headers = self.response.headers
+        self.parser = _Parser()
+        self.queue = queue.Queue()
+        self.closed = threading.Event()
+        self.first_chunk = None
+        if self.status == 200:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        try:
+            for chunk in self.response.iter_content(chunk_size=None):
+                text = chunk.decode("utf-8")
+                if self.first_chunk is None:
+                    self.first_chunk = text
+                for event in self.parser.feed(text):
+                    self.queue.put(event)
+        except Exception:  # noqa: BLE001, S110 - the connection ending is what `closed` reports
+            pass
+        finally:
+            self.closed.set()
+            self.queue.put(None)
+
+    def next(self, timeout: float = 10) -> Event:
+        """The next event; AssertionError if none arrives in time or the stream ends."""
+        try:
+            event = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no event within {timeout} s") from None
+        if event is None:
+            self.queue.put(None)
+            raise AssertionError("the stream ended")
+        return event
+
+    def next_durable(self, timeout: float = 10) -> Event:
+        """The next event that carries an id (skipping ready, ping and presence)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.next(max(0.01, deadline - time.monotonic()))
+            if event.id is not None:
+                return event
+
+    def wait_for(self, predicate, timeout: float = 10) -> Event:
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.next(max(0.01, deadline - time.monotonic()))
+            if predicate(event):
+                return event
+
+    def wait_closed(self, timeout: float = 10) -> bool:
+        return self.closed.wait(timeout)
+
+    def close(self):
+        self.response.close()
