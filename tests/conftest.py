@@ -106,3 +106,10 @@ def live(live_server, services):
     """The live server, with the tables and room keys emptied for this test."""
     reset_state(services)
     return live_server
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Skipped tests do not count as passing: fail the run if any test was skipped."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.stats.get("skipped") and exitstatus == 0:
+        session.exitstatus = 1
