@@ -55,6 +55,23 @@ def post_worker_init(worker):
         hub.shutdown_all()
 
     gevent.spawn(watch)
+    gevent.spawn(_complete_pending_messages, worker.wsgi)
+
+
+def _complete_pending_messages(app):
+    """Once a minute, one process across the deployment acknowledges messages a crash left half-done."""
+    import gevent  # noqa: PLC0415
+
+    from chat import actions, streams  # noqa: PLC0415
+
+    while True:
+        gevent.sleep(60)
+        try:
+            with app.app_context():
+                if streams.current().claim("complete-pending", 55):
+                    actions.complete_pending_messages()
+        except Exception:  # noqa: BLE001 - a dependency may be down; try again next minute
+            app.logger.exception("completing pending messages failed")
 
 
 def child_exit(server, worker):

@@ -177,6 +177,15 @@ class Streams:
                 raise StreamMissing(slug) from None
             raise
 
+    def appended_id(self, slug: str, write_key: str) -> EventId | None:
+        """The id an append under `write_key` got, if it happened (and Redis still remembers)."""
+        found = self.redis.get(self.write_key(slug, write_key))
+        return EventId.parse(found) if found else None
+
+    def claim(self, job: str, seconds: int) -> bool:
+        """True for one caller across all processes per `seconds` (a lease for periodic jobs)."""
+        return bool(self.redis.set(f"{self.prefix}:lease:{job}", "1", nx=True, ex=seconds))
+
     def history(self, slug: str, before: EventId | None, count: int) -> tuple[Window, list[Entry], bool]:
         """Up to `count` messages before `before` (newest first), read in one atomic step with the
         stream's position, so nothing can fall between the history and its cursor.
