@@ -11,8 +11,9 @@ import signal
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import streams
 from .auth import hash_password
@@ -20,7 +21,7 @@ from .errors import ApiError
 from .extensions import db
 from .ids import ZERO, EventId, iso, utcnow
 from .models import Ban, Message, ModerationAction, Mute, Room, User, find_user, latest_event_id, message_payload
-from .schemas import check_event
+from .schemas import USERNAME, check_event
 
 
 def _failpoint(name: str) -> None:
@@ -111,9 +112,14 @@ def post_message(user: User, room: Room, body: str, client_id: str | None) -> tu
     del payload["id"]  # the stream entry's own id is the message's id
     event_id = publish(room, "message", payload, write_key=message.write_key)
     _failpoint("after_stream_append")
-    message.event_ms, message.event_seq = event_id  # 3. acknowledged
+    # 3. acknowledged, by exactly one request even when repeats of the client_id raced in: they answer 200.
+    claimed = db.session.execute(
+        update(Message).where(Message.id == message.id, Message.event_ms.is_(None))
+        .values(event_ms=event_id.ms, event_seq=event_id.seq).execution_options(synchronize_session=False)).rowcount
     db.session.commit()
-    return message, True
+    set_committed_value(message, "event_ms", event_id.ms)
+    set_committed_value(message, "event_seq", event_id.seq)
+    return message, claimed == 1
 
 
 def find_message(room: Room, event_id: EventId) -> Message | None:
@@ -140,6 +146,13 @@ def delete_message(user: User, message: Message) -> Message:
     return message
 
 
+def _deleted_between(room: Room, oldest: EventId, newest: EventId) -> set[EventId]:
+    rows = db.session.query(Message.event_ms, Message.event_seq).filter(
+        Message.room_id == room.id, Message.deleted_at.isnot(None),
+        Message.event_ms >= oldest.ms, Message.event_ms <= newest.ms)
+    return {EventId(ms, seq) for ms, seq in rows}
+
+
 def read_history(room: Room, before: EventId | None, limit: int) -> tuple[list[dict], bool, EventId]:
     """The newest `limit` messages before `before`, oldest first, whether older ones exist, and the cursor.
 
@@ -149,7 +162,10 @@ def read_history(room: Room, before: EventId | None, limit: int) -> tuple[list[d
     """
     slug = room.slug
     window, entries, exhausted = streams.current().history(slug, before, limit + 1)
-    messages = [{**entry.data, "id": str(entry.id)} for entry in entries]
+    # The record's tombstones too: a deletion whose broadcast failed is still a deletion.
+    deleted = _deleted_between(room, entries[-1].id, entries[0].id) if entries else set()
+    messages = [{**entry.data, "id": str(entry.id), **({"body": "", "deleted": True} if entry.id in deleted else {})}
+                for entry in entries]
     cursor = window.last
     if len(messages) <= limit and exhausted:
         bound = min(filter(None, [before, window.first])) if (before or window.first) else None
@@ -183,7 +199,7 @@ def _publish_logged(entry: ModerationAction, room: Room, event_type: str, data: 
 
 
 def _target_user(username: str) -> User:
-    user = find_user(username)
+    user = find_user(username) if USERNAME.match(username) else None  # no query for an impossible name (NUL)
     if user is None:
         raise ApiError(404, "not_found", f"no user named '{username}'")
     return user
@@ -244,3 +260,20 @@ def logout(session) -> None:
     db.session.delete(session)
     db.session.commit()
     streams.current().announce_end(session_id=session_id, reason="logout")
+
+
+def complete_pending_messages(min_age_seconds: int = 30, batch: int = 200) -> int:
+    """Acknowledge pending messages whose append did happen (a worker died or the database failed
+    between steps 2 and 3, and the client never retried): they may have been shown live, so they
+    must be in the record. Messages that were never appended stay pending and invisible."""
+    cutoff = utcnow() - timedelta(seconds=min_age_seconds)
+    pending = Message.query.filter(Message.event_ms.is_(None), Message.created_at < cutoff).limit(batch).all()
+    db.session.commit()
+    completed = 0
+    for message in pending:
+        event_id = streams.current().appended_id(message.room.slug, message.write_key)
+        if event_id is not None:
+            message.event_ms, message.event_seq = event_id
+            completed += 1
+    db.session.commit()
+    return completed

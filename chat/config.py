@@ -67,11 +67,14 @@ def finish(config) -> None:
     uri = config["SQLALCHEMY_DATABASE_URI"]
     if uri.startswith("sqlite"):
         # WAL and a busy timeout: a writer waits briefly instead of failing (DESIGN.md, gevent pitfall).
-        config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 5}})
+        config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 2}})
     else:
         config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {
             "pool_size": 10, "max_overflow": 10, "pool_timeout": 5, "pool_pre_ping": True,
-            "connect_args": {"connect_timeout": 5},
+            # A stalled server must not hang a request (or, under gevent, pile up greenlets): keepalives and
+            # tcp_user_timeout notice a dead peer, statement_timeout bounds a query that never answers.
+            "connect_args": {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                             "keepalives_count": 3, "tcp_user_timeout": 10000, "options": "-c statement_timeout=10000"},
         })
     config["MAX_CONTENT_LENGTH"] = config["CHAT_MAX_REQUEST_BYTES"]
     config["CHAT_RATE_LIMIT_PARSED"] = rate(config["CHAT_RATE_LIMIT"])

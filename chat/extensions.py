@@ -26,7 +26,7 @@ def _sqlite_pragmas(dbapi_connection, _record):
     if type(dbapi_connection).__module__ == "sqlite3":
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute("PRAGMA busy_timeout=2000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -47,7 +47,7 @@ class RedisClient:
             url = app.config["REDIS_URL"] or embedded_redis.ensure_running(app.instance_path)
             app.config["REDIS_URL"] = url
             pool = redis.BlockingConnectionPool.from_url(
-                url, max_connections=app.config["CHAT_REDIS_POOL_SIZE"], timeout=5, socket_timeout=10,
+                url, max_connections=app.config["CHAT_REDIS_POOL_SIZE"], timeout=5, socket_timeout=5,
                 socket_connect_timeout=3, health_check_interval=30, decode_responses=True)
             client = app.extensions["chat_redis"] = redis.Redis(connection_pool=pool)
         return client
