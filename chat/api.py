@@ -1,4 +1,6 @@
 """The JSON API for users, sessions, rooms and messages (API.md)."""
+import json
+
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -8,7 +10,7 @@ from .auth import check_password, current_session, end_session, login_required, 
 from .errors import ApiError
 from .ids import EventId
 from .models import Room, find_room, find_user
-from .schemas import CredentialsSchema, MessageCreateSchema, RoomCreateSchema
+from .schemas import SLUG, CredentialsSchema, MessageCreateSchema, RoomCreateSchema
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -26,10 +28,21 @@ def json_body(schema) -> dict:
         raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    if _has_lone_surrogate(data):
+        raise ApiError(400, "invalid_json", "the body must be UTF-8 text: it holds an unpaired surrogate escape")
     try:
         return schema.load(data)
     except ValidationError as error:
         raise ApiError(422, "validation_error", "some fields are not valid", fields=error.messages) from None
+
+
+def _has_lone_surrogate(data: dict) -> bool:
+    """JSON may escape a lone surrogate (`"\\ud800"`), which no UTF-8 text, database or hash can take."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def parse_event_id(text: str | None) -> EventId | None:
@@ -42,7 +55,7 @@ def parse_event_id(text: str | None) -> EventId | None:
 
 
 def room_or_404(slug: str) -> Room:
-    room = find_room(slug)
+    room = find_room(slug) if SLUG.match(slug) else None  # no query for what cannot be a slug (NUL: PostgreSQL)
     if room is None:
         raise ApiError(404, "not_found", f"no room '{slug}'")
     return room
@@ -146,7 +159,7 @@ def list_messages(slug):
     room = room_or_404(slug)
     before = parse_event_id(request.args.get("before"))
     try:
-        limit = int(request.args.get("limit", 50))
+        limit = int(request.args.get("limit") or 50)  # `limit=` (empty) means not given, like `before=`
     except ValueError:
         limit = 0
     if not 1 <= limit <= 200:

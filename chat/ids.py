@@ -3,7 +3,7 @@ import re
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-_EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})\Z")
 MAX_PART = 2**64 - 1
 
 

@@ -62,7 +62,7 @@ def unlock(slug):
 @login_required(moderator=True)
 def list_actions():
     try:
-        limit = int(request.args.get("limit", 50))
+        limit = int(request.args.get("limit") or 50)  # `limit=` (empty) means not given, like `before=`
     except ValueError:
         limit = 0
     if not 1 <= limit <= 200:

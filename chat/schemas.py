@@ -4,9 +4,21 @@ import unicodedata
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
 
-USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{3,32}$")
-CLIENT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+# \Z, not $: `$` also matches before a trailing newline, which would let "alice\n" through.
+USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{3,32}\Z")
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}\Z")
+SLUG = re.compile(r"^[a-z0-9\-]{1,64}\Z")  # what slugify() makes
 _ALLOWED_CONTROLS = {"\n", "\t"}
+
+
+def has_controls(value: str, allowed=frozenset()) -> bool:
+    """Whether the text holds control characters (other than `allowed`): never stored, PostgreSQL refuses NUL."""
+    return any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in value)
+
+
+def _multiline_text(value: str) -> None:
+    if has_controls(value, _ALLOWED_CONTROLS):
+        raise ValidationError("must not contain control characters other than newline and tab")
 
 
 class _Input(Schema):
@@ -41,6 +53,8 @@ class RoomCreateSchema(_Input):
             raise ValidationError("must be 1–64 characters after trimming")
         if not slugify(value):
             raise ValidationError("must contain a letter or digit to make the room's address")
+        if has_controls(value):
+            raise ValidationError("must not contain control characters")
 
     @post_load
     def add_slug(self, data, **_):
@@ -70,19 +84,18 @@ class MessageCreateSchema(_Input):
     def check_body(self, value, **_):
         if not 1 <= len(value) <= self.max_chars:
             raise ValidationError(f"must be 1–{self.max_chars} characters")
-        if any(unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS for ch in value):
-            raise ValidationError("must not contain control characters other than newline and tab")
+        _multiline_text(value)
 
 
 class MuteSchema(_Input):
     username = fields.String(required=True, validate=validate.Length(min=1, max=32))
     minutes = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=10080))
-    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+    reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])
 
 
 class BanSchema(_Input):
     username = fields.String(required=True, validate=validate.Length(min=1, max=32))
-    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+    reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])
 
 
 # Events: every durable and ephemeral event's data, checked before it is published (STYLE.md).

@@ -113,3 +113,50 @@ def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and reporter.stats.get("skipped") and exitstatus == 0:
         session.exitstatus = 1
+
+
+@pytest.fixture
+def make_app(app, services):
+    """Apps with settings overridden, e.g. `make_app(CHAT_RATE_LIMIT="2/60")`, sharing `app`'s emptied state."""
+    built = []
+
+    def build(**overrides):
+        built.append(create_app(app_config(services, **overrides), instance_path=services["instance"]))
+        return built[-1]
+
+    yield build
+    for application in built:
+        with application.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def make_moderator(app):
+    """`make_moderator(on=app)`: a moderator created as deployers do (not through the API), signed in."""
+    from chat import actions  # noqa: PLC0415
+    from tests.support import PASSWORD, unique  # noqa: PLC0415
+
+    def build(username=None, on=None):
+        target = on or app
+        username = username or unique("mod")
+        with target.app_context():
+            actions.register_user(username, PASSWORD, role="moderator")
+        moderator = AuthActions(target.test_client())
+        assert moderator.login(username).status_code == 200
+        return moderator
+
+    return build
+
+
+@pytest.fixture
+def member(auth):
+    """A signed-in user (role `user`)."""
+    assert auth.register().status_code == 201
+    return auth
+
+
+@pytest.fixture
+def room(member):
+    """A room's slug, created by `member`."""
+    return member.create_room()

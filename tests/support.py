@@ -1,6 +1,7 @@
 """Test helpers: sign-in actions, a real gunicorn server, and an SSE client that parses the byte stream."""
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -26,6 +27,49 @@ def run_migrations(database_url: str, instance_path: str) -> None:
 
 def unique(prefix: str = "u") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+TIME_FORMAT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")  # API.md: 2026-11-25T19:00:00.123Z
+
+
+# Bodies a JSON endpoint must refuse: too large (64 KiB is the default limit), malformed, not JSON.
+BAD_BODIES = [("x" * (65 * 1024), "application/json"), ("{", "application/json"),
+              ("name=x", "application/x-www-form-urlencoded")]
+
+
+def event_key(event_id: str) -> tuple[int, int]:
+    """The one comparison API.md allows on event ids: split at `-`, compare as a pair of integers."""
+    ms, seq = event_id.split("-")
+    return int(ms), int(seq)
+
+
+def assert_fields(actual: dict, **expected) -> None:
+    """`actual` holds these fields with these values (API.md lets the project add fields of its own)."""
+    assert expected.keys() <= actual.keys(), actual
+    assert {key: actual[key] for key in expected} == expected
+
+
+def assert_error(response, status: int, code: str, fields=()) -> dict:
+    """The response is API.md's error shape with this status and code; a validation error names `fields`."""
+    assert response.status_code == status, (response.status_code, response.get_json(silent=True))
+    error = response.json["error"]
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"]
+    if code == "validation_error":
+        assert set(fields) <= set(error["fields"]), error
+        assert all(isinstance(problems, list) and problems for problems in error["fields"].values()), error
+    else:
+        assert "fields" not in error, error
+    return error
+
+
+def assert_refused(attempt, values, status: int, code: str, fields=()) -> None:
+    """A table of bad inputs against one state: `attempt(value)` answers this error for every value."""
+    for value in values:
+        response = attempt(value)
+        body = response.get_json(silent=True) or {}
+        assert (response.status_code, body.get("error", {}).get("code")) == (status, code), (value, body)
+        assert_error(response, status, code, fields)
 
 
 class AuthActions:
@@ -59,6 +103,28 @@ class AuthActions:
 
     def get(self, path, **kwargs):
         return self.client.get(path, **kwargs)
+
+    def create_room(self, name=None) -> str:
+        response = self.post("/api/rooms", json={"name": name or unique("room")})
+        assert response.status_code == 201, response.json
+        return response.json["room"]["slug"]
+
+    def send(self, slug, body="hello", client_id=None):
+        payload = {"body": body} if client_id is None else {"body": body, "client_id": client_id}
+        return self.post(f"/api/rooms/{slug}/messages", json=payload)
+
+    def history(self, slug, **params):
+        return self.get(f"/api/rooms/{slug}/messages", query_string=params)
+
+    @property
+    def username(self) -> str:
+        return self.user["username"]
+
+    def mute(self, slug, username, minutes=10, **extra):
+        return self.post(f"/api/rooms/{slug}/mutes", json={"username": username, "minutes": minutes, **extra})
+
+    def ban(self, username, **extra):
+        return self.post("/api/bans", json={"username": username, **extra})
 
 
 def free_port() -> int:
@@ -274,4 +340,86 @@ class SSEClient:
         return self.closed.wait(timeout)
 
     def close(self):
+        """Hang up now, as a closed tab does. The socket is shut down first: closing the response alone
+        waits for the reader thread's blocked read, i.e. for the server's next bytes (up to a heartbeat)."""
+        connection = self.response.raw.connection
+        if connection is not None and connection.sock is not None:
+            try:
+                connection.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.response.close()
+
+
+# Helpers for the live-events tests.
+
+_OPERATOR_APPS = {}
+
+
+def live_moderator(server: LiveServer, username=None) -> HttpUser:
+    """A moderator created as an operator does (`register_user(..., role="moderator")` in an app
+    context, what `flask users create --moderator` runs), then signed in over HTTP."""
+    from chat import create_app  # noqa: PLC0415
+    from chat.actions import register_user  # noqa: PLC0415
+    from chat.extensions import db  # noqa: PLC0415
+
+    services = server.services
+    app = _OPERATOR_APPS.get(services["database_url"])
+    if app is None:
+        app = _OPERATOR_APPS[services["database_url"]] = create_app(
+            {"TESTING": True, "SQLALCHEMY_DATABASE_URI": services["database_url"], "REDIS_URL": services["redis_url"],
+             "CHAT_REDIS_PREFIX": services["prefix"], "CHAT_PASSWORD_METHOD": "pbkdf2:sha256:1000", "SECRET_KEY": "test"},
+            instance_path=services["instance"])
+    username = username or unique("mod")
+    with app.app_context():
+        register_user(username, PASSWORD, role="moderator")
+        db.session.remove()
+        db.engine.dispose()  # hold no connection between tests (the run's database is dropped at the end)
+    moderator = HttpUser(server.url)
+    response = moderator.login(username)
+    response.raise_for_status()
+    return moderator
+
+
+def same_session(user: HttpUser, server: LiveServer) -> HttpUser:
+    """The same browser session (cookie and CSRF token) talking to another server."""
+    other = HttpUser(server.url)
+    other.http, other.csrf, other.user = user.http, user.csrf, user.user
+    return other
+
+
+
+
+def wait_until(condition, timeout: float = 10, interval: float = 0.05, what: str = "condition"):
+    """Ask again until `condition()` is truthy (for state only visible by asking); its value, or AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not met within {timeout} s")
+        time.sleep(interval)
+
+
+def metric(server: LiveServer, name: str) -> float:
+    """A gauge or counter from the server's /metrics, summed over its labels and workers."""
+    total = 0.0
+    for line in requests.get(server.url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def history_ids(user: HttpUser, slug: str) -> list[str]:
+    """Every message id of a room, oldest first, paging back through the history endpoint."""
+    ids, before = [], None
+    while True:
+        params = {"limit": 200, **({"before": before} if before else {})}
+        page = user.get(f"/api/rooms/{slug}/messages", params=params)
+        page.raise_for_status()
+        ids[:0] = [message["id"] for message in page.json()["messages"]]
+        if not page.json()["has_more"]:
+            return ids
+        before = page.json()["messages"][0]["id"]
+

@@ -1,0 +1,129 @@
+"""API.md "Command line": `flask --app chat db upgrade` and `flask --app chat users create|promote`."""
+import logging
+from contextlib import contextmanager
+
+import pytest
+import sqlalchemy
+
+from tests.support import PASSWORD, AuthActions, assert_error, assert_fields, unique
+
+
+@pytest.fixture
+def flask_cli(app):
+    """`flask_cli("users", "create", ...)` runs a command as `flask --app chat ...` would, on the test's app."""
+    return lambda *args, on=None, **kwargs: (on or app).test_cli_runner().invoke(args=list(args), **kwargs)
+
+
+@contextmanager
+def logging_kept():
+    """Alembic's env.py applies alembic.ini's logging config (and disables other loggers): undo that for later tests."""
+    root, loggers = logging.getLogger(), logging.Logger.manager.loggerDict
+    saved_root = (root.level, root.handlers[:])
+    saved = {name: (logger.level, logger.disabled, logger.handlers[:], logger.propagate)
+             for name, logger in loggers.items() if isinstance(logger, logging.Logger)}
+    try:
+        yield
+    finally:
+        root.setLevel(saved_root[0])
+        root.handlers[:] = saved_root[1]
+        for name, (level, disabled, handlers, propagate) in saved.items():
+            logger = loggers[name]
+            logger.setLevel(level)
+            logger.disabled, logger.handlers[:], logger.propagate = disabled, handlers, propagate
+
+
+def sign_in(app, username, password=PASSWORD):
+    browser = AuthActions(app.test_client())
+    return browser, browser.login(username, password)
+
+
+# users create
+
+def test_users_create_makes_a_user_who_can_sign_in(app, flask_cli):
+    username = unique()
+    result = flask_cli("users", "create", username, "--password", PASSWORD)
+    assert result.exit_code == 0, result.output
+    browser, response = sign_in(app, username)
+    assert response.status_code == 200 and response.json["user"]["role"] == "user"
+    assert_error(browser.get("/api/moderation/actions"), 403, "forbidden")
+
+
+def test_users_create_moderator_makes_a_moderator(app, flask_cli):
+    username = unique()
+    assert flask_cli("users", "create", username, "--password", PASSWORD, "--moderator").exit_code == 0
+    browser, response = sign_in(app, username)
+    assert_fields(response.json["user"], username=username, role="moderator")
+    assert browser.get("/api/moderation/actions").status_code == 200
+
+
+def test_users_create_asks_for_the_password_when_not_given(app, flask_cli):
+    username = unique()
+    result = flask_cli("users", "create", username, input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert PASSWORD not in result.output  # the prompt hides what is typed
+    assert sign_in(app, username)[1].status_code == 200
+
+
+def test_users_create_refuses_a_taken_username_ignoring_case(app, flask_cli, make_client):
+    assert make_client().register("Taken_name").status_code == 201
+    for taken in ["Taken_name", "taken_name", "TAKEN_NAME"]:
+        result = flask_cli("users", "create", taken, "--password", "another password", "--moderator")
+        assert result.exit_code != 0, taken
+        assert_error(sign_in(app, taken, "another password")[1], 401, "invalid_credentials")
+    assert sign_in(app, "Taken_name")[1].json["user"]["role"] == "user"
+
+
+def test_users_create_refuses_what_registration_would(app, flask_cli):
+    for username, password in [("ab", PASSWORD), ("has space", PASSWORD), ("x" * 33, PASSWORD), ("newline\n", PASSWORD),
+                               ("valid_name", "short"), ("valid_name", "x" * 257)]:
+        assert flask_cli("users", "create", username, "--password", password).exit_code != 0, (username, password)
+        assert_error(sign_in(app, username.strip(), password)[1], 401, "invalid_credentials")
+
+
+# users promote
+
+def test_users_promote_makes_an_existing_user_a_moderator(flask_cli, member):
+    result = flask_cli("users", "promote", member.username)
+    assert result.exit_code == 0, result.output
+    assert member.get("/api/auth/me").json["user"]["role"] == "moderator"  # the running session sees it at once
+    assert member.get("/api/moderation/actions").status_code == 200
+
+
+def test_users_promote_twice_is_harmless(flask_cli, member):
+    assert flask_cli("users", "promote", member.username).exit_code == 0
+    assert flask_cli("users", "promote", member.username).exit_code == 0
+    assert member.get("/api/auth/me").json["user"]["role"] == "moderator"
+
+
+def test_users_promote_of_an_unknown_user_fails(flask_cli):
+    username = unique()
+    result = flask_cli("users", "promote", username)
+    assert result.exit_code != 0 and username in result.output
+
+
+# db upgrade
+
+def test_db_upgrade_creates_the_schema_and_is_safe_to_run_again(make_app, flask_cli, tmp_path):
+    fresh = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'fresh.sqlite3'}")
+    with logging_kept():
+        first = flask_cli("db", "upgrade", on=fresh)
+        second = flask_cli("db", "upgrade", on=fresh)
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 0, second.output
+    with fresh.app_context():
+        from chat.extensions import db  # noqa: PLC0415
+
+        tables = set(sqlalchemy.inspect(db.engine).get_table_names())
+    assert {"users", "sessions", "rooms", "messages", "mutes", "bans", "moderation_actions"} <= tables
+    username = unique()
+    assert flask_cli("users", "create", username, "--password", PASSWORD, on=fresh).exit_code == 0
+    assert sign_in(fresh, username)[1].status_code == 200
+
+
+def test_db_upgrade_on_a_current_database_keeps_its_data(app, flask_cli, member, room):
+    message = member.send(room, "still here").json["message"]
+    with logging_kept():
+        result = flask_cli("db", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert member.get("/api/auth/me").status_code == 200
+    assert member.history(room).json["messages"] == [message]

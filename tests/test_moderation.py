@@ -1,0 +1,259 @@
+"""API.md "Moderation" (without the live feeds): mutes, bans, locks, the actions log, and who may use them."""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.support import BAD_BODIES, TIME_FORMAT, assert_error, assert_fields, assert_refused, unique
+
+MODERATOR_ONLY = [
+    ("POST", "/api/rooms/{room}/mutes", {"username": "{user}", "minutes": 5}),
+    ("DELETE", "/api/rooms/{room}/mutes/{user}", None),
+    ("POST", "/api/bans", {"username": "{user}"}),
+    ("DELETE", "/api/bans/{user}", None),
+    ("POST", "/api/rooms/{room}/lock", None),
+    ("POST", "/api/rooms/{room}/unlock", None),
+    ("GET", "/api/moderation/actions", None),
+]
+
+
+@pytest.fixture
+def moderator(make_moderator):
+    return make_moderator()
+
+
+def parse_time(text: str) -> datetime:
+    assert TIME_FORMAT.match(text), text
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def lock(browser, slug, action="lock"):
+    return browser.post(f"/api/rooms/{slug}/{action}")
+
+
+def call(browser, method, path, payload, **names):
+    """Fill `{room}` / `{user}` into a path and a JSON payload, then send it with the browser's CSRF token."""
+    json = {key: value.format(**names) if isinstance(value, str) else value for key, value in (payload or {}).items()}
+    return browser.client.open(path.format(**names), method=method, json=json, headers=browser.headers())
+
+
+# Who may moderate
+
+def test_moderation_is_forbidden_to_users(member, room, make_client):
+    target = make_client()
+    target.register()
+    assert_refused(lambda endpoint: call(member, *endpoint, room=room, user=target.username), MODERATOR_ONLY,
+                   403, "forbidden")
+    assert target.send(room, "still free").status_code == 201  # nothing took effect
+
+
+def test_forbidden_is_answered_before_404_and_422(member):
+    def invalid_call(method, path, payload):
+        return call(member, method, path, payload and {key: None for key in payload}, room="nowhere", user="nobody")
+
+    assert_refused(lambda endpoint: invalid_call(*endpoint), MODERATOR_ONLY, 403, "forbidden")
+
+
+def test_an_unknown_room_is_answered_before_the_body_is_read(moderator):
+    assert_refused(lambda bad: moderator.post("/api/rooms/nowhere/mutes", data=bad[0], content_type=bad[1]),
+                   BAD_BODIES, 404, "not_found")
+
+
+# Mutes
+
+def test_a_mute_silences_the_user_in_that_room_until_then(moderator, member, room):
+    elsewhere = member.create_room()
+    response = moderator.mute(room, member.username, minutes=30, reason="cool off")
+    assert response.status_code == 201
+    muted = response.json
+    assert_fields(muted, room=room, username=member.username, by=moderator.username, reason="cool off")
+    expected = datetime.now(timezone.utc) + timedelta(minutes=30)
+    assert abs(parse_time(muted["until"]) - expected) < timedelta(seconds=30)
+    assert_error(member.send(room, "let me talk"), 403, "muted")
+    assert member.send(elsewhere, "fine here").status_code == 201
+    assert member.history(room).json["messages"] == []
+
+
+def test_a_mute_without_a_reason(moderator, member, room):
+    assert moderator.mute(room, member.username).json["reason"] is None
+
+
+def test_unmute_lets_the_user_post_again(moderator, member, room):
+    moderator.mute(room, member.username)
+    response = moderator.delete(f"/api/rooms/{room}/mutes/{member.username}")
+    assert response.status_code == 204 and response.data == b""
+    assert member.send(room, "back").status_code == 201
+
+
+def test_muting_again_moves_the_end_of_the_mute(moderator, member, room):
+    first = moderator.mute(room, member.username, minutes=10080).json
+    second = moderator.mute(room, member.username, minutes=1).json
+    assert parse_time(second["until"]) < parse_time(first["until"])
+    assert_error(member.send(room, "still muted"), 403, "muted")
+
+
+def test_mute_minutes_may_be_1_to_10080(moderator, member, room):
+    for minutes in (1, 10080):
+        assert moderator.mute(room, member.username, minutes=minutes).status_code == 201
+
+
+def test_mute_minutes_outside_1_to_10080_are_422(moderator, member, room):
+    assert_refused(lambda minutes: moderator.mute(room, member.username, minutes=minutes),
+                   [0, -5, 10081, "5", 2.5, None], 422, "validation_error", ["minutes"])
+    assert member.send(room, "not muted").status_code == 201
+
+
+def test_a_mute_needs_a_username_and_minutes(moderator, room):
+    response = moderator.post(f"/api/rooms/{room}/mutes", json={})
+    assert_error(response, 422, "validation_error", ["username", "minutes"])
+
+
+def test_muting_or_banning_an_unknown_user_is_404(moderator, room):
+    unknown = [unique(), "no\x00body"]
+    assert_refused(lambda username: moderator.mute(room, username), unknown, 404, "not_found")
+    assert_refused(moderator.ban, unknown, 404, "not_found")
+
+
+def test_unmuting_or_unbanning_an_unknown_user_is_404(moderator, room):
+    unknown = [unique(), "no%00body", "x" * 40]
+    assert_refused(lambda username: moderator.delete(f"/api/rooms/{room}/mutes/{username}"), unknown, 404, "not_found")
+    assert_refused(lambda username: moderator.delete(f"/api/bans/{username}"), unknown, 404, "not_found")
+
+
+def test_a_reason_with_control_characters_or_over_500_characters_is_422(moderator, member, room):
+    bad_reasons = ["nul\x00byte", "bell\x07", "x" * 501]
+    assert_refused(lambda reason: moderator.mute(room, member.username, reason=reason), bad_reasons,
+                   422, "validation_error", ["reason"])
+    assert_refused(lambda reason: moderator.ban(member.username, reason=reason), bad_reasons,
+                   422, "validation_error", ["reason"])
+    assert member.send(room, "neither muted nor banned").status_code == 201
+
+
+def test_a_reason_may_span_lines(moderator, member, room):
+    assert moderator.mute(room, member.username, reason="first\n\tsecond").json["reason"] == "first\n\tsecond"
+
+
+def test_muting_in_an_unknown_room_is_404(moderator, member):
+    assert_error(moderator.mute("nowhere", member.username), 404, "not_found")
+    assert_error(moderator.delete(f"/api/rooms/nowhere/mutes/{member.username}"), 404, "not_found")
+
+
+# Bans
+
+def test_a_ban_refuses_the_users_login_and_every_request(moderator, member, room, make_client):
+    response = moderator.ban(member.username, reason="spam")
+    assert response.status_code == 201
+    assert_fields(response.json, username=member.username, by=moderator.username, reason="spam")
+    assert TIME_FORMAT.match(response.json["created_at"])
+    assert_error(member.get("/api/auth/me"), 403, "banned")
+    assert_error(member.get("/api/rooms"), 403, "banned")
+    assert_error(member.history(room), 403, "banned")
+    assert_error(member.send(room, "let me in"), 403, "banned")
+    assert_error(make_client().login(member.username), 403, "banned")
+
+
+def test_a_banned_user_with_a_wrong_password_gets_invalid_credentials(moderator, member, make_client):
+    moderator.ban(member.username)
+    assert_error(make_client().login(member.username, "not the password"), 401, "invalid_credentials")
+
+
+def test_a_ban_leaves_other_users_alone(moderator, member, room, make_client):
+    other = make_client()
+    other.register()
+    moderator.ban(member.username)
+    assert other.get("/api/auth/me").status_code == 200
+    assert other.send(room, "unaffected").status_code == 201
+
+
+def test_unban_restores_the_kept_session(moderator, member, room, make_client):
+    moderator.ban(member.username, reason=None)
+    response = moderator.delete(f"/api/bans/{member.username}")
+    assert response.status_code == 204 and response.data == b""
+    assert_fields(member.get("/api/auth/me").json, user=member.user, csrf_token=member.csrf)
+    assert member.send(room, "I'm back").status_code == 201
+    assert make_client().login(member.username).status_code == 200
+
+
+def test_a_ban_needs_a_username(moderator):
+    assert_error(moderator.post("/api/bans", json={"reason": "no one"}), 422, "validation_error", ["username"])
+
+
+# Locks
+
+def test_a_locked_room_takes_posts_from_moderators_only(moderator, member, room):
+    response = lock(moderator, room)
+    assert response.status_code == 200
+    assert response.json["room"]["slug"] == room and response.json["room"]["locked"] is True
+    assert member.get(f"/api/rooms/{room}").json["room"]["locked"] is True
+    assert [r["locked"] for r in member.get("/api/rooms").json["rooms"]] == [True]
+    assert_error(member.send(room, "hello?"), 403, "room_locked")
+    assert moderator.send(room, "announcement").status_code == 201
+    assert [m["body"] for m in member.history(room).json["messages"]] == ["announcement"]
+
+
+def test_unlock_opens_the_room_again(moderator, member, room):
+    lock(moderator, room)
+    response = lock(moderator, room, "unlock")
+    assert response.status_code == 200 and response.json["room"]["locked"] is False
+    assert member.send(room, "open again").status_code == 201
+
+
+def test_locking_an_unknown_room_is_404(moderator):
+    assert_refused(lambda action: lock(moderator, "nowhere", action), ["lock", "unlock"], 404, "not_found")
+
+
+# The actions log
+
+def test_the_actions_log_lists_what_moderators_did_newest_first(moderator, member, room):
+    message = member.send(room, "rude").json["message"]
+    moderator.delete(f"/api/rooms/{room}/messages/{message['id']}")
+    moderator.mute(room, member.username, reason="rude")
+    moderator.delete(f"/api/rooms/{room}/mutes/{member.username}")
+    moderator.ban(member.username, reason="again")
+    moderator.delete(f"/api/bans/{member.username}")
+    lock(moderator, room)
+    lock(moderator, room, "unlock")
+    response = moderator.get("/api/moderation/actions")
+    assert response.status_code == 200
+    actions = response.json["actions"]
+    assert [(a["action"], a["target"]) for a in actions] == [
+        ("unlock", actions[0]["target"]), ("lock", actions[1]["target"]),
+        ("unban", member.username), ("ban", member.username),
+        ("unmute", member.username), ("mute", member.username),
+        ("delete_message", message["id"]),
+    ]
+    assert all(a["moderator"] == moderator.username and TIME_FORMAT.match(a["created_at"]) for a in actions)
+    assert [a["room"] for a in actions if a["action"] not in ("ban", "unban")] == [room] * 5
+    assert [a["reason"] for a in actions if a["action"] in ("ban", "mute")] == ["again", "rude"]
+    assert len({a["id"] for a in actions}) == len(actions)
+
+
+def test_the_actions_log_names_each_moderator(make_moderator, member, room):
+    first, second = make_moderator(), make_moderator()
+    first.mute(room, member.username)
+    lock(second, room)
+    assert [(a["moderator"], a["action"]) for a in second.get("/api/moderation/actions").json["actions"]] == [
+        (second.username, "lock"), (first.username, "mute")]
+
+
+def test_the_actions_log_is_empty_at_first(moderator):
+    assert moderator.get("/api/moderation/actions").json["actions"] == []
+
+
+def test_the_actions_log_limit(moderator, member, room):
+    for minutes in (1, 2, 3):
+        moderator.mute(room, member.username, minutes=minutes)
+    newest = moderator.get("/api/moderation/actions", query_string={"limit": 2}).json["actions"]
+    everything = moderator.get("/api/moderation/actions").json["actions"]
+    assert len(everything) == 3 and newest == everything[:2]
+
+
+def test_the_actions_log_limit_outside_1_to_200_is_422(moderator):
+    assert_refused(lambda limit: moderator.get("/api/moderation/actions", query_string={"limit": limit}),
+                   [0, 201, "many"], 422, "validation_error", ["limit"])
+
+
+def test_moderators_are_refused_like_anyone_when_banned(make_moderator, member):
+    moderator, banned = make_moderator(), make_moderator()
+    moderator.ban(banned.username)
+    assert_error(banned.get("/api/moderation/actions"), 403, "banned")
+    assert_error(banned.ban(member.username), 403, "banned")
