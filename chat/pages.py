@@ -1,6 +1,7 @@
 """Server-rendered pages: the rooms list, a room's chat and the moderators' dashboard."""
+from urllib.parse import quote
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, abort, current_app, redirect, render_template, request
 
 from .auth import current_user
 from .models import find_room
@@ -8,25 +9,48 @@ from .models import find_room
 bp = Blueprint("pages", __name__)
 
 
+def _sign_in_first():
+    """Anonymous visitors sign in on `/` and come back here afterwards."""
+    return redirect("/?next=" + quote(request.full_path.rstrip("?"), safe="/"))
+
+
 @bp.get("/")
 def index():
-    return render_template("index.html", user=current_user())
+    return render_template("index.html", user=current_user(), page="index")
 
 
 @bp.get("/rooms/<slug>")
 def room(slug):
+    user = current_user()
+    if user is None:
+        return _sign_in_first()
     found = find_room(slug)
     if found is None:
-        abort(404)
-    return render_template("room.html", user=current_user(), room=found)
+        abort(404, description=f"There is no room called “{slug}”.")
+    return render_template("room.html", user=user, room=found, page="room",
+                           max_chars=current_app.config["CHAT_MAX_MESSAGE_CHARS"])
 
 
 @bp.get("/moderate")
 def moderate():
-    return render_template("moderate.html", user=current_user())
+    user = current_user()
+    if user is None:
+        return _sign_in_first()
+    if not user.is_moderator:
+        abort(403, description="The moderator dashboard is for moderators only.")
+    return render_template("moderate.html", user=user, page="moderate")
 
 
 def init_app(app):
+    @app.context_processor
+    def _signed_in_user():
+        # Error pages are rendered without a `user`; the header still offers logout. A page that
+        # failed because the database is down must still render, so a failure here means anonymous.
+        try:
+            return {"user": current_user()}
+        except Exception:  # noqa: BLE001
+            return {"user": None}
+
     @app.after_request
     def _security_headers(response):
         # No inline scripts: message text can never become code (API.md, issue 4).

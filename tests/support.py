@@ -147,6 +147,8 @@ class LiveServer:
         self.process = None
 
     def start(self, timeout: float = 30) -> None:
+        os.makedirs(self.services["instance"], exist_ok=True)  # with REDIS_URL set, nothing else creates it
+        Path(self.services["instance"]).mkdir(parents=True, exist_ok=True)
         self.log = open(Path(self.services["instance"]) / f"gunicorn-{self.port}.log", "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                                         cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)

@@ -1,0 +1,88 @@
+/** Signing in and out: the login/registration form, and the logout button every page carries. */
+import { adoptSession, api, ApiError, loadSession, NetworkError } from './api.js';
+import { flash } from './render.js';
+
+/** The signed-in user as the server rendered it into the page, or null. */
+export function pageUser() {
+  const { userId, username, role } = document.body.dataset;
+  return userId ? { id: Number(userId), username, role } : null;
+}
+
+/** Where to go after signing in: `?next=` when it is a path on this site, else the rooms list. */
+function nextLocation() {
+  const next = new URLSearchParams(location.search).get('next') || '/';
+  return next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : '/';
+}
+
+function describeAuthError(error, action) {
+  if (error instanceof NetworkError) return 'Could not reach the server. Check your connection and try again.';
+  if (!(error instanceof ApiError)) return 'Something went wrong. Try again.';
+  switch (error.code) {
+    case 'invalid_credentials': return 'Wrong username or password.';
+    case 'username_taken': return 'That username is taken. Pick another, or sign in.';
+    case 'banned': return 'This account is banned.';
+    case 'rate_limited': return `Too many attempts. Try again in ${error.retryAfter ?? 'a few'} seconds.`;
+    case 'validation_error': {
+      const parts = Object.entries(error.fields ?? {}).map(([field, problems]) => `${field}: ${[].concat(problems).join(', ')}`);
+      return parts.length ? `Please check: ${parts.join('; ')}.` : error.message;
+    }
+    default: return `Could not ${action}: ${error.message}`;
+  }
+}
+
+/** Wire the login/registration form on `/`. */
+export function initAuthForm(form) {
+  const errorBox = form.querySelector('[data-role=auth-error]');
+  const buttons = [...form.querySelectorAll('button[type=submit]')];
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const action = event.submitter?.value === 'register' ? 'register' : 'login';
+    const username = form.elements.username.value.trim();
+    const password = form.elements.password.value;
+    errorBox.textContent = '';
+    if (!username || !password) {
+      errorBox.textContent = 'Enter a username and a password.';
+      (username ? form.elements.password : form.elements.username).focus();
+      return;
+    }
+    buttons.forEach((button) => { button.disabled = true; });
+    form.setAttribute('aria-busy', 'true');
+    try {
+      const data = await api('POST', `/api/auth/${action}`, { body: { username, password } });
+      adoptSession(data);
+      location.assign(nextLocation());
+    } catch (error) {
+      errorBox.textContent = describeAuthError(error, action === 'register' ? 'create the account' : 'sign in');
+      form.elements.password.focus();
+    } finally {
+      buttons.forEach((button) => { button.disabled = false; });
+      form.removeAttribute('aria-busy');
+    }
+  });
+}
+
+async function logout(button) {
+  button.disabled = true;
+  try {
+    await loadSession(); // the CSRF token
+    await api('POST', '/api/auth/logout');
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) {
+      button.disabled = false;
+      flash('Could not log out. Check your connection and try again.');
+      return;
+    }
+  }
+  location.assign('/');
+}
+
+/** Every page's logout button (idempotent). */
+export function initLogout() {
+  for (const button of document.querySelectorAll('[data-action=logout]')) {
+    if (button.dataset.wired) continue;
+    button.dataset.wired = 'true';
+    button.addEventListener('click', () => logout(button));
+  }
+}
+
+initLogout();

@@ -1,0 +1,302 @@
+/**
+ * The chat page: history first, then live from the history's cursor; the composer; online list; room state.
+ * The Connection owns transport and cursor; this module registers one handler per event name.
+ */
+import { api, ApiError, loadSession, NetworkError, roomPath } from './api.js';
+import { pageUser } from './auth.js';
+import { Connection } from './connection.js';
+import { Outbox } from './outbox.js';
+import { Announcer, cloneTemplate, flash, localTime, renderStatus } from './render.js';
+import { Timeline } from './timeline.js';
+
+const HISTORY_PAGE = 50;
+
+const root = document.querySelector('[data-role=chat]');
+const slug = root.dataset.room;
+const maxChars = Number(root.dataset.maxChars) || 2000;
+const me = pageUser();
+const isModerator = me.role === 'moderator';
+const element = (role) => root.querySelector(`[data-role=${role}]`);
+
+const scroller = element('scroller');
+const composer = element('composer');
+const textarea = composer.elements.body;
+const feedback = element('feedback');
+const statusElement = root.querySelector('[data-testid=connection-status]');
+const loadOlderButton = element('load-older');
+const announcer = new Announcer(element('announcer'));
+
+let hasMore = false;
+let loadingOlder = false;
+let roomLocked = !element('locked-badge').hidden;
+let feedbackTimer = null;
+
+// Feedback
+
+function say(text, { kind = 'error', clearAfterMs = null } = {}) {
+  clearTimeout(feedbackTimer);
+  feedback.textContent = text;
+  feedback.dataset.kind = kind;
+  if (clearAfterMs) feedbackTimer = setTimeout(() => { feedback.textContent = ''; }, clearAfterMs);
+}
+
+function describeRejection(error) {
+  if (error instanceof NetworkError) {
+    return error.timedOut ? 'The server did not answer in time. Use Retry to send again.'
+      : 'Could not reach the server. Use Retry to send again.';
+  }
+  switch (error.code) {
+    case 'muted': return 'You are muted in this room, so your message was not sent.';
+    case 'banned': return 'Your account is banned: you cannot send messages.';
+    case 'room_locked': return 'This room is locked: only moderators can post right now.';
+    case 'rate_limited': {
+      const wait = error.retryAfter ?? 10;
+      return `You are sending messages too fast. Wait ${wait} second${wait === 1 ? '' : 's'}, then use Retry.`;
+    }
+    case 'payload_too_large': return `Your message is too long (at most ${maxChars} characters).`;
+    case 'validation_error': {
+      const problem = [].concat(error.fields?.body ?? [])[0];
+      return problem ? `Your message was not accepted: it ${problem}.` : `Your message was not accepted: ${error.message}`;
+    }
+    case 'unavailable': return 'The server could not take your message just now. Use Retry in a moment.';
+    case 'not_authenticated': return 'You have been signed out.';
+    case 'not_found': return 'This room no longer exists.';
+    default: return `Your message was not sent: ${error.message}`;
+  }
+}
+
+// The timeline, the outbox and the connection
+
+const timeline = new Timeline({
+  scroller,
+  list: element('message-list'),
+  jumpButton: element('jump'),
+  jumpCount: element('jump-count'),
+  me,
+  canDelete: (message) => isModerator || message.sender?.id === me.id,
+  onDelete: async (id, button) => {
+    button.disabled = true;
+    try {
+      await api('DELETE', roomPath(slug, 'messages', id));
+      timeline.remove(id);
+    } catch (error) {
+      button.disabled = false;
+      say(error instanceof ApiError ? `Could not delete: ${error.message}` : 'Could not delete: no connection.');
+    }
+  },
+  onRetry: (clientId) => outbox.retry(clientId),
+});
+
+async function loadHistory() {
+  const page = await api('GET', `${roomPath(slug, 'messages')}?limit=${HISTORY_PAGE}`);
+  timeline.replaceAll(page.messages);
+  setHasMore(page.has_more);
+  return page.cursor;
+}
+
+function sessionEnded(reason) {
+  connection.stop(reason);
+  textarea.disabled = true;
+  composer.querySelector('[data-testid=send]').disabled = true;
+  if (reason === 'banned') flash('Your account has been banned.');
+  else flash('You have been signed out.', { link: { href: `/?next=${encodeURIComponent(location.pathname)}`, text: 'Sign in again' } });
+}
+
+const connection = new Connection({
+  streamUrl: roomPath(slug, 'events'),
+  pollUrl: roomPath(slug, 'poll'),
+  onReset: loadHistory,
+  onSessionEnded: sessionEnded,
+});
+
+const outbox = new Outbox({
+  slug,
+  timeline,
+  connection,
+  maxChars,
+  onRejected: (error) => say(describeRejection(error)),
+  onSessionEnded: sessionEnded,
+});
+
+connection.onStatus((status) => {
+  renderStatus(statusElement, status);
+  if (status.state === 'live') outbox.resume();
+});
+
+// Handlers, by event name
+
+connection.on('message', (message) => {
+  const mine = message.sender?.id === me.id;
+  if (mine) outbox.confirmed(message);
+  const outcome = timeline.receive(message);
+  if (outcome === 'new' && !mine) announcer.say(`${message.sender.username}: ${message.body.slice(0, 200)}`);
+});
+
+connection.on('message_deleted', (data) => {
+  timeline.remove(data.id);
+});
+
+connection.on('presence', (data) => renderOnline(data.online ?? []));
+
+connection.on('user_muted', (data, { id }) => {
+  const until = data.until ? ` until ${localTime(data.until)}` : '';
+  timeline.notice(id, `${data.username} was muted by ${data.by}${until}.`);
+  if (data.username.toLowerCase() === me.username.toLowerCase()) {
+    say(`You have been muted in this room${until}.`, { kind: 'warning' });
+  }
+});
+
+connection.on('user_unmuted', (data, { id }) => {
+  timeline.notice(id, `${data.username} was unmuted by ${data.by}.`);
+  if (data.username.toLowerCase() === me.username.toLowerCase()) {
+    say('You can post in this room again.', { kind: 'info', clearAfterMs: 8000 });
+  }
+});
+
+connection.on('room_updated', (data, { id }) => {
+  const locked = Boolean(data.room?.locked);
+  if (locked === roomLocked) return;
+  timeline.notice(id, locked ? 'The room was locked: only moderators can post.' : 'The room was unlocked.');
+  setLocked(locked);
+});
+
+// Room state
+
+function setLocked(locked) {
+  roomLocked = locked;
+  element('locked-badge').hidden = !locked;
+  const toggle = element('toggle-lock');
+  if (toggle) {
+    toggle.textContent = locked ? 'Unlock room' : 'Lock room';
+    toggle.setAttribute('aria-pressed', String(locked));
+  }
+  if (locked && !isModerator) say('This room is locked: only moderators can post.', { kind: 'warning' });
+  else if (!locked && feedback.textContent.includes('locked')) say('');
+}
+
+function renderOnline(usernames) {
+  const list = element('online-list');
+  const sorted = [...new Set(usernames)].sort((a, b) => a.localeCompare(b, undefined, { sensitivity: 'base' }));
+  list.replaceChildren(...sorted.map((username) => {
+    const item = cloneTemplate('online-item-template');
+    item.querySelector('.online-name').textContent = username;
+    item.dataset.username = username;
+    if (username === me.username) item.classList.add('me');
+    return item;
+  }));
+  element('online-count').textContent = `(${sorted.length})`;
+}
+
+// Older history
+
+function setHasMore(more) {
+  hasMore = more;
+  loadOlderButton.hidden = !more;
+  element('history-start').hidden = more;
+}
+
+async function loadOlder() {
+  if (!hasMore || loadingOlder) return;
+  const before = timeline.oldestId();
+  if (!before) return;
+  loadingOlder = true;
+  loadOlderButton.disabled = true;
+  loadOlderButton.textContent = 'Loading older messages…';
+  try {
+    const page = await api('GET', `${roomPath(slug, 'messages')}?limit=${HISTORY_PAGE}&before=${encodeURIComponent(before)}`);
+    timeline.prependOlder(page.messages);
+    setHasMore(page.has_more);
+  } catch {
+    say('Could not load older messages.', { clearAfterMs: 5000 });
+  } finally {
+    loadingOlder = false;
+    loadOlderButton.disabled = false;
+    loadOlderButton.textContent = 'Load older messages';
+  }
+}
+
+loadOlderButton.addEventListener('click', loadOlder);
+scroller.addEventListener('scroll', () => {
+  if (scroller.scrollTop < 200 && scroller.scrollHeight > scroller.clientHeight) loadOlder();
+}, { passive: true });
+
+// The composer
+
+function submit() {
+  const problem = outbox.send(textarea.value);
+  if (problem) {
+    say(problem);
+    return;
+  }
+  textarea.value = '';
+  updateCount();
+  if (!/locked|muted/.test(feedback.textContent)) say('');
+}
+
+composer.addEventListener('submit', (event) => {
+  event.preventDefault();
+  submit();
+  textarea.focus();
+});
+
+textarea.addEventListener('keydown', (event) => {
+  if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && !event.altKey && !event.ctrlKey && !event.metaKey) {
+    event.preventDefault();
+    submit();
+  }
+});
+
+function updateCount() {
+  const length = [...textarea.value.trim()].length;
+  const counter = element('char-count');
+  counter.textContent = length > maxChars * 0.8 ? `· ${length}/${maxChars}` : '';
+  counter.classList.toggle('over', length > maxChars);
+}
+textarea.addEventListener('input', updateCount);
+
+element('toggle-lock')?.addEventListener('click', async (event) => {
+  const button = event.currentTarget;
+  button.disabled = true;
+  try {
+    const data = await api('POST', roomPath(slug, roomLocked ? 'unlock' : 'lock'));
+    setLocked(Boolean(data.room.locked));
+  } catch (error) {
+    say(`Could not change the lock: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// Start: who am I (the CSRF token), the room, its history; then live from the history's cursor.
+
+async function start() {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      const [, room, cursor] = await Promise.all([
+        loadSession(),
+        api('GET', roomPath(slug)),
+        loadHistory(),
+      ]);
+      renderOnline(room.online);
+      setLocked(room.room.locked);
+      connection.cursor = cursor;
+      connection.start();
+      flash('');
+      return;
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) {
+        location.assign(`/?next=${encodeURIComponent(location.pathname + location.search)}`);
+        return;
+      }
+      if (error instanceof ApiError && error.code === 'banned') {
+        sessionEnded('banned');
+        return;
+      }
+      renderStatus(statusElement, { ...connection.status(), state: 'offline' });
+      flash('Could not load this room. Retrying…');
+      await new Promise((resolve) => { setTimeout(resolve, Math.min(5000, 500 * 2 ** attempt)); });
+    }
+  }
+}
+
+start();
