@@ -33,7 +33,8 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")  # the platform
 def on_starting(server):
     """In the master, before workers fork: the one owner of the embedded Redis and the metrics directory."""
     _raise_open_files_limit(worker_connections + 1000)
-    metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(INSTANCE / "metrics"))
+    # One directory per master: several instances on one machine (scale-out, tests) must not wipe each other's files.
+    metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(INSTANCE / "metrics" / str(os.getpid())))
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)
     if not os.environ.get("REDIS_URL"):
@@ -72,6 +73,11 @@ def _complete_pending_messages(app):
                     actions.complete_pending_messages()
         except Exception:  # noqa: BLE001 - a dependency may be down; try again next minute
             app.logger.exception("completing pending messages failed")
+
+
+def on_exit(server):
+    if os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(INSTANCE / "metrics" / str(os.getpid())):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def child_exit(server, worker):

@@ -73,13 +73,15 @@ class Hub:
     """Reads the firehose and the control stream once for the process and hands entries out."""
 
     BLOCK_MS = 5000
-    PRESENCE_REFRESH = 10  # seconds between re-announcing local members (their TTL is longer)
+    PRESENCE_REFRESH = 10  # at most this many seconds between re-announcing local members
 
     def __init__(self, streams, config):
         self.streams = streams
         self.max_streams = config["CHAT_MAX_STREAMS_PER_PROCESS"]
         self.max_queue = config["CHAT_SUBSCRIBER_QUEUE"]
         self.presence_ttl = config["CHAT_PRESENCE_TTL_SECONDS"]
+        # Re-announce well within the TTL, or connected members would expire between refreshes.
+        self.presence_refresh = min(self.PRESENCE_REFRESH, max(1, self.presence_ttl / 3))
         self.by_room = defaultdict(set)
         self.firehose_subscribers = set()
         self.stream_count = 0
@@ -150,6 +152,8 @@ class Hub:
                 firehose, control = self.streams.read_new(reader, self._firehose_at, self._control_at, self.BLOCK_MS)
                 backoff = 0.5
             except redis.RedisError as error:
+                if self.shutting_down:
+                    break
                 log.warning("hub: Redis read failed (%s); retrying in %.1f s", error, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5)
@@ -208,7 +212,7 @@ class Hub:
                 with self._lock:
                     rooms = {room: [s.presence_member for s in members if s.is_stream]
                              for room, members in self.by_room.items()}
-                if time.monotonic() - last_refresh >= self.PRESENCE_REFRESH:
+                if time.monotonic() - last_refresh >= self.presence_refresh:
                     for room, members in rooms.items():
                         if members:
                             self.streams.touch_presence(room, members, self.presence_ttl)

@@ -1,6 +1,8 @@
 """Live events: Server-Sent Events and long-polling over the same events and cursors (API.md)."""
+import select
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Blueprint, Response, current_app, request
 
@@ -17,6 +19,7 @@ bp = Blueprint("live", __name__, url_prefix="/api")
 CATCH_UP_BATCH = 500
 DATABASE_REPLAY_LIMIT = 1000  # a client further behind than this reloads history instead
 POLL_MAX_EVENTS = 100
+RESUME_ATTEMPTS = 3  # plans in a row that a trim may race before the client is told to reload
 
 
 @dataclass
@@ -27,10 +30,16 @@ class Plan:
     replay: list  # LiveEvents from the database, before `after`
     reset: str | None = None  # why the client must reload history instead
     cursor: EventId | None = None  # where the client stands: the start position, or the tail
+    window: streams.Window | None = None  # what Redis held when the plan was made
+    backlog: list = field(default_factory=list)  # the replay, then what Redis holds after `after` (see resume)
 
     def __post_init__(self):
         if self.cursor is None:
             self.cursor = self.after
+
+
+class Trimmed(Exception):
+    """Redis trimmed entries that a catch-up still needed while it read them: plan again."""
 
 
 def _start_position() -> EventId | None:
@@ -39,8 +48,12 @@ def _start_position() -> EventId | None:
     return parse_event_id(raw)
 
 
+# The database stores ids as signed 64-bit integers: a bound past that overflows SQLite and PostgreSQL alike.
+_MAX_STORED_SEQ = 2**63 - 1
+
+
 def _just_before(event_id: EventId) -> EventId:
-    return EventId(event_id.ms, event_id.seq - 1) if event_id.seq else EventId(event_id.ms - 1, 2**64 - 1)
+    return EventId(event_id.ms, event_id.seq - 1) if event_id.seq else EventId(event_id.ms - 1, _MAX_STORED_SEQ)
 
 
 def plan_room(room, start: EventId | None) -> Plan:
@@ -48,7 +61,7 @@ def plan_room(room, start: EventId | None) -> Plan:
     database for what Redis no longer holds, or a reset where neither can rebuild the gap."""
     window = streams.current().window(room.slug)
     if start is None:  # the tail: only what happens after connecting
-        return Plan(window.last or latest_event_id(room) or ZERO, [])
+        return Plan(window.last or latest_event_id(room) or ZERO, [], window=window)
     if window.last is None:  # no stream: Redis lost it, or the room is new
         known = latest_event_id(room) or ZERO
         if start > known:
@@ -57,36 +70,84 @@ def plan_room(room, start: EventId | None) -> Plan:
     elif start > window.last:
         return Plan(window.last, [], reset="position unknown to this server")
     elif window.first is not None and start >= window.first:
-        return Plan(start, [])
+        return Plan(start, [], window=window)
     else:  # older than what Redis retains
         upto = _just_before(window.first) if window.first else window.last
-    rebuilt = events_between(room, start, upto, DATABASE_REPLAY_LIMIT)
+    # No stored id has a larger seq: clamping keeps a well-formed but huge cursor from overflowing the query.
+    rebuilt = events_between(room, EventId(start.ms, min(start.seq, _MAX_STORED_SEQ)), upto, DATABASE_REPLAY_LIMIT)
     if rebuilt is None:
         return Plan(window.last or upto, [], reset="too far behind; reload history")
     replay = [events.LiveEvent(event_id, kind, data) for event_id, kind, data in rebuilt]
-    return Plan(replay[-1].id if replay else start, replay, cursor=start)
+    return Plan(replay[-1].id if replay else start, replay, cursor=start, window=window)
 
 
 def plan_firehose(start: EventId | None) -> Plan:
-    """The moderators' feed resumes from the firehose alone; past its retention, a reset."""
-    window = streams.current().window(None)
+    """The moderators' feed resumes from the firehose alone; past its retention, a reset.
+
+    A position before its oldest entry is served from that entry on while the firehose never was
+    trimmed (so a feed that began on an empty firehose, cursor 0-0, resumes exactly).
+    """
+    room_streams = streams.current()
+    window = room_streams.window(None)
     if start is None:
-        return Plan(window.last or ZERO, [])
-    if window.last is None or start > window.last or (window.first is not None and start < _just_before(window.first)):
-        return Plan(window.last or ZERO, [], reset="position no longer retained")
-    return Plan(start, [])
+        return Plan(window.last or ZERO, [], window=window)
+    if window.last is None:  # nothing yet (or Redis lost it): only 0-0 was handed out meanwhile
+        return Plan(ZERO, [], window=window) if start == ZERO else \
+            Plan(ZERO, [], reset="position no longer retained")
+    trimmed = window.length >= room_streams.firehose_maxlen
+    if start > window.last or (trimmed and window.first is not None and start < _just_before(window.first)):
+        return Plan(window.last, [], reset="position no longer retained")
+    return Plan(start, [], window=window)
 
 
-def catch_up(room_streams, slug, after: EventId, limit: int | None = None, rooms: set | None = None) -> list:
-    """Events Redis holds after `after`, oldest first (tombstones applied); the firehose's if slug is None."""
+def _dropped(planned: streams.Window, now: streams.Window, after: EventId) -> bool:
+    """Whether Redis no longer holds entries after `after` that the plan relied on it for.
+
+    A plan reads from Redis what follows `after` and at least everything from `planned.first` on (older
+    events come from the database); if the oldest entry now retained is past both, a trim ran in between.
+    """
+    if planned.first is None:
+        return False  # the database served all up to `planned.last`; what came since is too new to trim
+    if now.first is None:
+        return max(now.last or ZERO, planned.last or ZERO) > after
+    return now.first > max(after, planned.first)
+
+
+def catch_up(room_streams, slug, after: EventId, limit: int | None = None, rooms: set | None = None,
+             planned: streams.Window | None = None) -> list:
+    """Events Redis holds after `after`, oldest first (tombstones applied); the firehose's if slug is None.
+
+    Raises Trimmed when Redis dropped entries that the plan (which read `planned`) needs from it.
+    """
     found = []
     while limit is None or len(found) < limit:
-        _, entries = room_streams.read_after(slug, after, CATCH_UP_BATCH)
+        window, entries = room_streams.read_after(slug, after, CATCH_UP_BATCH)
+        if planned is not None and _dropped(planned, window, after):
+            raise Trimmed(slug)
         found.extend(events.from_entry(entry) for entry in entries if rooms is None or entry.room in rooms)
         if len(entries) < CATCH_UP_BATCH:
             break
         after = entries[-1].id
     return found if limit is None else found[:limit]
+
+
+def resume(plan_for, slug: str | None, limit: int | None = None, rooms: set | None = None) -> Plan:
+    """`plan_for()` with its backlog read: the database's part, then Redis's. Planned again when a trim
+    raced the read, so that nothing is silently skipped. Call it after subscribing: the hub delivers
+    whatever is appended after the read."""
+    for _ in range(RESUME_ATTEMPTS):
+        plan = plan_for()
+        db.session.commit()  # end the plan's read transaction: none is held across a Redis call
+        if plan.reset:
+            return plan
+        try:
+            recent = catch_up(streams.current(), slug, plan.after, limit, rooms, planned=plan.window)
+        except Trimmed:
+            continue
+        plan.backlog = plan.replay + recent
+        return plan
+    tail = streams.current().window(slug).last or plan.after
+    return Plan(tail, [], reset="too far behind; reload history")
 
 
 def _subscribe(session, room_slug, rooms, is_stream):
@@ -101,21 +162,53 @@ def _rooms_filter() -> set | None:
 
 # SSE
 
-def _stream_response(subscription, plan: Plan, slug: str | None, online: list[str] | None, rooms=None):
+def _news(items: list, position: EventId, online: list | None) -> tuple[list, list | None]:
+    """What a stream has not sent yet: durable events after `position`, and presence that differs
+    from the list this client was last sent (the hub re-sends a room's list to everyone in it)."""
+    fresh = []
+    for item in items:
+        if isinstance(item, hub.Presence):
+            if item.online == online:
+                continue
+            online = item.online
+        elif item.id <= position:
+            continue
+        fresh.append(item)
+    return fresh, online
+
+
+def _hung_up(client) -> bool:
+    """Whether the client closed its end of the stream's socket (gunicorn's, if any). Checked before a
+    ping: writing alone notices only at the second write after the close, two heartbeats late, which
+    would keep a departed user in presence past its 30 s (select and recv are gevent's: no blocking)."""
+    if client is None:
+        return False
+    try:
+        readable, _, _ = select.select([client], [], [], 0)
+        return bool(readable) and client.recv(1, socket.MSG_PEEK) == b""
+    except OSError:  # reset by the peer
+        return True
+    except ValueError:  # a descriptor plain select() cannot watch (no gevent): leave it to the writes
+        return False
+
+
+def _stream_response(subscription, plan: Plan, slug: str | None, online: list[str] | None):
     config = current_app.config
+    client = request.environ.get("gunicorn.socket")
     retry_ms, heartbeat = config["CHAT_RETRY_MS"], config["CHAT_HEARTBEAT_SECONDS"]
-    max_age, room_streams, local_hub = config["CHAT_STREAM_MAX_SECONDS"], streams.current(), hub.current()
+    max_age, local_hub = config["CHAT_STREAM_MAX_SECONDS"], hub.current()
 
     def generate():
+        # Everything up to the live feed was read in the view (the database's part needs its session).
         metrics.STREAMS_OPEN.inc()
         try:
             yield events.first_chunk(retry_ms, plan.cursor, heartbeat)
             if plan.reset:
                 yield events.reset(plan.reset)
+            sent_online = online
             if online is not None:
                 yield events.presence(slug, online)
-            position = plan.after
-            backlog = plan.replay + ([] if plan.reset else catch_up(room_streams, slug, plan.after, rooms=rooms))
+            position, backlog = plan.after, plan.backlog
             if backlog:
                 position = backlog[-1].id
                 metrics.EVENTS_DELIVERED.inc(len(backlog))
@@ -128,7 +221,7 @@ def _stream_response(subscription, plan: Plan, slug: str | None, online: list[st
                 items = subscription.take(min(heartbeat, remaining))
                 if subscription.ended and subscription.ended != "shutdown":
                     break  # logout, ban or overflow: stop now; the client resumes from its last id
-                fresh = [item for item in items if not isinstance(item, events.LiveEvent) or item.id > position]
+                fresh, sent_online = _news(items, position, sent_online)
                 if fresh:
                     durable = [item for item in fresh if isinstance(item, events.LiveEvent)]
                     if durable:
@@ -136,6 +229,8 @@ def _stream_response(subscription, plan: Plan, slug: str | None, online: list[st
                         metrics.EVENTS_DELIVERED.inc(len(durable))
                     yield b"".join(item.sse for item in fresh)
                 elif not subscription.ended:
+                    if _hung_up(client):
+                        break  # the client left: free its place and its presence now
                     yield events.ping()
         finally:
             metrics.STREAMS_OPEN.dec()
@@ -152,7 +247,7 @@ def room_events(slug):
     start = _start_position()
     subscription = _subscribe(session, slug, None, is_stream=True)
     try:
-        plan = plan_room(room, start)
+        plan = resume(lambda: plan_room(room, start), slug)
         online = hub.current().online(slug)
     except BaseException:
         hub.current().unsubscribe(subscription)
@@ -167,25 +262,26 @@ def moderation_events():
     start, rooms = _start_position(), _rooms_filter()
     subscription = _subscribe(session, None, rooms, is_stream=True)
     try:
-        plan = plan_firehose(start)
+        plan = resume(lambda: plan_firehose(start), None, rooms=rooms)
     except BaseException:
         hub.current().unsubscribe(subscription)
         raise
     db.session.remove()
-    return _stream_response(subscription, plan, None, None, rooms)
+    return _stream_response(subscription, plan, None, None)
 
 
 # Long-polling
 
-def _poll(session, slug, rooms, plan: Plan, timeout: float):
+def _poll(session, slug, rooms, plan_for, timeout: float):
     """Answer at once with what exists after the cursor, else wait for the first durable event."""
     local_hub = hub.current()
     subscription = _subscribe(session, slug, rooms, is_stream=False)
     try:
+        plan = resume(plan_for, slug, POLL_MAX_EVENTS, rooms)
         if plan.reset:
             found = [{"id": None, "event": "reset", "data": {"reason": plan.reset}}]
             return found, plan.after
-        found = (plan.replay + catch_up(streams.current(), slug, plan.after, POLL_MAX_EVENTS, rooms))[:POLL_MAX_EVENTS]
+        found = plan.backlog[:POLL_MAX_EVENTS]
         if not found:
             db.session.remove()  # a waiting poll holds no database connection
             metrics.POLLS_WAITING.inc()
@@ -229,11 +325,9 @@ def room_poll(slug):
     room = room_or_404(slug)
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout()
-    plan = plan_room(room, start)
-    room_streams = streams.current()
     member = f"{session.user.username}|poll-{session.id}"
-    room_streams.touch_presence(slug, [member], current_app.config["CHAT_PRESENCE_TTL_SECONDS"])
-    found, cursor = _poll(session, slug, None, plan, timeout)
+    streams.current().touch_presence(slug, [member], current_app.config["CHAT_PRESENCE_TTL_SECONDS"])
+    found, cursor = _poll(session, slug, None, lambda: plan_room(room, start), timeout)
     return _poll_response({"events": found, "cursor": str(cursor), "online": hub.current().online(slug)})
 
 
@@ -242,6 +336,5 @@ def moderation_poll():
     session = check_request(moderator=True)
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout()
-    plan = plan_firehose(start)
-    found, cursor = _poll(session, None, _rooms_filter(), plan, timeout)
+    found, cursor = _poll(session, None, _rooms_filter(), lambda: plan_firehose(start), timeout)
     return _poll_response({"events": found, "cursor": str(cursor), "online": []})

@@ -33,14 +33,15 @@ return id
 
 _STREAM_INFO = """
 local function info(key)
-  if redis.call('EXISTS', key) == 0 then return {false, false} end
+  if redis.call('EXISTS', key) == 0 then return {false, false, 0} end
   local raw = redis.call('XINFO', 'STREAM', key)
-  local last, first = false, false
+  local last, first, length = false, false, 0
   for i = 1, #raw, 2 do
     if raw[i] == 'last-generated-id' then last = raw[i + 1] end
     if raw[i] == 'first-entry' and raw[i + 1] then first = raw[i + 1][1] end
+    if raw[i] == 'length' then length = raw[i + 1] end
   end
-  return {last, first}
+  return {last, first, length}
 end
 local function field(entry, name)
   local f = entry[2]
@@ -72,11 +73,11 @@ return {bounds[1], bounds[2], found, exhausted}
 
 _READ_AFTER = _STREAM_INFO + """
 -- KEYS: stream, tombstones ('' for the firehose: each entry's room names its set). ARGV: after id, count, prefix
--- Returns {last-generated id, first retained id, {{id, type, data, deleted, room, room id}...} oldest first}
+-- Returns {last-generated id, first retained id, {{id, type, data, deleted, room, room id}...} oldest first, length}
 local bounds = info(KEYS[1])
-if not bounds[1] then return {false, false, {}} end
+if not bounds[1] then return {false, false, {}, 0} end
 local out = {}
-if tonumber(ARGV[2]) == 0 then return {bounds[1], bounds[2], out} end
+if tonumber(ARGV[2]) == 0 then return {bounds[1], bounds[2], out, bounds[3]} end
 for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])) do
   local kind = field(entry, 'type')
   if kind ~= 'floor' then
@@ -86,7 +87,7 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT
     out[#out + 1] = {entry[1], kind, field(entry, 'data'), redis.call('SISMEMBER', tombstones, room_id), room, room_id}
   end
 end
-return {bounds[1], bounds[2], out}
+return {bounds[1], bounds[2], out, bounds[3]}
 """
 
 _RATE_LIMIT = """
@@ -118,6 +119,7 @@ class Window:
 
     last: EventId | None
     first: EventId | None
+    length: int = 0  # entries held; below the stream's MAXLEN, nothing was ever trimmed from it
 
 
 def _parse_id(raw) -> EventId | None:
@@ -200,12 +202,12 @@ class Streams:
         """Durable events after `after`, oldest first, from a room's stream (or the firehose if slug is None)."""
         key = self.room_stream_key(slug) if slug else self.firehose_key()
         tombstones = self.tombstones_key(slug) if slug else ""
-        last, first, rows = self._read_after(keys=[key, tombstones], args=[str(after), count, self.prefix])
+        last, first, rows, length = self._read_after(keys=[key, tombstones], args=[str(after), count, self.prefix])
         entries = []
         for raw_id, kind, data, deleted, room, room_id in rows:
             entries.append(Entry(EventId.parse(raw_id), kind, _tombstoned(json.loads(data), deleted, kind),
                                  room or slug, EventId.parse(room_id)))
-        return Window(_parse_id(last), _parse_id(first)), entries
+        return Window(_parse_id(last), _parse_id(first), int(length)), entries
 
     def reader(self) -> redis.Redis:
         """A client with one connection of its own, for the hub's blocking reads."""

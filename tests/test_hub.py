@@ -1,0 +1,168 @@
+"""The per-process hub without HTTP: one reader over the run's Redis fans entries out to subscriptions."""
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+from chat.errors import Unavailable
+from chat.hub import Hub
+from chat.ids import ZERO
+from chat.streams import Streams
+
+CONFIG = {"CHAT_MAX_STREAMS_PER_PROCESS": 100, "CHAT_SUBSCRIBER_QUEUE": 1000, "CHAT_PRESENCE_TTL_SECONDS": 30}
+
+
+@pytest.fixture
+def streams(services):
+    """Streams under a prefix of its own inside the run's prefix: no other hub reads it."""
+    client = redis.Redis.from_url(services["redis_url"], decode_responses=True)
+    prefix = f"{services['prefix']}:hub-{uuid.uuid4().hex[:8]}"
+    yield Streams(client, prefix, 1000)
+    doomed = list(client.scan_iter(f"{prefix}:*", count=1000))
+    if doomed:
+        client.delete(*doomed)
+    client.close()
+
+
+@pytest.fixture
+def make_hub(streams):
+    """`make_hub(**settings)`: a hub over `streams`, shut down after the test."""
+    hubs = []
+
+    def build(**settings):
+        hubs.append(Hub(streams, {**CONFIG, **settings}))
+        return hubs[-1]
+
+    yield build
+    for hub in hubs:
+        hub.shutdown(window=0)
+
+
+@pytest.fixture
+def hub(make_hub):
+    return make_hub()
+
+
+def subscribe(hub, room="lobby", rooms=None, session_id=1, user_id=1, username="ann", is_stream=True):
+    return hub.subscribe(room=room, rooms=rooms, session_id=session_id, user_id=user_id, username=username,
+                         is_stream=is_stream)
+
+
+def append(streams, slug, n):
+    return streams.append(slug, "message", {"room": slug, "body": f"message {n}"}, floor=ZERO)
+
+
+def receive(subscription, count, timeout=10):
+    """The next `count` durable events of a subscription, waiting with a deadline."""
+    got, deadline = [], time.monotonic() + timeout
+    while len(got) < count:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{len(got)} of {count} events within {timeout} s (ended: {subscription.ended})"
+        got += [item for item in subscription.take(remaining) if hasattr(item, "id")]
+    return got
+
+
+def ended(subscription, timeout=10):
+    """Why the subscription ended, waiting for it with a deadline (presence items may wake it first)."""
+    deadline = time.monotonic() + timeout
+    while subscription.ended is None and time.monotonic() < deadline:
+        subscription.take(deadline - time.monotonic())
+    return subscription.ended
+
+
+def test_subscribers_receive_appended_entries_in_order(hub, streams):
+    lobby = [subscribe(hub, session_id=n) for n in (1, 2)]
+    kitchen = subscribe(hub, room="kitchen", session_id=3)
+    everything = subscribe(hub, room=None, session_id=4)
+    sent = {"lobby": [], "kitchen": []}
+    for n in range(40):
+        slug = "lobby" if n % 3 else "kitchen"
+        sent[slug].append((append(streams, slug, n), f"message {n}"))
+
+    for subscription in lobby:
+        got = receive(subscription, len(sent["lobby"]))
+        assert [(event.id, event.data["body"]) for event in got] == sent["lobby"]
+        assert all(event.type == "message" and event.data["id"] == str(event.id) for event in got)
+    got = receive(kitchen, len(sent["kitchen"]))
+    assert [(event.id, event.data["body"]) for event in got] == sent["kitchen"]
+    # The moderators' feed: every room, in the firehose's order and with its own positions.
+    got = receive(everything, 40)
+    assert [event.data["body"] for event in got] == [f"message {n}" for n in range(40)]
+    assert [event.id for event in got] == sorted(event.id for event in got)
+    assert {event.data["id"] for event in got} == {str(event_id) for event_id, _ in sent["lobby"] + sent["kitchen"]}
+
+
+def test_the_moderators_room_filter(hub, streams):
+    filtered = subscribe(hub, room=None, rooms={"kitchen"})
+    for n in range(6):
+        append(streams, "lobby" if n % 2 else "kitchen", n)
+    got = receive(filtered, 3)
+    assert [event.data["body"] for event in got] == ["message 0", "message 2", "message 4"]
+
+
+def test_a_slow_subscriber_is_cut_off_while_the_others_get_everything(make_hub, streams):
+    hub = make_hub(CHAT_SUBSCRIBER_QUEUE=5)
+    # Feeds over every room: no presence items share their queues.
+    slow = subscribe(hub, room=None, session_id=1)  # never reads
+    fast = subscribe(hub, room=None, session_id=2)
+    for n in range(12):
+        append(streams, "lobby", n)
+        # In step with the fast reader, so that only the slow one falls behind.
+        assert [event.data["body"] for event in receive(fast, 1)] == [f"message {n}"]
+    assert slow.ended == "overflow"
+    # What it had queued before the cut is still there, in order: the client resumes after its last id.
+    assert [item.data["body"] for item in slow.take(0)] == [f"message {n}" for n in range(5)]
+    assert fast.ended is None
+
+
+def test_control_entries_end_the_right_subscriptions(hub, streams):
+    ann_here = subscribe(hub, session_id=11, user_id=7)
+    ann_there = subscribe(hub, room="kitchen", session_id=12, user_id=7)
+    ann_polling = subscribe(hub, session_id=12, user_id=7, is_stream=False)
+    bob = subscribe(hub, session_id=13, user_id=8, username="bob")
+    moderator = subscribe(hub, room=None, session_id=14, user_id=9, username="mod")
+
+    streams.announce_end(session_id=11, reason="logout")
+    assert ended(ann_here) == "logout"
+    # One reader applies control entries in order: once one has acted, those before it have too.
+    streams.announce_end(user_id=7, reason="banned")
+    assert [ended(ann_there), ended(ann_polling)] == ["banned", "banned"]
+    assert ann_here.ended == "logout"
+    assert bob.ended is None and moderator.ended is None
+
+    streams.announce_end(user_id=9, reason="banned")
+    assert ended(moderator) == "banned" and bob.ended is None
+    # The ended still hear nothing more; the others still do.
+    message = append(streams, "lobby", 1)
+    assert [event.id for event in receive(bob, 1)] == [message]
+
+
+def test_the_hub_reads_only_what_is_appended_after_it_started(hub, streams):
+    before = append(streams, "lobby", 0)
+    subscription = subscribe(hub)
+    after = append(streams, "lobby", 1)
+    assert [event.id for event in receive(subscription, 1)] == [after]
+    assert before < after
+
+
+def test_stream_cap_and_shutdown(make_hub):
+    hub = make_hub(CHAT_MAX_STREAMS_PER_PROCESS=2)
+    held = [subscribe(hub, session_id=n) for n in (1, 2)]
+    with pytest.raises(Unavailable) as refused:
+        subscribe(hub, session_id=3)
+    assert refused.value.retry_after > 0
+    poll = subscribe(hub, session_id=3, is_stream=False)  # polls are not streams: not capped
+    hub.unsubscribe(held.pop())
+    held.append(subscribe(hub, session_id=4))  # a place freed up
+
+    started = time.monotonic()
+    shutting = threading.Thread(target=hub.shutdown, kwargs={"window": 1.0})
+    shutting.start()
+    for subscription in [*held, poll]:
+        assert ended(subscription, 5) == "shutdown"
+    assert time.monotonic() - started < 2
+    with pytest.raises(Unavailable):
+        subscribe(hub, session_id=5)
+    shutting.join(5)

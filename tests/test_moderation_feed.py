@@ -1,0 +1,174 @@
+"""The moderators' feed (API.md, "Moderation"): every durable event of every room, one SSE stream or long-poll."""
+import threading
+
+import pytest
+import requests
+
+from tests.support import event_key, live_moderator, metric, wait_until
+
+FEED, POLL = "/api/moderation/events", "/api/moderation/poll"
+
+
+def room_of(data):
+    """The room an event's data carries: a slug, or for `room_updated` the room object."""
+    return data["room"]["slug"] if isinstance(data["room"], dict) else data["room"]
+
+
+def act(user, method, path, status, **kwargs):
+    response = user.request(method, path, **kwargs)
+    assert response.status_code == status, (path, response.status_code, response.text)
+    return response.json() if response.content else None
+
+
+def happenings(moderator, author, target, first, second):
+    """One of each durable event, across two rooms; returns the expected (event, room) sequence."""
+    one = act(author, "POST", f"/api/rooms/{first}/messages", 201, json={"body": "in the first room"})["message"]
+    act(author, "POST", f"/api/rooms/{second}/messages", 201, json={"body": "in the second room"})
+    act(author, "DELETE", f"/api/rooms/{first}/messages/{one['id']}", 200)
+    act(moderator, "POST", f"/api/rooms/{second}/mutes", 201, json={"username": target, "minutes": 10})
+    act(moderator, "DELETE", f"/api/rooms/{second}/mutes/{target}", 204)
+    act(moderator, "POST", f"/api/rooms/{first}/lock", 200)
+    act(moderator, "POST", f"/api/rooms/{first}/unlock", 200)
+    return [("message", first), ("message", second), ("message_deleted", first), ("user_muted", second),
+            ("user_unmuted", second), ("room_updated", first), ("room_updated", first)]
+
+
+def test_only_moderators_may_read_the_feed(live):
+    user = live.user()
+    for path in (FEED, POLL):
+        refused = user.get(path, params={"timeout": 0})
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+        anonymous = requests.get(live.url + path, timeout=10)
+        assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "not_authenticated"
+
+
+def test_every_durable_event_of_every_room_with_its_room(live):
+    moderator = live_moderator(live)
+    author, target = live.user(), live.user()
+    first, second = author.create_room(), author.create_room()
+    feed = moderator.events(FEED)
+    try:
+        ready = feed.next(timeout=5)
+        assert ready.event == "ready" and ready.id is None
+        cursor = ready.json()["cursor"]
+        expected = happenings(moderator, author, target.user["username"], first, second)
+        got = []
+        while len(got) < len(expected):
+            event = feed.next(timeout=10)
+            assert event.event not in ("presence", "reset"), event
+            if event.id is not None and room_of(event.json()) in (first, second):
+                got.append(event)
+        assert [(event.event, room_of(event.json())) for event in got] == expected
+        ids = [event.id for event in got]
+        assert ids == sorted(ids, key=event_key) and len(set(ids)) == len(ids)
+        message, deleted, muted = got[0].json(), got[2].json(), got[3].json()
+        assert message["body"] == "in the first room" and message["sender"]["username"] == author.user["username"]
+        assert deleted == {"id": message["id"], "room": first, "deleted_by": author.user["username"]}
+        assert muted["username"] == target.user["username"] and muted["by"] == moderator.user["username"]
+        assert [got[5].json()["room"]["locked"], got[6].json()["room"]["locked"]] == [True, False]
+
+        # The poll serves the same events, with the same positions, from the same cursor; read now, the
+        # deleted message is its tombstone.
+        body = moderator.get(POLL, params={"cursor": cursor, "timeout": 0}).json()
+        polled = [event for event in body["events"] if room_of(event["data"]) in (first, second)]
+        expected_data = [{**message, "body": "", "deleted": True}] + [event.json() for event in got[1:]]
+        assert [(event["id"], event["event"], event["data"]) for event in polled] == \
+            [(event.id, event.event, data) for event, data in zip(got, expected_data)]
+    finally:
+        feed.close()
+
+
+def test_rooms_filter(live):
+    moderator = live_moderator(live)
+    author = live.user()
+    rooms = [author.create_room() for _ in range(3)]
+    wanted = ",".join(rooms[:2])
+    feed = moderator.events(FEED, params={"rooms": wanted})
+    try:
+        cursor = feed.next(timeout=5).json()["cursor"]
+        sent = [act(author, "POST", f"/api/rooms/{slug}/messages", 201, json={"body": f"to {slug}"})["message"]
+                for slug in (rooms[2], rooms[0], rooms[2], rooms[1], rooms[2])]
+        expected = [(message["id"], message["room"]) for message in sent if message["room"] != rooms[2]]
+        got = [feed.next_durable() for _ in expected]
+        assert [(event.json()["id"], event.json()["room"]) for event in got] == expected
+        # Nothing from the third room came in between: the next event is the next one posted in a listed room.
+        last = act(author, "POST", f"/api/rooms/{rooms[0]}/messages", 201, json={"body": "last"})["message"]
+        assert feed.next_durable().json()["id"] == last["id"]
+
+        body = moderator.get(POLL, params={"cursor": cursor, "timeout": 0, "rooms": wanted}).json()
+        assert [event["data"]["id"] for event in body["events"]] == [message_id for message_id, _ in expected] + \
+            [last["id"]]
+        assert all(event["data"]["room"] in rooms[:2] for event in body["events"])
+    finally:
+        feed.close()
+
+
+def test_resume_by_last_event_id_is_exact_across_rooms(live):
+    moderator = live_moderator(live)
+    author = live.user()
+    rooms = [author.create_room(), author.create_room()]
+
+    def post(n):
+        return act(author, "POST", f"/api/rooms/{rooms[n % 2]}/messages", 201, json={"body": f"n{n}"})["message"]
+
+    feed = moderator.events(FEED, params={"rooms": ",".join(rooms)})
+    try:
+        feed.next(timeout=5)
+        early = [post(n) for n in range(3)]
+        seen = [feed.next_durable() for _ in early]
+        assert [event.json()["id"] for event in seen] == [message["id"] for message in early]
+    finally:
+        feed.close()
+    resume_from = seen[1].id  # as if the connection dropped after the second event
+    later = [post(n) for n in range(3, 7)]
+    expected = [message["id"] for message in early[2:] + later]
+
+    for kwargs in ({"last_event_id": resume_from}, {"params": {"last_event_id": resume_from}}):
+        feed = moderator.events(FEED, params={"rooms": ",".join(rooms), **kwargs.pop("params", {})}, **kwargs)
+        try:
+            assert feed.next(timeout=5).json()["cursor"] == resume_from
+            got = [feed.next_durable() for _ in expected]
+            assert [event.json()["id"] for event in got] == expected
+            assert got[0].id == seen[2].id  # the feed's own positions are stable
+            sentinel = post(7)
+            assert feed.next_durable().json()["id"] == sentinel["id"]
+            expected.append(sentinel["id"])
+        finally:
+            feed.close()
+
+    polled, cursor = [], resume_from
+    while len(polled) < len(expected):
+        body = moderator.get(POLL, params={"cursor": cursor, "timeout": 2, "rooms": ",".join(rooms)}).json()
+        assert body["events"], "the poll found nothing where events exist"
+        polled += [event["data"]["id"] for event in body["events"]]
+        cursor = body["cursor"]
+    assert polled == expected
+
+
+def test_moderation_poll_waits_and_wakes(live):
+    moderator = live_moderator(live)
+    author = live.user()
+    slug = author.create_room()
+    cursor = moderator.get(POLL, params={"timeout": 0}).json()["cursor"]
+    answers = []
+    before = metric(live, "chat_polls_waiting")
+    waiting = threading.Thread(target=lambda: answers.append(
+        moderator.get(POLL, params={"cursor": cursor, "timeout": 20, "rooms": slug})), daemon=True)
+    waiting.start()
+    wait_until(lambda: answers or metric(live, "chat_polls_waiting") > before, what="the moderation poll waits")
+    assert not answers
+    message = act(author, "POST", f"/api/rooms/{slug}/messages", 201, json={"body": "wake up"})["message"]
+    waiting.join(5)
+    assert answers and answers[0].status_code == 200
+    assert answers[0].headers["Cache-Control"] == "no-store"
+    body = answers[0].json()
+    assert [(event["event"], event["data"]) for event in body["events"]] == [("message", message)]
+    assert body["cursor"] == body["events"][0]["id"]
+
+
+@pytest.mark.parametrize("bad", ["nope", "1-2-3"])
+def test_malformed_positions_are_invalid_cursor(live, bad):
+    moderator = live_moderator(live)
+    for response in (moderator.get(POLL, params={"cursor": bad, "timeout": 0}),
+                     moderator.get(FEED, headers={"Last-Event-ID": bad})):
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_cursor"
