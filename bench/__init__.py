@@ -1,0 +1,1 @@
+"""The project's benchmark: fan-out, long-polling, capacity and ingest against a real gunicorn (docs/PERFORMANCE.md)."""
