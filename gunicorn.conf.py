@@ -46,7 +46,14 @@ def on_starting(server):
 
 def post_worker_init(worker):
     """Watch for SIGTERM (gunicorn only flips `alive`) and end this process's streams promptly."""
+    import gc  # noqa: PLC0415
+
     import gevent  # noqa: PLC0415
+
+    # Move what the app loaded out of the collector's reach: full collections over it stopped a worker
+    # (every stream in it) for 55-124 ms in the benchmark; frozen, about 10 ms.
+    gc.collect()
+    gc.freeze()
 
     from chat import hub  # noqa: PLC0415
 

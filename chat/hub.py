@@ -89,6 +89,8 @@ class Hub:
         self._lock = threading.Lock()
         self._started = False
         self._online_sent = {}
+        self._pollers_touched = {}  # (room, member) -> when it was last written to Redis
+        self._presence_due = {}  # room -> when its next presence event may go out
         _HUBS.add(self)
 
     # Subscribers
@@ -128,6 +130,16 @@ class Hub:
                 self.streams.leave_presence(subscription.room, subscription.presence_member)
             except redis.RedisError:
                 pass  # it expires by itself
+
+    def touch_poller(self, room: str, member: str) -> None:
+        """Count a long-poller as present; written to Redis at most once per refresh interval,
+        since a busy poller asks many times a second."""
+        now = time.monotonic()
+        if now - self._pollers_touched.get((room, member), -1e9) >= self.presence_refresh:
+            self.streams.touch_presence(room, [member], self.presence_ttl)
+            self._pollers_touched[(room, member)] = now
+            if len(self._pollers_touched) > 100000:  # forget old ones; a miss only costs one write
+                self._pollers_touched.clear()
 
     def online(self, room: str) -> list[str]:
         return self.streams.online([room], self.presence_ttl)[room]
@@ -203,6 +215,11 @@ class Hub:
 
     # Presence: local members are re-announced; each room's list is checked once a second and
     # sent to local subscribers when it changed (so at most one presence event a second per room).
+    # A big room's list is sent less often: every change costs (list size x subscribers) bytes.
+    PRESENCE_SUBSCRIBERS_PER_SECOND = 500  # a room with 5,000 local subscribers gets it every 10 s
+
+    def _presence_interval(self, room: str) -> float:
+        return min(10.0, max(1.0, len(self.by_room.get(room, ())) / self.PRESENCE_SUBSCRIBERS_PER_SECOND))
 
     def _presence_forever(self) -> None:
         last_refresh = 0.0
@@ -221,14 +238,17 @@ class Hub:
             except redis.RedisError as error:
                 log.warning("hub: presence update failed: %s", error)
                 continue
+            now = time.monotonic()
             for room, names in online.items():
-                if self._online_sent.get(room) != names:
+                if self._online_sent.get(room) != names and now >= self._presence_due.get(room, 0):
                     self._online_sent[room] = names
+                    self._presence_due[room] = now + self._presence_interval(room) - 0.05
                     item = Presence(room, names)
                     for subscription in tuple(self.by_room.get(room, ())):
                         subscription.deliver(item)
             for room in set(self._online_sent) - set(online):
                 del self._online_sent[room]
+                self._presence_due.pop(room, None)
 
     # Shutdown
 

@@ -201,6 +201,7 @@ def _stream_response(subscription, plan: Plan, slug: str | None, online: list[st
     def generate():
         # Everything up to the live feed was read in the view (the database's part needs its session).
         metrics.STREAMS_OPEN.inc()
+        delivered = metrics.Tally(metrics.EVENTS_DELIVERED)
         try:
             yield events.first_chunk(retry_ms, plan.cursor, heartbeat)
             if plan.reset:
@@ -211,7 +212,7 @@ def _stream_response(subscription, plan: Plan, slug: str | None, online: list[st
             position, backlog = plan.after, plan.backlog
             if backlog:
                 position = backlog[-1].id
-                metrics.EVENTS_DELIVERED.inc(len(backlog))
+                delivered.add(len(backlog))
                 yield b"".join(event.sse for event in backlog)
             deadline = time.monotonic() + max_age
             while not subscription.ended:
@@ -226,13 +227,14 @@ def _stream_response(subscription, plan: Plan, slug: str | None, online: list[st
                     durable = [item for item in fresh if isinstance(item, events.LiveEvent)]
                     if durable:
                         position = durable[-1].id
-                        metrics.EVENTS_DELIVERED.inc(len(durable))
+                        delivered.add(len(durable))
                     yield b"".join(item.sse for item in fresh)
                 elif not subscription.ended:
                     if _hung_up(client):
                         break  # the client left: free its place and its presence now
                     yield events.ping()
         finally:
+            delivered.flush()
             metrics.STREAMS_OPEN.dec()
             local_hub.unsubscribe(subscription)
 
@@ -325,8 +327,7 @@ def room_poll(slug):
     room = room_or_404(slug)
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout()
-    member = f"{session.user.username}|poll-{session.id}"
-    streams.current().touch_presence(slug, [member], current_app.config["CHAT_PRESENCE_TTL_SECONDS"])
+    hub.current().touch_poller(slug, f"{session.user.username}|poll-{session.id}")
     found, cursor = _poll(session, slug, None, lambda: plan_room(room, start), timeout)
     return _poll_response({"events": found, "cursor": str(cursor), "online": hub.current().online(slug)})
 

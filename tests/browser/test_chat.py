@@ -71,6 +71,7 @@ def test_a_message_is_pending_then_sent_once_whichever_confirmation_comes_first(
     # The event arrives while the POST's answer is held back: sent by the event, shown once.
     expect(mine).to_have_attribute("data-state", "sent")
     expect(mine).to_have_attribute("data-id", re.compile(r"^\d+-\d+$"))
+    until(page, lambda: held)  # the handler's fetch may still be returning when the event has arrived
     route, response = held.pop()
     route.fulfill(response=response)
     page.unroute(re.compile(r".*/api/rooms/[^/]+/messages$"))
