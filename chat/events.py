@@ -25,6 +25,7 @@ class LiveEvent:
     type: str
     data: dict
     _sse: bytes | None = field(default=None, repr=False, compare=False)
+    _chunk: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def sse(self) -> bytes:
@@ -32,6 +33,13 @@ class LiveEvent:
         if self._sse is None:
             self._sse = encode(self.type, self.data, self.id)
         return self._sse
+
+    @property
+    def chunk(self) -> bytes:
+        """The event as one HTTP/1.1 chunk, for writing straight to a stream's socket."""
+        if self._chunk is None:
+            self._chunk = b"%X\r\n%s\r\n" % (len(self.sse), self.sse)
+        return self._chunk
 
     def to_poll(self) -> dict:
         return {"id": str(self.id), "event": self.type, "data": self.data}

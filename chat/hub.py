@@ -4,6 +4,7 @@ Written with `threading`: under gunicorn's gevent worker (monkey-patched) its th
 and its events cooperative; in a plain process (the core's tests) they are real threads.
 """
 import logging
+import os
 import threading
 import time
 import uuid
@@ -33,11 +34,20 @@ class Subscription:
         self.items = deque()
         self.wakeup = threading.Event()
         self.ended = None  # why the hub ended it: overflow, logout, banned, shutdown
+        self.position = None  # the last durable event id this client was sent
+        # Direct writing: while its stream is idle and caught up, the hub writes an event's chunk
+        # straight to the socket (one non-blocking write) instead of waking the stream's greenlet.
+        self.direct_fd = None
+        self.unsent = b""  # the rest of a chunk the socket would not take; the stream writes it
+        self.written = 0  # events the hub wrote directly, for the delivery counter
 
     def deliver(self, item) -> None:
         """Queue an event without ever blocking the hub; a client too far behind is cut off,
         and resumes from its last id."""
         if self.ended:
+            return
+        if self.direct_fd is not None and isinstance(item, events.LiveEvent):
+            self._write_directly(item)
             return
         if len(self.items) >= self.max_queue:
             self.end("overflow")
@@ -45,15 +55,36 @@ class Subscription:
         self.items.append(item)
         self.wakeup.set()
 
+    def _write_directly(self, event) -> None:
+        if event.id <= self.position:
+            return
+        chunk = event.chunk
+        try:
+            written = os.write(self.direct_fd, chunk)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # the client is gone
+            self.end("gone")
+            return
+        self.position = event.id
+        self.written += 1
+        if written < len(chunk):  # a full socket buffer: the stream's greenlet takes over, and waits
+            self.unsent = chunk[written:]
+            self.direct_fd = None
+            self.wakeup.set()
+
     def end(self, reason: str) -> None:
         if self.ended is None:
             self.ended = reason
             self.wakeup.set()
 
-    def take(self, timeout: float) -> list:
-        """Everything queued, waiting up to `timeout` seconds for something."""
+    def take(self, timeout: float, direct_fd: int | None = None) -> list:
+        """Everything queued, waiting up to `timeout` seconds for something. With `direct_fd`, the hub
+        writes events straight to that socket while this waits (the caller then checks `unsent`)."""
         if not self.items and not self.ended:
+            self.direct_fd = direct_fd
             self.wakeup.wait(timeout)
+            self.direct_fd = None
         self.wakeup.clear()
         taken = []
         while self.items:

@@ -192,9 +192,20 @@ def _hung_up(client) -> bool:
         return False
 
 
+def _direct_fd(environ) -> int | None:
+    """The socket the hub may write an idle stream's events to itself: gunicorn's plain TCP socket on
+    a chunked (HTTP/1.1) response, whose chunk framing the hub then writes too. None otherwise
+    (TLS, HTTP/1.0, other servers): the stream's greenlet writes everything."""
+    client = environ.get("gunicorn.socket")
+    if client is None or hasattr(client, "cipher") or environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
+        return None
+    return client.fileno()
+
+
 def _stream_response(subscription, plan: Plan, slug: str | None, online: list[str] | None):
     config = current_app.config
     client = request.environ.get("gunicorn.socket")
+    direct_fd = _direct_fd(request.environ)
     retry_ms, heartbeat = config["CHAT_RETRY_MS"], config["CHAT_HEARTBEAT_SECONDS"]
     max_age, local_hub = config["CHAT_STREAM_MAX_SECONDS"], hub.current()
 
@@ -215,18 +226,25 @@ def _stream_response(subscription, plan: Plan, slug: str | None, online: list[st
                 delivered.add(len(backlog))
                 yield b"".join(event.sse for event in backlog)
             deadline = time.monotonic() + max_age
+            subscription.position = position
             while not subscription.ended:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                items = subscription.take(min(heartbeat, remaining))
+                items = subscription.take(min(heartbeat, remaining), direct_fd)
+                if subscription.written:  # what the hub wrote to the socket meanwhile
+                    delivered.add(subscription.written)
+                    subscription.written, position = 0, subscription.position
+                if subscription.unsent:  # finish the chunk the socket would not take at once
+                    client.sendall(subscription.unsent)
+                    subscription.unsent = b""
                 if subscription.ended and subscription.ended != "shutdown":
                     break  # logout, ban or overflow: stop now; the client resumes from its last id
                 fresh, sent_online = _news(items, position, sent_online)
                 if fresh:
                     durable = [item for item in fresh if isinstance(item, events.LiveEvent)]
                     if durable:
-                        position = durable[-1].id
+                        position = subscription.position = durable[-1].id
                         delivered.add(len(durable))
                     yield b"".join(item.sse for item in fresh)
                 elif not subscription.ended:
