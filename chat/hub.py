@@ -24,6 +24,10 @@ _HUBS = weakref.WeakSet()  # every hub of this process, for SIGTERM
 class Subscription:
     """One client's feed: a bounded buffer the hub fills and the client's request drains."""
 
+    # Thousands are held per process: no per-instance dict.
+    __slots__ = ("room", "rooms", "session_id", "user_id", "presence_member", "max_queue", "is_stream", "items",
+                 "wakeup", "ended", "position", "direct_fd", "unsent", "written", "__weakref__")
+
     def __init__(self, *, room, rooms, session_id, user_id, username, max_queue, is_stream):
         self.room = room  # a slug, or None for the moderators' feed over every room
         self.rooms = rooms  # the moderators' room filter (None: all)
