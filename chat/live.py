@@ -19,6 +19,7 @@ bp = Blueprint("live", __name__, url_prefix="/api")
 CATCH_UP_BATCH = 500
 DATABASE_REPLAY_LIMIT = 1000  # a client further behind than this reloads history instead
 POLL_MAX_EVENTS = 100
+POLL_HANGUP_CHECK_SECONDS = 2  # how often a waiting poll checks that its client is still there
 RESUME_ATTEMPTS = 3  # plans in a row that a trim may race before the client is told to reload
 
 
@@ -305,11 +306,14 @@ def _poll(session, slug, rooms, plan_for, timeout: float):
         if not found:
             db.session.remove()  # a waiting poll holds no database connection
             metrics.POLLS_WAITING.inc()
+            client = request.environ.get("gunicorn.socket")
             try:
                 deadline = time.monotonic() + timeout
                 while not found and not subscription.ended and time.monotonic() < deadline:
-                    items = subscription.take(deadline - time.monotonic())
+                    items = subscription.take(min(deadline - time.monotonic(), POLL_HANGUP_CHECK_SECONDS))
                     found = [item for item in items if isinstance(item, events.LiveEvent) and item.id > plan.after]
+                    if not found and _hung_up(client):
+                        break  # nobody is waiting for the answer any more: free the place now
             finally:
                 metrics.POLLS_WAITING.dec()
         if subscription.ended == "logout":

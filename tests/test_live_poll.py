@@ -4,17 +4,7 @@ import time
 
 import pytest
 
-from tests.support import HttpUser, live_moderator, metric, unique, wait_until
-
-
-def poll_path(slug):
-    return f"/api/rooms/{slug}/poll"
-
-
-def posted(user, slug, body=None):
-    response = user.send(slug, body or unique("body "))
-    assert response.status_code == 201, response.text
-    return response.json()["message"]
+from tests.support import HttpUser, live_moderator, metric, no_polls_waiting, poll_path, posted, unique, wait_until
 
 
 def cursor_of(user, slug):
@@ -45,9 +35,10 @@ class Background:
         return self.answer
 
 
-def waiting_poll(server, user, slug, **params):
-    """Start a poll in the background and return once the server counts it as waiting."""
-    before = metric(server, "chat_polls_waiting")
+def waiting_poll(server, user, slug, *, others_waiting=False, **params):
+    """Start a poll in the background and return once the server counts it as waiting. Unless this
+    test's own polls are waiting, first wait for earlier tests' abandoned polls to end."""
+    before = metric(server, "chat_polls_waiting") if others_waiting else no_polls_waiting(server)
     started = Background(lambda: user.get(poll_path(slug), params=params, timeout=40))
     wait_until(lambda: started.finished_at or metric(server, "chat_polls_waiting") > before, what="the poll waits")
     assert started.finished_at is None, "the poll answered instead of waiting"
@@ -151,7 +142,7 @@ def test_logout_during_a_waiting_poll_answers_401_within_2_seconds(live):
     slug = user.create_room()
     cursor = cursor_of(user, slug)
     mine = waiting_poll(live, user, slug, cursor=cursor, timeout=20)
-    theirs = waiting_poll(live, other_session, slug, cursor=cursor, timeout=20)
+    theirs = waiting_poll(live, other_session, slug, cursor=cursor, timeout=20, others_waiting=True)
     logged_out_at = time.monotonic()
     assert user.post("/api/auth/logout").status_code == 204
     assert_api_error(mine.result(timeout=2.5), 401, "not_authenticated")
@@ -168,8 +159,8 @@ def test_ban_during_a_waiting_poll_answers_403_banned_within_2_seconds(live):
     victim, bystander = live.user(), live.user()
     slug = victim.create_room()
     cursor = cursor_of(victim, slug)
-    victims = [waiting_poll(live, victim, slug, cursor=cursor, timeout=20) for _ in range(2)]
-    watching = waiting_poll(live, bystander, slug, cursor=cursor, timeout=20)
+    victims = [waiting_poll(live, victim, slug, cursor=cursor, timeout=20, others_waiting=bool(n)) for n in range(2)]
+    watching = waiting_poll(live, bystander, slug, cursor=cursor, timeout=20, others_waiting=True)
     banned_at = time.monotonic()
     assert moderator.post("/api/bans", json={"username": victim.user["username"]}).status_code == 201
     for poll in victims:

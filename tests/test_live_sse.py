@@ -5,7 +5,8 @@ import time
 import pytest
 import requests
 
-from tests.support import TIME_FORMAT, HttpUser, LiveServer, _Parser, event_key, live_moderator, unique
+from tests.support import (TIME_FORMAT, HttpUser, LiveServer, _Parser, event_key, events_path, live_moderator, posted,
+                           unique)
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +27,10 @@ def capped(services):
     server.stop()
 
 
-def events_path(slug):
-    return f"/api/rooms/{slug}/events"
-
-
 def assert_api_error(response, status, code):
     assert response.status_code == status, (response.status_code, response.text[:300])
     assert response.headers["Content-Type"].startswith("application/json")
     assert response.json()["error"]["code"] == code, response.json()
-
-
-def posted(user, slug, body=None):
-    response = user.send(slug, body or unique("body "))
-    assert response.status_code == 201, response.text
-    return response.json()["message"]
 
 
 def durable(stream, count, timeout=10):

@@ -9,7 +9,8 @@ import redis
 import requests
 
 from chat.streams import Streams
-from tests.support import LiveServer, event_key, history_ids, live_moderator, same_session, unique
+from tests.support import (LiveServer, event_key, events_path, history_ids, live_moderator, poll_path, posted,
+                           same_session, unique)
 
 # Redis keeps about 10 entries per room (trimmed a whole node, ~100 entries, at a time): resumes from
 # further back are served from the database. Posting is not what is under test: no rate limit.
@@ -39,20 +40,6 @@ def room_streams(services):
     client = redis.Redis.from_url(services["redis_url"], decode_responses=True)
     yield Streams(client, services["prefix"], SETTINGS["CHAT_STREAM_MAXLEN"])
     client.close()
-
-
-def events_path(slug):
-    return f"/api/rooms/{slug}/events"
-
-
-def poll_path(slug):
-    return f"/api/rooms/{slug}/poll"
-
-
-def posted(user, slug, body=None):
-    response = user.send(slug, body or unique("body "))
-    assert response.status_code == 201, response.text
-    return response.json()["message"]
 
 
 def sse_from(user, slug, position, until_count, timeout=20):

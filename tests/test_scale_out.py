@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tests.support import LiveServer, history_ids, same_session
+from tests.support import LiveServer, events_path, history_ids, same_session
 
 
 @pytest.fixture(scope="module")
@@ -14,10 +14,6 @@ def other_server(services):
     server.start()
     yield server
     server.stop()
-
-
-def events_path(slug):
-    return f"/api/rooms/{slug}/events"
 
 
 def test_messages_posted_on_one_instance_reach_subscribers_of_the_other_in_order(live, other_server):
