@@ -6,7 +6,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import actions, metrics, streams
-from .auth import check_password, current_session, end_session, login_required, set_cookie, start_session
+from .auth import check_password, current_session, login_required, set_cookie, start_session
 from .errors import ApiError
 from .ids import EventId
 from .models import Room, find_room, find_user

@@ -61,11 +61,6 @@ def set_cookie(response, token: str) -> None:
     response.set_cookie(COOKIE, token, httponly=True, samesite="Lax", secure=request.is_secure, path="/")
 
 
-def end_session(session: Session) -> None:
-    db.session.delete(session)
-    db.session.commit()
-
-
 def current_session() -> Session | None:
     """The request's session, if its cookie names one that still exists (cached per request)."""
     if "chat_session" not in g:

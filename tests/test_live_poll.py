@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tests.support import HttpUser, live_moderator, metric, no_polls_waiting, poll_path, posted, unique, wait_until
+from tests.support import HttpUser, live_moderator, metric, no_polls_waiting, poll_path, posted, wait_until
 
 
 def cursor_of(user, slug):

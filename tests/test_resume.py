@@ -10,7 +10,7 @@ import requests
 
 from chat.streams import Streams
 from tests.support import (LiveServer, event_key, events_path, history_ids, live_moderator, poll_path, posted,
-                           same_session, unique)
+                           same_session)
 
 # Redis keeps about 10 entries per room (trimmed a whole node, ~100 entries, at a time): resumes from
 # further back are served from the database. Posting is not what is under test: no rate limit.

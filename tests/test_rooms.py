@@ -1,6 +1,4 @@
 """API.md "Rooms": creating rooms (names, slugs, conflicts), listing them in order, and one room's page."""
-import pytest
-
 from tests.support import TIME_FORMAT, assert_error, assert_fields, assert_refused
 
 

@@ -1,0 +1,134 @@
+"""Where a subscriber starts: resuming a room or the moderators' feed exactly, from Redis where it still
+holds the events, from the database where it no longer does, or with a reset where neither can."""
+from dataclasses import dataclass, field
+
+from . import events, streams
+from .extensions import db
+from .ids import ZERO, EventId
+from .models import events_between, latest_event_id
+
+CATCH_UP_BATCH = 500
+DATABASE_REPLAY_LIMIT = 1000  # a client further behind than this reloads history instead
+RESUME_ATTEMPTS = 3  # plans in a row that a trim may race before the client is told to reload
+
+
+@dataclass
+class Plan:
+    """Where a subscriber starts: events rebuilt from the database, then Redis from `after`."""
+
+    after: EventId  # the position the Redis catch-up reads after
+    replay: list  # LiveEvents from the database, before `after`
+    reset: str | None = None  # why the client must reload history instead
+    cursor: EventId | None = None  # where the client stands: the start position, or the tail
+    window: streams.Window | None = None  # what Redis held when the plan was made
+    backlog: list = field(default_factory=list)  # the replay, then what Redis holds after `after` (see resume)
+
+    def __post_init__(self):
+        if self.cursor is None:
+            self.cursor = self.after
+
+
+class Trimmed(Exception):
+    """Redis trimmed entries that a catch-up still needed while it read them: plan again."""
+
+
+# The database stores ids as signed 64-bit integers: a bound past that overflows SQLite and PostgreSQL alike.
+_MAX_STORED_SEQ = 2**63 - 1
+
+
+def _just_before(event_id: EventId) -> EventId:
+    return EventId(event_id.ms, event_id.seq - 1) if event_id.seq else EventId(event_id.ms - 1, _MAX_STORED_SEQ)
+
+
+def plan_room(room, start: EventId | None) -> Plan:
+    """Decide how to resume a room exactly: from Redis where it still holds the events, from the
+    database for what Redis no longer holds, or a reset where neither can rebuild the gap."""
+    window = streams.current().window(room.slug)
+    if start is None:  # the tail: only what happens after connecting
+        return Plan(window.last or latest_event_id(room) or ZERO, [], window=window)
+    if window.last is None:  # no stream: Redis lost it, or the room is new
+        known = latest_event_id(room) or ZERO
+        if start > known:
+            return Plan(known, [], reset="position unknown to this server")
+        upto = known
+    elif start > window.last:
+        return Plan(window.last, [], reset="position unknown to this server")
+    elif window.first is not None and start >= window.first:
+        return Plan(start, [], window=window)
+    else:  # older than what Redis retains
+        upto = _just_before(window.first) if window.first else window.last
+    # No stored id has a larger seq: clamping keeps a well-formed but huge cursor from overflowing the query.
+    rebuilt = events_between(room, EventId(start.ms, min(start.seq, _MAX_STORED_SEQ)), upto, DATABASE_REPLAY_LIMIT)
+    if rebuilt is None:
+        return Plan(window.last or upto, [], reset="too far behind; reload history")
+    replay = [events.LiveEvent(event_id, kind, data) for event_id, kind, data in rebuilt]
+    return Plan(replay[-1].id if replay else start, replay, cursor=start, window=window)
+
+
+def plan_firehose(start: EventId | None) -> Plan:
+    """The moderators' feed resumes from the firehose alone; past its retention, a reset.
+
+    A position before its oldest entry is served from that entry on while the firehose never was
+    trimmed (so a feed that began on an empty firehose, cursor 0-0, resumes exactly).
+    """
+    room_streams = streams.current()
+    window = room_streams.window(None)
+    if start is None:
+        return Plan(window.last or ZERO, [], window=window)
+    if window.last is None:  # nothing yet (or Redis lost it): only 0-0 was handed out meanwhile
+        return Plan(ZERO, [], window=window) if start == ZERO else \
+            Plan(ZERO, [], reset="position no longer retained")
+    trimmed = window.length >= room_streams.firehose_maxlen
+    if start > window.last or (trimmed and window.first is not None and start < _just_before(window.first)):
+        return Plan(window.last, [], reset="position no longer retained")
+    return Plan(start, [], window=window)
+
+
+def _dropped(planned: streams.Window, now: streams.Window, after: EventId) -> bool:
+    """Whether Redis no longer holds entries after `after` that the plan relied on it for.
+
+    A plan reads from Redis what follows `after` and at least everything from `planned.first` on (older
+    events come from the database); if the oldest entry now retained is past both, a trim ran in between.
+    """
+    if planned.first is None:
+        return False  # the database served all up to `planned.last`; what came since is too new to trim
+    if now.first is None:
+        return max(now.last or ZERO, planned.last or ZERO) > after
+    return now.first > max(after, planned.first)
+
+
+def catch_up(room_streams, slug, after: EventId, limit: int | None = None, rooms: set | None = None,
+             planned: streams.Window | None = None) -> list:
+    """Events Redis holds after `after`, oldest first (tombstones applied); the firehose's if slug is None.
+
+    Raises Trimmed when Redis dropped entries that the plan (which read `planned`) needs from it.
+    """
+    found = []
+    while limit is None or len(found) < limit:
+        window, entries = room_streams.read_after(slug, after, CATCH_UP_BATCH)
+        if planned is not None and _dropped(planned, window, after):
+            raise Trimmed(slug)
+        found.extend(events.from_entry(entry) for entry in entries if rooms is None or entry.room in rooms)
+        if len(entries) < CATCH_UP_BATCH:
+            break
+        after = entries[-1].id
+    return found if limit is None else found[:limit]
+
+
+def resume(plan_for, slug: str | None, limit: int | None = None, rooms: set | None = None) -> Plan:
+    """`plan_for()` with its backlog read: the database's part, then Redis's. Planned again when a trim
+    raced the read, so that nothing is silently skipped. Call it after subscribing: the hub delivers
+    whatever is appended after the read."""
+    for _ in range(RESUME_ATTEMPTS):
+        plan = plan_for()
+        db.session.commit()  # end the plan's read transaction: none is held across a Redis call
+        if plan.reset:
+            return plan
+        try:
+            recent = catch_up(streams.current(), slug, plan.after, limit, rooms, planned=plan.window)
+        except Trimmed:
+            continue
+        plan.backlog = plan.replay + recent
+        return plan
+    tail = streams.current().window(slug).last or plan.after
+    return Plan(tail, [], reset="too far behind; reload history")
