@@ -35,7 +35,7 @@ class Subscription:
         self.presence_member = f"{username}|{uuid.uuid4().hex[:12]}"
         self.max_queue = max_queue
         self.is_stream = is_stream
-        self.items = deque()
+        self.items = None  # a deque once anything is queued: most streams never need one (direct writes)
         self.wakeup = threading.Event()
         self.ended = None  # why the hub ended it: overflow, logout, banned, shutdown
         self.position = None  # the last durable event id this client was sent
@@ -53,7 +53,9 @@ class Subscription:
         if self.direct_fd is not None and isinstance(item, events.LiveEvent):
             self._write_directly(item)
             return
-        if len(self.items) >= self.max_queue:
+        if self.items is None:
+            self.items = deque()
+        elif len(self.items) >= self.max_queue:
             self.end("overflow")
             return
         self.items.append(item)
