@@ -5,9 +5,11 @@
 import { api, ApiError, loadSession, roomPath } from './api.js';
 import './auth.js'; // the logout button
 import { Connection } from './connection.js';
-import { Announcer, localTime, renderMessage, renderNotice, renderStatus, setTime } from './render.js';
+import { Announcer, compareIds, localTime, renderMessage, renderNotice, renderStatus, setTime } from './render.js';
 
 const FEED_LIMIT = 500;
+const RECENT_ROOMS = 30; // on load, the feed starts with the latest messages of this many rooms
+const RECENT_PER_ROOM = 20;
 const NEAR_BOTTOM_PX = 64;
 
 const feed = document.querySelector('[data-role=feed]');
@@ -61,7 +63,8 @@ function append(item) {
   if (stay) scroller.scrollTop = scroller.scrollHeight;
 }
 
-function addMessage(message) {
+/** Add a message to the feed: at the end, announced (live), or quietly before `before` (recent history). */
+function addMessage(message, { recent = false, before = null } = {}) {
   const key = feedKey(message.room, message.id);
   if (feedItems.has(key) || message.deleted) return;
   const item = renderMessage('feed-item-template', message);
@@ -74,8 +77,22 @@ function addMessage(message) {
   item.querySelector('[data-action=mute]').setAttribute('aria-label', `Mute ${who} in ${message.room} for 10 minutes`);
   item.querySelector('[data-action=ban]').setAttribute('aria-label', `Ban ${who}`);
   feedItems.set(key, item);
+  if (recent) {
+    feed.insertBefore(item, before); // before the first live item, or at the end if none came yet
+    return;
+  }
   append(item);
   announcer.say(`${who} in ${message.room}: ${message.body.slice(0, 120)}`);
+}
+
+/** Start the feed with recent messages, older than anything the live feed has shown since. */
+async function loadRecent(rooms) {
+  const pages = await Promise.all(rooms.slice(0, RECENT_ROOMS).map((room) =>
+    api('GET', `${roomPath(room.slug, 'messages')}?limit=${RECENT_PER_ROOM}`).then((page) => page.messages, () => [])));
+  const recent = pages.flat().sort((a, b) => compareIds(a.id, b.id)).slice(-FEED_LIMIT);
+  const firstLive = feed.firstElementChild;
+  for (const message of recent) addMessage(message, { recent: true, before: firstLive });
+  scroller.scrollTop = scroller.scrollHeight;
 }
 
 function note(text) {
@@ -121,7 +138,7 @@ const connection = new Connection({
 });
 connection.onStatus((status) => renderStatus(statusElement, status));
 
-connection.on('message', addMessage);
+connection.on('message', (message) => addMessage(message));
 connection.on('message_deleted', (data) => {
   const item = feedItems.get(feedKey(data.room, data.id));
   const whose = item ? `${item.dataset.sender}’s message` : 'A message';
@@ -181,6 +198,7 @@ document.querySelector('[data-role=lock-form]').addEventListener('submit', (even
 
 async function loadRooms() {
   const { rooms } = await api('GET', '/api/rooms');
+  loadRecent(rooms).catch(() => say('Could not load recent messages.'));
   for (const select of document.querySelectorAll('[data-role=room-select]')) {
     select.replaceChildren(...rooms.map((room) => {
       const option = document.createElement('option');

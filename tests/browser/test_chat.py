@@ -191,6 +191,24 @@ def test_message_text_is_shown_as_text_and_never_runs(people):
     assert dialogs == []
 
 
+def test_the_moderator_feed_opens_with_recent_messages_then_goes_live(people, promote):
+    moderator, alice = people(2)
+    promote(moderator.username)
+    garden, kitchen = alice.http.create_room("Garden"), alice.http.create_room("Kitchen")
+    assert alice.http.send(garden, "posted before the dashboard opened").status_code == 201
+    assert alice.http.send(kitchen, "also earlier, elsewhere").status_code == 201
+    page = moderator.page
+    page.goto("/moderate")
+    expect_live(page)
+    feed = page.get_by_test_id("mod-feed").get_by_test_id("message")
+    expect(feed).to_have_count(2)
+    assert alice.http.send(garden, "and one live").status_code == 201
+    expect(feed).to_have_count(3)
+    expect(feed.nth(0)).to_have_attribute("data-room", garden)
+    expect(feed.nth(1)).to_have_attribute("data-room", kitchen)
+    expect(feed.nth(2)).to_contain_text("and one live")
+
+
 def test_deleted_messages_vanish_live_and_the_moderator_feed_sees_every_room(people, promote, artifacts):
     moderator, alice = people(2)
     promote(moderator.username)
