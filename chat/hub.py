@@ -37,7 +37,8 @@ class Subscription:
         self.present = present  # the rooms this client counts as online in
         self.presence = presence  # whether it is sent its rooms' presence
         self.session_id, self.user_id = session_id, user_id
-        self.presence_member = f"{username}|{uuid.uuid4().hex[:12]}"
+        # Only streams count as presence by connection (a poller is counted per session).
+        self.presence_member = f"{username}|{uuid.uuid4().hex[:12]}" if is_stream else None
         self.max_queue = max_queue
         self.is_stream = is_stream
         self.items = None  # a deque once anything is queued: most streams never need one (direct writes)
@@ -137,9 +138,10 @@ class Hub:
         self._lock = threading.Lock()
         self._started = False
         self._online_sent = {}
-        self._pollers_touched = {}  # (room, member) -> when it was last written to Redis
+        self._pollers = defaultdict(dict)  # room -> {poller's member: when it last polled}
         self._presence_due = {}  # room -> when its next presence event may go out
         self._online_now = {}  # room -> its online list as last read (at most a second old while followed)
+        self._online_json = {}  # room -> (that list, its JSON)
         # What polls are answered from without the database or Redis while the reader runs (caches.py).
         self.sessions = SessionCache()
         self.known_rooms = {}  # slug -> CachedRoom
@@ -171,8 +173,10 @@ class Hub:
             if rooms is None:
                 self.firehose_subscribers.add(subscription)
             else:
+                now = time.monotonic()
                 for room in rooms:
                     self.by_room[room].add(subscription)
+                    self._followed_at[room] = now
             self.stream_count += is_stream
         if is_stream:
             try:
@@ -203,16 +207,24 @@ class Hub:
                 pass  # it expires by itself
 
     def touch_poller(self, room: str, member: str) -> bool:
-        """Count a long-poller as present; written to Redis at most once per refresh interval,
-        since a busy poller asks many times a second. True when it was written now."""
-        now = time.monotonic()
-        if now - self._pollers_touched.get((room, member), -1e9) < self.presence_refresh:
-            return False
-        self.streams.touch_presence(room, [member], self.presence_ttl)
-        self._pollers_touched[(room, member)] = now
-        if len(self._pollers_touched) > 100000:  # forget old ones; a miss only costs one write
-            self._pollers_touched.clear()
-        return True
+        """Count a long-poller as present. Only a poller new here is written to Redis now (True: its
+        answer then reads the room's list afresh); the presence loop re-announces the others with the
+        streams' members, so a busy poller's requests cost no Redis call."""
+        pollers = self._pollers[room]
+        new = member not in pollers
+        if new:
+            self.streams.touch_presence(room, [member], self.presence_ttl)
+        pollers[member] = time.monotonic()
+        return new
+
+    def online_json(self, room: str, fresh: bool) -> bytes:
+        """A room's online list as JSON, for poll answers: encoded once per change of the list (a big
+        room's list is most of a poll answer)."""
+        names = self.online([room], recent_enough=not fresh)[room]
+        encoded = self._online_json.get(room)
+        if encoded is None or encoded[0] is not names:
+            encoded = self._online_json[room] = (names, events.encode_json(names))
+        return encoded[1]
 
     def online(self, rooms, *, recent_enough: bool = False) -> dict[str, list[str]]:
         """Who is online in each room, from Redis; with `recent_enough`, as the presence loop last read it
@@ -302,7 +314,7 @@ class Hub:
         for_feeds = events.LiveEvent(entry.id, for_room.type, for_room.data)
         self._recent_feed.add(entry.room, for_feeds)
         recent = self._recent.get(entry.room)
-        if recent is None and entry.room in self.by_room:
+        if recent is None and (entry.room in self.by_room or entry.room in self._followed_at):
             recent = self._recent[entry.room] = Recent(self.RECENT_PER_ROOM)
         if recent is not None:
             recent.add(entry.room, for_room)
@@ -339,6 +351,18 @@ class Hub:
     def _presence_interval(self, room: str) -> float:
         return min(10.0, max(1.0, len(self.by_room.get(room, ())) / self.PRESENCE_SUBSCRIBERS_PER_SECOND))
 
+    def _recent_pollers(self) -> dict[str, list[str]]:
+        """The pollers that asked within the presence TTL, per room; the others are forgotten."""
+        now, found = time.monotonic(), {}
+        for room, pollers in list(self._pollers.items()):
+            for member in [member for member, when in list(pollers.items()) if now - when > self.presence_ttl]:
+                del pollers[member]
+            if pollers:
+                found[room] = list(pollers)
+            else:
+                del self._pollers[room]
+        return found
+
     def _presence_forever(self) -> None:
         last_refresh = 0.0
         while not self.shutting_down:
@@ -347,6 +371,8 @@ class Hub:
                 with self._lock:
                     rooms = {room: [s.presence_member for s in members if room in s.present]
                              for room, members in self.by_room.items()}
+                for room, members in self._recent_pollers().items():
+                    rooms.setdefault(room, []).extend(members)
                 if time.monotonic() - last_refresh >= self.presence_refresh:
                     for room, members in rooms.items():
                         if members:
@@ -358,6 +384,8 @@ class Hub:
                 continue
             now = time.monotonic()
             self._online_now = online
+            for room in set(self._online_json) - set(online):
+                del self._online_json[room]
             self._followed_at.update(dict.fromkeys(rooms, now))
             for room in [room for room, when in self._followed_at.items() if now - when > self.RECENT_KEPT_SECONDS]:
                 del self._followed_at[room]
