@@ -138,7 +138,8 @@ class Hub:
         self._lock = threading.Lock()
         self._started = False
         self._online_sent = {}
-        self._pollers = defaultdict(dict)  # room -> {poller's member: when it last polled}
+        self._pollers = defaultdict(dict)  # room -> {poller's member: when it last polled (wall clock)}
+        self._pollers_polled = set()  # rooms whose pollers polled since the presence loop last wrote them
         self._presence_due = {}  # room -> when its next presence event may go out
         self._online_now = {}  # room -> its online list as last read (at most a second old while followed)
         self._online_json = {}  # room -> (that list, its JSON)
@@ -208,13 +209,15 @@ class Hub:
 
     def touch_poller(self, room: str, member: str) -> bool:
         """Count a long-poller as present. Only a poller new here is written to Redis now (True: its
-        answer then reads the room's list afresh); the presence loop re-announces the others with the
-        streams' members, so a busy poller's requests cost no Redis call."""
+        answer then reads the room's list afresh); the presence loop writes the others once a second,
+        each with the time it last polled, so a busy poller's requests cost no Redis call and a poller
+        that left drops out 30 s after its last poll, like a closed stream."""
         pollers = self._pollers[room]
         new = member not in pollers
         if new:
             self.streams.touch_presence(room, [member], self.presence_ttl)
-        pollers[member] = time.monotonic()
+        pollers[member] = time.time()
+        self._pollers_polled.add(room)
         return new
 
     def online_json(self, room: str, fresh: bool) -> bytes:
@@ -351,17 +354,19 @@ class Hub:
     def _presence_interval(self, room: str) -> float:
         return min(10.0, max(1.0, len(self.by_room.get(room, ())) / self.PRESENCE_SUBSCRIBERS_PER_SECOND))
 
-    def _recent_pollers(self) -> dict[str, list[str]]:
-        """The pollers that asked within the presence TTL, per room; the others are forgotten."""
-        now, found = time.monotonic(), {}
+    def _write_pollers(self) -> set[str]:
+        """Write the presence of rooms whose pollers polled since last time (each poller at the time of
+        its last poll) and forget pollers gone for longer than the TTL. The rooms that have pollers."""
+        polled, self._pollers_polled = self._pollers_polled, set()
+        now = time.time()
         for room, pollers in list(self._pollers.items()):
             for member in [member for member, when in list(pollers.items()) if now - when > self.presence_ttl]:
                 del pollers[member]
-            if pollers:
-                found[room] = list(pollers)
-            else:
+            if not pollers:
                 del self._pollers[room]
-        return found
+            elif room in polled:
+                self.streams.touch_presence(room, dict(pollers), self.presence_ttl)
+        return set(self._pollers)
 
     def _presence_forever(self) -> None:
         last_refresh = 0.0
@@ -371,8 +376,8 @@ class Hub:
                 with self._lock:
                     rooms = {room: [s.presence_member for s in members if room in s.present]
                              for room, members in self.by_room.items()}
-                for room, members in self._recent_pollers().items():
-                    rooms.setdefault(room, []).extend(members)
+                for room in self._write_pollers():
+                    rooms.setdefault(room, [])
                 if time.monotonic() - last_refresh >= self.presence_refresh:
                     for room, members in rooms.items():
                         if members:

@@ -255,10 +255,12 @@ class Streams:
     def presence_key(self, slug: str) -> str:
         return f"{self.prefix}:{{room:{slug}}}:online"
 
-    def touch_presence(self, slug: str, members: list[str], ttl: int) -> None:
+    def touch_presence(self, slug: str, members: list[str] | dict[str, float], ttl: int) -> None:
+        """Mark members as seen now (or, given as a mapping, at their own wall-clock times)."""
         now = time.time()
+        seen = members if isinstance(members, dict) else dict.fromkeys(members, now)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(self.presence_key(slug), {member: now for member in members})
+        pipe.zadd(self.presence_key(slug), seen)
         pipe.zremrangebyscore(self.presence_key(slug), "-inf", now - ttl)
         pipe.expire(self.presence_key(slug), ttl * 2)
         pipe.execute()
