@@ -189,7 +189,7 @@ def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], rea
             metrics.STREAMS_OPEN.dec()
             local_hub.unsubscribe(subscription)
 
-    headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+    headers = _STREAM_HEADERS
     # direct_passthrough: the generator is the WSGI iterable itself, with no wrapping iterators: a
     # shallower stack for each of the thousands of greenlets waiting in it.
     return Response(generate(), status=200, mimetype="text/event-stream", headers=headers, direct_passthrough=True)
@@ -210,11 +210,22 @@ def _open_stream(session, rooms: frozenset | None, plan_for, *, feed: bool, pres
     return _stream_response(subscription, plan, online, ready_rooms)
 
 
+_STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+def _head(mimetype: str, headers: dict):
+    """A HEAD request's answer: the checks ran, and nothing is opened (Werkzeug never starts a HEAD's
+    body, so a subscription made for it would never be released)."""
+    return Response(status=200, mimetype=mimetype, headers=headers)
+
+
 @bp.get("/rooms/<slug>/events")
 def room_events(slug):
     session = check_request(cached=True)
     room = _room(slug)
     start = _start_position()
+    if request.method == "HEAD":
+        return _head("text/event-stream", _STREAM_HEADERS)
     return _open_stream(session, frozenset([slug]), lambda: plan_room(room, start), feed=False,
                         present=frozenset([slug]))
 
@@ -225,6 +236,8 @@ def feed_events():
     session = check_request(cached=True)
     rooms, present = _listed_rooms(request.args)
     start = _start_position()
+    if request.method == "HEAD":
+        return _head("text/event-stream", _STREAM_HEADERS)
     return _open_stream(session, frozenset(rooms), lambda: plan_firehose(start), feed=True, present=present,
                         ready_rooms=rooms)
 
@@ -233,6 +246,8 @@ def feed_events():
 def moderation_events():
     session = check_request(moderator=True, cached=True)
     start, rooms = _start_position(), _rooms_filter()
+    if request.method == "HEAD":
+        return _head("text/event-stream", _STREAM_HEADERS)
     return _open_stream(session, rooms, lambda: plan_firehose(start), feed=True, presence=False)
 
 
@@ -313,6 +328,8 @@ def room_poll(slug):
     room = _room(slug)
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout(request.args)
+    if request.method == "HEAD":
+        return _head("application/json", {"Cache-Control": "no-store"})
     touched = _touch_poller(session, [slug])
     found, cursor = wait_for_events(session, frozenset([slug]), start, timeout, feed=False,
                                     plan_for=lambda: plan_room(room, start), client=_client_socket())
@@ -325,6 +342,8 @@ def feed_poll():
     rooms, present = _listed_rooms(request.args)
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout(request.args)
+    if request.method == "HEAD":
+        return _head("application/json", {"Cache-Control": "no-store"})
     touched = _touch_poller(session, present)
     found, cursor = wait_for_events(session, frozenset(rooms), start, timeout, feed=True,
                                     plan_for=lambda: plan_firehose(start), client=_client_socket())
@@ -336,6 +355,8 @@ def moderation_poll():
     session = check_request(moderator=True, cached=True)
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout(request.args)
+    if request.method == "HEAD":
+        return _head("application/json", {"Cache-Control": "no-store"})
     found, cursor = wait_for_events(session, _rooms_filter(), start, timeout, feed=True,
                                     plan_for=lambda: plan_firehose(start), client=_client_socket())
     return _poll_response(found, cursor, b"[]")

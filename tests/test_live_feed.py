@@ -198,3 +198,21 @@ def test_logout_ends_the_feed(live, transport):
     reader.post("/api/auth/logout").raise_for_status()
     waiting.join(5)
     assert answers and error_code(answers[0]) == (401, "not_authenticated")
+
+
+def test_a_head_request_opens_nothing(live):
+    user = live.user()
+    slug = user.create_room()
+    streams_before = metric(live, "chat_streams_open")
+    paths = [(f"/api/rooms/{slug}/events", "text/event-stream"), (FEED, "text/event-stream"),
+             (f"/api/rooms/{slug}/poll", "application/json"), (POLL, "application/json")]
+    for path, content_type in paths:
+        for _ in range(10):
+            answer = user.request("HEAD", path, params={"rooms": slug, "timeout": 20}, timeout=5)
+            assert answer.status_code == 200 and answer.headers["Content-Type"].startswith(content_type)
+        assert error_code(requests.get(live.url + path, params={"rooms": slug}, timeout=5)) == \
+            (401, "not_authenticated")
+        assert requests.head(live.url + path, params={"rooms": slug}, timeout=5).status_code == 401
+    # Nothing subscribed: no stream counted, nobody online (and each HEAD of a poll answered at once).
+    assert metric(live, "chat_streams_open") == streams_before
+    assert user.get(f"/api/rooms/{slug}").json()["online"] == []
