@@ -214,5 +214,5 @@ def test_a_head_request_opens_nothing(live):
             (401, "not_authenticated")
         assert requests.head(live.url + path, params={"rooms": slug}, timeout=5).status_code == 401
     # Nothing subscribed: no stream counted, nobody online (and each HEAD of a poll answered at once).
-    assert metric(live, "chat_streams_open") == streams_before
+    assert metric(live, "chat_streams_open") <= streams_before  # earlier tests' streams may still be closing
     assert user.get(f"/api/rooms/{slug}").json()["online"] == []
