@@ -5,11 +5,12 @@ and its events cooperative; in a plain process (the core's tests) they are real 
 """
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
 import weakref
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 
 import redis
 
@@ -20,6 +21,14 @@ from .ids import EventId
 
 log = logging.getLogger(__name__)
 _HUBS = weakref.WeakSet()  # every hub of this process, for SIGTERM
+
+
+class TooManyStreams(Exception):
+    """The user holds CHAT_MAX_STREAMS_PER_USER streams and waiting polls already."""
+
+    def __init__(self, retry_after: int):
+        super().__init__("too many open streams for this user")
+        self.retry_after = retry_after
 
 
 class Subscription:
@@ -129,6 +138,8 @@ class Hub:
         self.max_streams = config["CHAT_MAX_STREAMS_PER_PROCESS"]
         self.max_queue = config["CHAT_SUBSCRIBER_QUEUE"]
         self.presence_ttl = config["CHAT_PRESENCE_TTL_SECONDS"]
+        self.max_per_user = config["CHAT_MAX_STREAMS_PER_USER"]
+        self.heartbeat = config["CHAT_HEARTBEAT_SECONDS"]
         # Re-announce well within the TTL, or connected members would expire between refreshes.
         self.presence_refresh = min(self.PRESENCE_REFRESH, max(1, self.presence_ttl / 3))
         self.by_room = defaultdict(set)
@@ -150,6 +161,12 @@ class Hub:
         self._recent_feed = Recent(self.RECENT_FEED)
         self._followed_at = {}  # room -> when it last had a local subscriber
         self._reading = False  # the reader is running and its last Redis call succeeded
+        # Streams and polls per user: counted here, published to Redis once a second, and the other
+        # processes' counts read back as often, so a subscription is admitted without a Redis call.
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._user_counts = Counter()  # user id -> streams and polls held here
+        self._user_counts_changed = set()
+        self._user_counts_elsewhere = {}  # user id -> what the other processes hold
         _HUBS.add(self)
 
     # Subscribers
@@ -167,6 +184,11 @@ class Hub:
             raise Unavailable("this server is shutting down; reconnect", retry_after=1)
         if is_stream and self.stream_count >= self.max_streams:
             raise Unavailable("too many open streams on this server; use long-polling", retry_after=5)
+        elsewhere = self._user_counts_elsewhere.get(user_id)
+        if elsewhere is None:
+            elsewhere = self._user_counts_elsewhere[user_id] = self._held_elsewhere([user_id])[user_id]
+        if self._user_counts[user_id] + elsewhere >= self.max_per_user:
+            raise TooManyStreams(retry_after=self.heartbeat)
         present = present if is_stream else frozenset()
         subscription = Subscription(rooms=rooms, feed=feed, present=present, presence=presence, session_id=session_id,
                                     user_id=user_id, username=username, max_queue=self.max_queue, is_stream=is_stream)
@@ -179,6 +201,8 @@ class Hub:
                     self.by_room[room].add(subscription)
                     self._followed_at[room] = now
             self.stream_count += is_stream
+            self._user_counts[user_id] += 1
+            self._user_counts_changed.add(user_id)
         if is_stream:
             try:
                 for room in present:
@@ -200,6 +224,10 @@ class Hub:
                         if not members:
                             del self.by_room[room]
             self.stream_count -= subscription.is_stream
+            self._user_counts[subscription.user_id] -= 1
+            if not self._user_counts[subscription.user_id]:
+                del self._user_counts[subscription.user_id]
+            self._user_counts_changed.add(subscription.user_id)
         if subscription.is_stream:
             try:
                 for room in subscription.present:
@@ -368,11 +396,35 @@ class Hub:
                 self.streams.touch_presence(room, dict(pollers), self.presence_ttl)
         return set(self._pollers)
 
+    USER_COUNTS_REFRESH = 5  # seconds between re-publishing every count; one 3 times older is ignored
+
+    def _held_elsewhere(self, user_ids) -> dict[int, int]:
+        """What the other live processes hold, per user (a vanished process's counts lapse)."""
+        now, found = time.time(), {}
+        for user_id, by_process in self.streams.user_streams(user_ids).items():
+            found[user_id] = sum(int(count) for process, (count, written) in
+                                 ((process, value.split(":")) for process, value in by_process.items())
+                                 if process != self.process_id and now - float(written) < 3 * self.USER_COUNTS_REFRESH)
+        return found
+
+    def _sync_user_counts(self, everything: bool) -> None:
+        """Publish this process's counts that changed (or all of them), and read the others' back."""
+        changed, self._user_counts_changed = self._user_counts_changed, set()
+        users = set(self._user_counts) if everything else changed
+        stamp = time.time()
+        self.streams.publish_user_streams(
+            self.process_id, {user_id: f"{self._user_counts[user_id]}:{stamp}" if self._user_counts.get(user_id)
+                              else 0 for user_id in users}, 3 * self.USER_COUNTS_REFRESH)
+        self._user_counts_elsewhere = self._held_elsewhere(list(self._user_counts)) if self._user_counts else {}
+
     def _presence_forever(self) -> None:
-        last_refresh = 0.0
+        last_refresh = last_counts = 0.0
         while not self.shutting_down:
             time.sleep(1)
             try:
+                everything = time.monotonic() - last_counts >= self.USER_COUNTS_REFRESH
+                self._sync_user_counts(everything)
+                last_counts = time.monotonic() if everything else last_counts
                 with self._lock:
                     rooms = {room: [s.presence_member for s in members if room in s.present]
                              for room, members in self.by_room.items()}

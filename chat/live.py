@@ -33,8 +33,13 @@ def _start_position() -> EventId | None:
 
 
 def _subscribe(session, *, rooms, feed=False, present=frozenset(), presence=False, is_stream):
-    return hub.current().subscribe(rooms=rooms, feed=feed, present=present, presence=presence, session_id=session.id,
-                                   user_id=session.user_id, username=session.user.username, is_stream=is_stream)
+    try:
+        return hub.current().subscribe(rooms=rooms, feed=feed, present=present, presence=presence,
+                                       session_id=session.id, user_id=session.user_id, username=session.user.username,
+                                       is_stream=is_stream)
+    except hub.TooManyStreams as refused:
+        raise ApiError(429, "too_many_streams", "too many open streams and polls for this account; close one",
+                       retry_after=refused.retry_after) from None
 
 
 def _remember_rooms(ids: dict[str, int]) -> None:
