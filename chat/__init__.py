@@ -6,6 +6,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, auth, cli, config, errors, live, metrics, moderation, ops, pages
 from .fastpoll import PollFastLane
+from .http import RequestIds
 from .extensions import db, migrate, redis_client
 
 
@@ -23,6 +24,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.wsgi_app = PollFastLane(app, app.wsgi_app)  # polls answered from memory skip Flask's handling
+    app.wsgi_app = RequestIds(app.wsgi_app)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
