@@ -55,12 +55,20 @@ def hash_password(password: str) -> str:
     return _offload(generate_password_hash, password, current_app.config["CHAT_PASSWORD_METHOD"])
 
 
-# A real hash to check against for unknown users, so both failures take the same time.
-_DUMMY_HASH = generate_password_hash("not a real password", "pbkdf2:sha256:1000")
+# Real hashes to check against for unknown users, made with the method real ones use, so that an
+# unknown name and a wrong password take the same time (a cheaper dummy tells which names exist).
+_DUMMY_HASHES = {}
+
+
+def _dummy_hash() -> str:
+    method = current_app.config["CHAT_PASSWORD_METHOD"]
+    if method not in _DUMMY_HASHES:
+        _DUMMY_HASHES[method] = generate_password_hash(secrets.token_hex(16), method)
+    return _DUMMY_HASHES[method]
 
 
 def check_password(user: User | None, password: str) -> bool:
-    return _offload(check_password_hash, user.password_hash if user else _DUMMY_HASH, password) and user is not None
+    return _offload(check_password_hash, user.password_hash if user else _dummy_hash(), password) and user is not None
 
 
 def token_hash(token: str) -> str:
