@@ -265,6 +265,15 @@ class Hub:
             known.update(self.streams.online([room for room in rooms if room not in known], self.presence_ttl))
         return known
 
+    def reader_lag(self) -> float | None:
+        """Seconds this process's reader is behind the firehose (0 when caught up); None when it is not
+        running. Starts it if no request has yet."""
+        self._ensure_started()
+        if not self._reading or self.shutting_down:
+            return None
+        newest, _ = self.streams.positions()
+        return max(0.0, (newest.ms - self._firehose_at.ms) / 1000) if newest > self._firehose_at else 0.0
+
     # Memory for polls (caches.py): used only while the reader runs, since it applies the ends of
     # sessions and is what keeps the recent events complete.
 
@@ -299,6 +308,12 @@ class Hub:
             threading.Thread(target=self._presence_forever, name="chat-hub-presence", daemon=True).start()
 
     def _read_forever(self) -> None:
+        try:
+            self._read_until_shutdown()
+        finally:
+            self._forget_memory()  # readiness fails from now on, and nothing is served from memory
+
+    def _read_until_shutdown(self) -> None:
         reader, backoff = self.streams.reader(), 0.5
         while not self.shutting_down:
             try:
@@ -319,7 +334,10 @@ class Hub:
                 self._apply_control(fields)
             for entry in firehose:
                 self._firehose_at = entry.id
-                self._dispatch(entry)
+                try:
+                    self._dispatch(entry)
+                except Exception:  # a bug must not stop this process's delivery for good
+                    log.exception("hub: delivering %s failed", entry.id)
 
     def _forget_memory(self) -> None:
         """While the reader is down, ends of sessions and new events may pass unseen: trust none of it."""

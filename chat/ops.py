@@ -2,7 +2,7 @@
 from flask import Blueprint
 from sqlalchemy import text
 
-from . import metrics, streams
+from . import hub, metrics, streams
 from .extensions import db
 
 bp = Blueprint("ops", __name__)
@@ -13,14 +13,26 @@ def healthz():
     return {"status": "ok"}
 
 
+READER_LAG_LIMIT = 5  # seconds this process's hub may be behind the firehose and still be ready
+
+
 @bp.get("/readyz")
 def readyz():
     status = {}
     try:
-        streams.current().ping()
-        status["redis"] = "ok"
+        policy = streams.current().eviction_policy()
+        # Eviction would silently drop streams (DESIGN.md, "Limits").
+        status["redis"] = "ok" if policy == "noeviction" else f"failed: maxmemory-policy {policy} evicts keys"
     except Exception as error:  # noqa: BLE001 - any failure means not ready; say which
         status["redis"] = f"failed: {type(error).__name__}"
+    if status["redis"] == "ok":  # and this process reads it: its hub runs and keeps up
+        try:
+            lag = hub.current().reader_lag()
+            if lag is None or lag > READER_LAG_LIMIT:
+                status["redis"] = "failed: this process's reader is " + \
+                    ("not running" if lag is None else f"{lag:.1f} s behind")
+        except Exception as error:  # noqa: BLE001
+            status["redis"] = f"failed: {type(error).__name__}"
     try:
         db.session.execute(text("SELECT 1"))
         db.session.commit()
