@@ -20,8 +20,10 @@ class Tally:
 
     def __init__(self, counter):
         self.counter, self.unflushed, self.flushed_at = counter, 0, time.monotonic()
+        self.total = 0
 
     def add(self, count: int) -> None:
+        self.total += count
         self.unflushed += count
         if self.unflushed and time.monotonic() - self.flushed_at >= 1:
             self.flush()
