@@ -14,7 +14,7 @@ from collections import Counter, defaultdict, deque
 
 import redis
 
-from . import events
+from . import events, metrics
 from .caches import Recent, SessionCache
 from .errors import Unavailable
 from .ids import EventId
@@ -72,6 +72,7 @@ class Subscription:
             self.items = deque()
         elif len(self.items) >= self.max_queue:
             self.end("overflow")
+            metrics.QUEUE_OVERFLOWS.inc()
             return
         self.items.append(item)
         self.wakeup.set()
@@ -324,6 +325,7 @@ class Hub:
                 if self.shutting_down:
                     break
                 self._forget_memory()
+                metrics.DEPENDENCY_ERRORS.labels(dependency="redis").inc()
                 log.warning("hub: Redis read failed (%s); retrying in %.1f s", error, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5)
@@ -332,6 +334,8 @@ class Hub:
             for position, fields in control:
                 self._control_at = position
                 self._apply_control(fields)
+            if firehose:  # the lag of the newest: the others came before it in the same read
+                metrics.HUB_LAG.observe(max(0.0, time.time() - firehose[-1].id.ms / 1000))
             for entry in firehose:
                 self._firehose_at = entry.id
                 try:

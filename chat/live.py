@@ -157,6 +157,7 @@ def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], rea
         try:
             yield events.first_chunk(retry_ms, plan.cursor, heartbeat, ready_rooms)
             if plan.reset:
+                metrics.RESETS_SENT.inc()
                 yield events.reset(plan.reset)
             sent_online = dict(online)
             if online:
@@ -285,6 +286,7 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
                 return None
             plan = resume(plan_for, slug, POLL_MAX_EVENTS, rooms if feed else None)
             if plan.reset:
+                metrics.RESETS_SENT.inc()
                 return [events.reset_poll_item(plan.reset)], plan.after
             remembered = plan.backlog, plan.after
         found, after = remembered

@@ -1,8 +1,11 @@
 """Operations endpoints: liveness, readiness and metrics."""
-from flask import Blueprint
+import hmac
+
+from flask import Blueprint, current_app, request
 from sqlalchemy import text
 
 from . import hub, metrics, streams
+from .errors import ApiError
 from .extensions import db
 
 bp = Blueprint("ops", __name__)
@@ -46,4 +49,9 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics_endpoint():
+    token = current_app.config["CHAT_METRICS_TOKEN"]
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise ApiError(401, "not_authenticated", "send Authorization: Bearer <CHAT_METRICS_TOKEN>")
     return metrics.render()

@@ -6,6 +6,7 @@ import pytest
 import redis
 
 from chat import hub
+from tests.support import wait_until
 
 
 def test_healthz_touches_nothing(client):
@@ -50,3 +51,29 @@ def test_not_ready_once_this_processs_reader_has_stopped(app, client):
         hub.current().shutdown(window=0)
     answer = client.get("/readyz")
     assert answer.status_code == 503 and "not running" in answer.json["redis"]
+
+
+def test_metrics_can_be_restricted_to_a_token(make_app):
+    client = make_app(CHAT_METRICS_TOKEN="s3cret-token").test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+        answer = client.get("/metrics", headers=headers)
+        assert answer.status_code == 401 and answer.json["error"]["code"] == "not_authenticated"
+    answer = client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+    assert answer.status_code == 200 and b"chat_streams_open" in answer.data
+
+
+def metric_value(client, name: str) -> float:
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_metrics_count_resets_and_the_hubs_lag(member, client):
+    slug = member.create_room()
+    member.get(f"/api/rooms/{slug}/poll", query_string={"timeout": 0})  # starts this process's hub
+    resets, handed_out = metric_value(client, "chat_resets_total"), metric_value(client, "chat_hub_lag_seconds_count")
+    member.send(slug, "counted")
+    member.get(f"/api/rooms/{slug}/poll", query_string={"cursor": f"{2**62}-0", "timeout": 0})  # unknown: a reset
+    assert metric_value(client, "chat_resets_total") == resets + 1
+    wait_until(lambda: metric_value(client, "chat_hub_lag_seconds_count") > handed_out, what="the hub's lag observed")
