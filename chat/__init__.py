@@ -19,7 +19,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     app.config.from_mapping(config.load(app.instance_path))
     if test_config:
         app.config.from_mapping(test_config)
-    config.finish(app.config)
+    config.finish(app.config, app.instance_path)
     logs.configure(app.config["CHAT_LOG_LEVEL"])
     # Trust X-Forwarded-Proto/For from the platform's router, so cookies get Secure behind HTTPS.
     hops = app.config["CHAT_TRUSTED_PROXIES"]

@@ -63,14 +63,20 @@ def load(instance_path: str, environ=os.environ) -> dict:
             settings[key] = int(environ[key]) if key in _INT_SETTINGS else environ[key]
     settings["SQLALCHEMY_DATABASE_URI"] = database_url(environ.get("DATABASE_URL"), instance_path)
     settings["REDIS_URL"] = environ.get("REDIS_URL") or None  # None: the embedded server
-    settings["SECRET_KEY"] = environ.get("SECRET_KEY") or _secret_key(instance_path)
+    settings["SECRET_KEY"] = environ.get("SECRET_KEY") or None  # None: see finish()
     return settings
 
 
-def finish(config) -> None:
+def finish(config, instance_path: str) -> None:
     """Derive settings that depend on others, after tests' overrides are applied."""
     config["SQLALCHEMY_DATABASE_URI"] = database_url(config["SQLALCHEMY_DATABASE_URI"], "")
     uri = config["SQLALCHEMY_DATABASE_URI"]
+    if not config.get("SECRET_KEY"):
+        if not uri.startswith("sqlite"):
+            # A shared database means several machines, which must sign with one key (API.md, Configuration).
+            raise RuntimeError("SECRET_KEY must be set when DATABASE_URL names a shared database "
+                               "(every machine needs the same key); see docs/DEPLOY.md")
+        config["SECRET_KEY"] = _secret_key(instance_path)
     if uri.startswith("sqlite"):
         # WAL and a busy timeout: a writer waits briefly instead of failing (DESIGN.md, gevent pitfall).
         config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 2}})

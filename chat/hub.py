@@ -35,8 +35,9 @@ class Subscription:
     """One client's feed: a bounded buffer the hub fills and the client's request drains."""
 
     # Thousands are held per process: no per-instance dict.
-    __slots__ = ("rooms", "feed", "present", "presence", "session_id", "user_id", "presence_member", "max_queue", "is_stream",
-                 "items", "wakeup", "ended", "position", "direct_fd", "unsent", "written", "__weakref__")
+    __slots__ = ("rooms", "feed", "present", "presence", "session_id", "user_id", "username", "presence_member",
+                 "max_queue", "is_stream", "items", "wakeup", "ended", "position", "direct_fd", "unsent", "written",
+                 "__weakref__")
 
     def __init__(self, *, rooms, feed, present, presence, session_id, user_id, username, max_queue, is_stream):
         # A room's own stream follows one room in its own positions; a feed (several rooms, or the
@@ -45,7 +46,7 @@ class Subscription:
         self.feed = feed
         self.present = present  # the rooms this client counts as online in
         self.presence = presence  # whether it is sent its rooms' presence
-        self.session_id, self.user_id = session_id, user_id
+        self.session_id, self.user_id, self.username = session_id, user_id, username
         # Only streams count as presence by connection (a poller is counted per session).
         self.presence_member = f"{username}|{uuid.uuid4().hex[:12]}" if is_stream else None
         self.max_queue = max_queue
@@ -165,9 +166,11 @@ class Hub:
         # Streams and polls per user: counted here, published to Redis once a second, and the other
         # processes' counts read back as often, so a subscription is admitted without a Redis call.
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._user_counts = Counter()  # user id -> streams and polls held here
+        # Keyed by username, which names one account for good (a user id can be reused after a database is
+        # emptied, as tests do).
+        self._user_counts = Counter()  # username -> streams and polls held here
         self._user_counts_changed = set()
-        self._user_counts_elsewhere = {}  # user id -> what the other processes hold
+        self._user_counts_elsewhere = {}  # username -> what the other processes hold
         _HUBS.add(self)
 
     # Subscribers
@@ -185,10 +188,10 @@ class Hub:
             raise Unavailable("this server is shutting down; reconnect", retry_after=1)
         if is_stream and self.stream_count >= self.max_streams:
             raise Unavailable("too many open streams on this server; use long-polling", retry_after=5)
-        elsewhere = self._user_counts_elsewhere.get(user_id)
+        elsewhere = self._user_counts_elsewhere.get(username)
         if elsewhere is None:
-            elsewhere = self._user_counts_elsewhere[user_id] = self._held_elsewhere([user_id])[user_id]
-        if self._user_counts[user_id] + elsewhere >= self.max_per_user:
+            elsewhere = self._user_counts_elsewhere[username] = self._held_elsewhere([username])[username]
+        if self._user_counts[username] + elsewhere >= self.max_per_user:
             raise TooManyStreams(retry_after=self.heartbeat)
         present = present if is_stream else frozenset()
         subscription = Subscription(rooms=rooms, feed=feed, present=present, presence=presence, session_id=session_id,
@@ -202,8 +205,8 @@ class Hub:
                     self.by_room[room].add(subscription)
                     self._followed_at[room] = now
             self.stream_count += is_stream
-            self._user_counts[user_id] += 1
-            self._user_counts_changed.add(user_id)
+            self._user_counts[username] += 1
+            self._user_counts_changed.add(username)
         if is_stream:
             try:
                 for room in present:
@@ -225,10 +228,10 @@ class Hub:
                         if not members:
                             del self.by_room[room]
             self.stream_count -= subscription.is_stream
-            self._user_counts[subscription.user_id] -= 1
-            if not self._user_counts[subscription.user_id]:
-                del self._user_counts[subscription.user_id]
-            self._user_counts_changed.add(subscription.user_id)
+            self._user_counts[subscription.username] -= 1
+            if not self._user_counts[subscription.username]:
+                del self._user_counts[subscription.username]
+            self._user_counts_changed.add(subscription.username)
         if subscription.is_stream:
             try:
                 for room in subscription.present:
@@ -420,11 +423,11 @@ class Hub:
 
     USER_COUNTS_REFRESH = 5  # seconds between re-publishing every count; one 3 times older is ignored
 
-    def _held_elsewhere(self, user_ids) -> dict[int, int]:
+    def _held_elsewhere(self, usernames) -> dict[str, int]:
         """What the other live processes hold, per user (a vanished process's counts lapse)."""
         now, found = time.time(), {}
-        for user_id, by_process in self.streams.user_streams(user_ids).items():
-            found[user_id] = sum(int(count) for process, (count, written) in
+        for username, by_process in self.streams.user_streams(usernames).items():
+            found[username] = sum(int(count) for process, (count, written) in
                                  ((process, value.split(":")) for process, value in by_process.items())
                                  if process != self.process_id and now - float(written) < 3 * self.USER_COUNTS_REFRESH)
         return found
@@ -435,14 +438,16 @@ class Hub:
         users = set(self._user_counts) if everything else changed
         stamp = time.time()
         self.streams.publish_user_streams(
-            self.process_id, {user_id: f"{self._user_counts[user_id]}:{stamp}" if self._user_counts.get(user_id)
-                              else 0 for user_id in users}, 3 * self.USER_COUNTS_REFRESH)
+            self.process_id, {username: f"{self._user_counts[username]}:{stamp}" if self._user_counts.get(username)
+                              else 0 for username in users}, 3 * self.USER_COUNTS_REFRESH)
         self._user_counts_elsewhere = self._held_elsewhere(list(self._user_counts)) if self._user_counts else {}
 
     def _presence_forever(self) -> None:
         last_refresh = last_counts = 0.0
         while not self.shutting_down:
             time.sleep(1)
+            if self.shutting_down:
+                break
             try:
                 everything = time.monotonic() - last_counts >= self.USER_COUNTS_REFRESH
                 self._sync_user_counts(everything)

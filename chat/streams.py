@@ -279,15 +279,15 @@ class Streams:
         return result
 
     # Open streams and waiting polls per user, across processes: a hash per user, a field per process.
-    def user_streams_key(self, user_id: int) -> str:
-        return f"{self.prefix}:streams:user:{user_id}"
+    def user_streams_key(self, username: str) -> str:
+        return f"{self.prefix}:streams:user:{username}"
 
-    def publish_user_streams(self, process: str, counts: dict[int, str | int], ttl: int) -> None:
+    def publish_user_streams(self, process: str, counts: dict[str, str | int], ttl: int) -> None:
         """This process's count for each of these users (0 removes it); each hash lives `ttl` seconds
         past its last write."""
         pipe = self.redis.pipeline(transaction=False)
-        for user_id, count in counts.items():
-            key = self.user_streams_key(user_id)
+        for username, count in counts.items():
+            key = self.user_streams_key(username)
             if count:
                 pipe.hset(key, process, count)
                 pipe.expire(key, ttl)
@@ -295,13 +295,13 @@ class Streams:
                 pipe.hdel(key, process)
         pipe.execute()
 
-    def user_streams(self, user_ids) -> dict[int, dict[str, str]]:
+    def user_streams(self, usernames) -> dict[str, dict[str, str]]:
         """Each user's counts per process, as published."""
-        user_ids = list(user_ids)
+        usernames = list(usernames)
         pipe = self.redis.pipeline(transaction=False)
-        for user_id in user_ids:
-            pipe.hgetall(self.user_streams_key(user_id))
-        return dict(zip(user_ids, pipe.execute()))
+        for username in usernames:
+            pipe.hgetall(self.user_streams_key(username))
+        return dict(zip(usernames, pipe.execute()))
 
     def announce_end(self, *, reason: str, session_id: int | None = None, user_id: int | None = None) -> None:
         """Tell every process to end the streams and polls of a session or a user.

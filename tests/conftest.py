@@ -41,7 +41,8 @@ def services(tmp_path_factory):
 
 
 def app_config(services, **overrides) -> dict:
-    return {"TESTING": True, "SQLALCHEMY_DATABASE_URI": services["database_url"], "REDIS_URL": services["redis_url"],
+    return {"TESTING": True, "SECRET_KEY": "test", "SQLALCHEMY_DATABASE_URI": services["database_url"],
+            "REDIS_URL": services["redis_url"],
             "CHAT_REDIS_PREFIX": services["prefix"], "CHAT_PASSWORD_METHOD": "pbkdf2:sha256:1000",
             **overrides}
 

@@ -197,12 +197,12 @@ def test_streams_per_user_are_counted_across_processes(make_hub):
     here, there = make_hub(CHAT_MAX_STREAMS_PER_USER=3), make_hub(CHAT_MAX_STREAMS_PER_USER=3)
     held = [subscribe(here, session_id=1), subscribe(there, session_id=2, is_stream=False)]
     # `here` learns what `there` holds once a second (it read nothing of it before its first subscription).
-    wait_until(lambda: here._user_counts_elsewhere.get(1) == 1, what="the other process's count")
+    wait_until(lambda: here._user_counts_elsewhere.get("ann") == 1, what="the other process's count")
     held.append(subscribe(here, session_id=3))
     with pytest.raises(TooManyStreams) as refused:
         subscribe(here, session_id=4, is_stream=False)  # polls count too
     assert refused.value.retry_after > 0
     subscribe(here, session_id=5, user_id=2, username="bob")  # another user is not affected
     there.unsubscribe(held[1])
-    wait_until(lambda: here._user_counts_elsewhere.get(1) == 0, what="the freed place")
+    wait_until(lambda: here._user_counts_elsewhere.get("ann") == 0, what="the freed place")
     subscribe(here, session_id=6)

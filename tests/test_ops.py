@@ -5,7 +5,7 @@ import time
 import pytest
 import redis
 
-from chat import hub
+from chat import create_app, hub
 from tests.support import wait_until
 
 
@@ -77,3 +77,14 @@ def test_metrics_count_resets_and_the_hubs_lag(member, client):
     member.get(f"/api/rooms/{slug}/poll", query_string={"cursor": f"{2**62}-0", "timeout": 0})  # unknown: a reset
     assert metric_value(client, "chat_resets_total") == resets + 1
     wait_until(lambda: metric_value(client, "chat_hub_lag_seconds_count") > handed_out, what="the hub's lag observed")
+
+
+def test_a_shared_database_needs_a_secret_key_set(monkeypatch, tmp_path):
+    """Several machines must sign with one key: with PostgreSQL, a key generated on one machine is refused."""
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="SECRET_KEY must be set"):
+        create_app({"SQLALCHEMY_DATABASE_URI": "postgresql://chat@127.0.0.1:5432/chat"}, instance_path=str(tmp_path))
+    # SQLite is one machine: a key is generated once and kept in instance/, private.
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/one.sqlite3"}, instance_path=str(tmp_path))
+    assert app.config["SECRET_KEY"] == (tmp_path / "secret_key").read_text().strip()
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
