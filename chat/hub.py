@@ -183,16 +183,7 @@ class Hub:
         positions (the several-rooms and moderators' feeds) rather than a room's own; `present`: the
         rooms where this client counts as online (streams only: a poller is touched per request);
         `presence`: send it its rooms' presence."""
-        self._ensure_started()
-        if self.shutting_down:
-            raise Unavailable("this server is shutting down; reconnect", retry_after=1)
-        if is_stream and self.stream_count >= self.max_streams:
-            raise Unavailable("too many open streams on this server; use long-polling", retry_after=5)
-        elsewhere = self._user_counts_elsewhere.get(username)
-        if elsewhere is None:
-            elsewhere = self._user_counts_elsewhere[username] = self._held_elsewhere([username])[username]
-        if self._user_counts[username] + elsewhere >= self.max_per_user:
-            raise TooManyStreams(retry_after=self.heartbeat)
+        self.check_admission(username, is_stream)
         present = present if is_stream else frozenset()
         subscription = Subscription(rooms=rooms, feed=feed, present=present, presence=presence, session_id=session_id,
                                     user_id=user_id, username=username, max_queue=self.max_queue, is_stream=is_stream)
@@ -215,6 +206,19 @@ class Hub:
                 self.unsubscribe(subscription)
                 raise
         return subscription
+
+    def check_admission(self, username: str, is_stream: bool) -> None:
+        """Raise what `subscribe` would refuse this with right now (a HEAD request asks without subscribing)."""
+        self._ensure_started()
+        if self.shutting_down:
+            raise Unavailable("this server is shutting down; reconnect", retry_after=1)
+        if is_stream and self.stream_count >= self.max_streams:
+            raise Unavailable("too many open streams on this server; use long-polling", retry_after=5)
+        elsewhere = self._user_counts_elsewhere.get(username)
+        if elsewhere is None:
+            elsewhere = self._user_counts_elsewhere[username] = self._held_elsewhere([username])[username]
+        if self._user_counts[username] + elsewhere >= self.max_per_user:
+            raise TooManyStreams(retry_after=self.heartbeat)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:

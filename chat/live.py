@@ -2,6 +2,7 @@
 import select
 import socket
 import time
+from contextlib import contextmanager
 from urllib.parse import parse_qsl
 
 import redis
@@ -32,14 +33,20 @@ def _start_position() -> EventId | None:
     return parse_event_id(raw)
 
 
-def _subscribe(session, *, rooms, feed=False, present=frozenset(), presence=False, is_stream):
+@contextmanager
+def _admitted():
     try:
-        return hub.current().subscribe(rooms=rooms, feed=feed, present=present, presence=presence,
-                                       session_id=session.id, user_id=session.user_id, username=session.user.username,
-                                       is_stream=is_stream)
+        yield
     except hub.TooManyStreams as refused:
         raise ApiError(429, "too_many_streams", "too many open streams and polls for this account; close one",
                        retry_after=refused.retry_after) from None
+
+
+def _subscribe(session, *, rooms, feed=False, present=frozenset(), presence=False, is_stream):
+    with _admitted():
+        return hub.current().subscribe(rooms=rooms, feed=feed, present=present, presence=presence,
+                                       session_id=session.id, user_id=session.user_id, username=session.user.username,
+                                       is_stream=is_stream)
 
 
 def _remember_rooms(ids: dict[str, int]) -> None:
@@ -229,9 +236,11 @@ def _open_stream(session, rooms: frozenset | None, plan_for, *, feed: bool, pres
 _STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 
-def _head(mimetype: str, headers: dict):
-    """A HEAD request's answer: the checks ran, and nothing is opened (Werkzeug never starts a HEAD's
-    body, so a subscription made for it would never be released)."""
+def _head(session, mimetype: str, headers: dict, is_stream: bool = True):
+    """A HEAD request's answer: every check a GET gets, admission included (503, 429), and nothing
+    opened (Werkzeug never starts a HEAD's body, so a subscription made for it would never be released)."""
+    with _admitted():
+        hub.current().check_admission(session.user.username, is_stream)
     return Response(status=200, mimetype=mimetype, headers=headers)
 
 
@@ -241,7 +250,7 @@ def room_events(slug):
     room = _room(slug)
     start = _start_position()
     if request.method == "HEAD":
-        return _head("text/event-stream", _STREAM_HEADERS)
+        return _head(session, "text/event-stream", _STREAM_HEADERS)
     return _open_stream(session, frozenset([slug]), lambda: plan_room(room, start), feed=False,
                         present=frozenset([slug]))
 
@@ -253,7 +262,7 @@ def feed_events():
     rooms, present = _listed_rooms(request.args)
     start = _start_position()
     if request.method == "HEAD":
-        return _head("text/event-stream", _STREAM_HEADERS)
+        return _head(session, "text/event-stream", _STREAM_HEADERS)
     return _open_stream(session, frozenset(rooms), lambda: plan_firehose(start), feed=True, present=present,
                         ready_rooms=rooms)
 
@@ -263,7 +272,7 @@ def moderation_events():
     session = check_request(moderator=True, cached=True)
     start, rooms = _start_position(), _rooms_filter()
     if request.method == "HEAD":
-        return _head("text/event-stream", _STREAM_HEADERS)
+        return _head(session, "text/event-stream", _STREAM_HEADERS)
     return _open_stream(session, rooms, lambda: plan_firehose(start), feed=True, presence=False)
 
 
@@ -349,7 +358,7 @@ def room_poll(slug):
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout(request.args)
     if request.method == "HEAD":
-        return _head("application/json", {"Cache-Control": "no-store"})
+        return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
     touched = _touch_poller(session, [slug])
     found, cursor = wait_for_events(session, frozenset([slug]), start, timeout, feed=False,
                                     plan_for=lambda: plan_room(room, start), environ=request.environ)
@@ -363,7 +372,7 @@ def feed_poll():
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout(request.args)
     if request.method == "HEAD":
-        return _head("application/json", {"Cache-Control": "no-store"})
+        return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
     touched = _touch_poller(session, present)
     found, cursor = wait_for_events(session, frozenset(rooms), start, timeout, feed=True,
                                     plan_for=lambda: plan_firehose(start), environ=request.environ)
@@ -376,7 +385,7 @@ def moderation_poll():
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout(request.args)
     if request.method == "HEAD":
-        return _head("application/json", {"Cache-Control": "no-store"})
+        return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
     found, cursor = wait_for_events(session, _rooms_filter(), start, timeout, feed=True,
                                     plan_for=lambda: plan_firehose(start), environ=request.environ)
     return _poll_response(found, cursor, b"[]")

@@ -249,6 +249,9 @@ def test_streams_and_polls_per_user_are_capped_across_processes(capped):
         assert int(answer.headers["Retry-After"]) > 0
         poll = user.get(f"/api/rooms/{slug}/poll", params={"timeout": 0})
         assert (poll.status_code, poll.json()["error"]["code"]) == (429, "too_many_streams")
+        # A HEAD asks the same question without opening anything (a page uses it to see why a stream failed).
+        head = user.request("HEAD", f"/api/rooms/{slug}/events")
+        assert head.status_code == 429 and int(head.headers["Retry-After"]) > 0
         held.insert(0, other.events(FEED, params={"rooms": slug}))
         assert held[0].status == 200  # another user is not affected
         held.pop().close()
