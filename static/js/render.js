@@ -62,7 +62,8 @@ export function renderNotice(templateId, text, iso) {
 const STATUS_TEXT = {
   connecting: () => 'Connecting…',
   live: (status) => (status.transport === 'poll'
-    ? (status.fellBack ? 'Live · long-polling (streaming is blocked on this network)' : 'Live · long-polling')
+    ? ({ proxy: 'Live · long-polling (streaming is blocked on this network)',
+      busy: 'Live · long-polling (the server is busy)' }[status.fallback] ?? 'Live · long-polling')
     : 'Live'),
   offline: (status) => {
     const why = status.reason === 'signed_out' ? 'Signed out'
