@@ -13,6 +13,7 @@ CHAT_DEFAULTS = {
     "CHAT_POLL_TIMEOUT_SECONDS": 25,
     "CHAT_STREAM_MAX_SECONDS": 3600,
     "CHAT_STREAM_MAXLEN": 10000,
+    "CHAT_MAX_ROOMS_PER_STREAM": 50,
     # Not in API.md: operational knobs of this implementation.
     "CHAT_REDIS_PREFIX": "chat",  # key namespace; tests use one per run
     "CHAT_MAX_STREAMS_PER_PROCESS": 8000,  # past it, new streams get 503 + Retry-After

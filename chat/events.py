@@ -51,8 +51,10 @@ def from_entry(entry, position: EventId | None = None) -> LiveEvent:
     return LiveEvent(position or entry.id, entry.type, data)
 
 
-def first_chunk(retry_ms: int, cursor: EventId, heartbeat: int) -> bytes:
+def first_chunk(retry_ms: int, cursor: EventId, heartbeat: int, rooms: list[str] | None = None) -> bytes:
     ready = {"cursor": str(cursor), "time": now(), "heartbeat": heartbeat}
+    if rooms is not None:
+        ready["rooms"] = rooms
     return f"retry: {retry_ms}\n".encode() + PADDING + b"\n" + encode("ready", ready)
 
 

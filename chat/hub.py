@@ -25,12 +25,16 @@ class Subscription:
     """One client's feed: a bounded buffer the hub fills and the client's request drains."""
 
     # Thousands are held per process: no per-instance dict.
-    __slots__ = ("room", "rooms", "session_id", "user_id", "presence_member", "max_queue", "is_stream", "items",
-                 "wakeup", "ended", "position", "direct_fd", "unsent", "written", "__weakref__")
+    __slots__ = ("rooms", "feed", "present", "presence", "session_id", "user_id", "presence_member", "max_queue", "is_stream",
+                 "items", "wakeup", "ended", "position", "direct_fd", "unsent", "written", "__weakref__")
 
-    def __init__(self, *, room, rooms, session_id, user_id, username, max_queue, is_stream):
-        self.room = room  # a slug, or None for the moderators' feed over every room
-        self.rooms = rooms  # the moderators' room filter (None: all)
+    def __init__(self, *, rooms, feed, present, presence, session_id, user_id, username, max_queue, is_stream):
+        # A room's own stream follows one room in its own positions; a feed (several rooms, or the
+        # moderators') follows its rooms (None: every room) in firehose positions.
+        self.rooms = rooms  # frozenset of slugs, or None
+        self.feed = feed
+        self.present = present  # the rooms this client counts as online in
+        self.presence = presence  # whether it is sent its rooms' presence
         self.session_id, self.user_id = session_id, user_id
         self.presence_member = f"{username}|{uuid.uuid4().hex[:12]}"
         self.max_queue = max_queue
@@ -101,7 +105,10 @@ class Subscription:
 class Presence:
     """An ephemeral item for one subscriber's queue."""
 
+    __slots__ = ("room", "online", "sse")
+
     def __init__(self, room: str, online: list[str]):
+        self.room = room
         self.sse = events.presence(room, online)
         self.online = online
 
@@ -132,39 +139,54 @@ class Hub:
 
     # Subscribers
 
-    def subscribe(self, *, room=None, rooms=None, session_id, user_id, username, is_stream=True) -> Subscription:
-        """Register before catching up, so nothing published meanwhile can be missed."""
+    def subscribe(self, *, rooms: frozenset | None, feed: bool = False, present: frozenset = frozenset(),
+                  presence: bool = False, session_id, user_id, username, is_stream=True) -> Subscription:
+        """Register before catching up, so nothing published meanwhile can be missed.
+
+        `rooms`: the slugs to follow (None: every room, a feed only); `feed`: deliver in firehose
+        positions (the several-rooms and moderators' feeds) rather than a room's own; `present`: the
+        rooms where this client counts as online (streams only: a poller is touched per request);
+        `presence`: send it its rooms' presence."""
         self._ensure_started()
         if self.shutting_down:
             raise Unavailable("this server is shutting down; reconnect", retry_after=1)
         if is_stream and self.stream_count >= self.max_streams:
             raise Unavailable("too many open streams on this server; use long-polling", retry_after=5)
-        subscription = Subscription(room=room, rooms=rooms, session_id=session_id, user_id=user_id,
-                                    username=username, max_queue=self.max_queue, is_stream=is_stream)
+        present = present if is_stream else frozenset()
+        subscription = Subscription(rooms=rooms, feed=feed, present=present, presence=presence, session_id=session_id,
+                                    user_id=user_id, username=username, max_queue=self.max_queue, is_stream=is_stream)
         with self._lock:
-            if room is None:
+            if rooms is None:
                 self.firehose_subscribers.add(subscription)
             else:
-                self.by_room[room].add(subscription)
+                for room in rooms:
+                    self.by_room[room].add(subscription)
             self.stream_count += is_stream
-        if room is not None and is_stream:
-            self.streams.touch_presence(room, [subscription.presence_member], self.presence_ttl)
+        if is_stream:
+            try:
+                for room in present:
+                    self.streams.touch_presence(room, [subscription.presence_member], self.presence_ttl)
+            except BaseException:
+                self.unsubscribe(subscription)
+                raise
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:
-            if subscription.room is None:
+            if subscription.rooms is None:
                 self.firehose_subscribers.discard(subscription)
             else:
-                members = self.by_room.get(subscription.room)
-                if members is not None:
-                    members.discard(subscription)
-                    if not members:
-                        del self.by_room[subscription.room]
+                for room in subscription.rooms:
+                    members = self.by_room.get(room)
+                    if members is not None:
+                        members.discard(subscription)
+                        if not members:
+                            del self.by_room[room]
             self.stream_count -= subscription.is_stream
-        if subscription.room is not None and subscription.is_stream:
+        if subscription.is_stream:
             try:
-                self.streams.leave_presence(subscription.room, subscription.presence_member)
+                for room in subscription.present:
+                    self.streams.leave_presence(room, subscription.presence_member)
             except redis.RedisError:
                 pass  # it expires by itself
 
@@ -178,8 +200,8 @@ class Hub:
             if len(self._pollers_touched) > 100000:  # forget old ones; a miss only costs one write
                 self._pollers_touched.clear()
 
-    def online(self, room: str) -> list[str]:
-        return self.streams.online([room], self.presence_ttl)[room]
+    def online(self, rooms) -> dict[str, list[str]]:
+        return self.streams.online(list(rooms), self.presence_ttl)
 
     # The reader
 
@@ -227,14 +249,19 @@ class Hub:
             self._control_at = EventId(0, 0)
 
     def _dispatch(self, entry) -> None:
+        # Encoded once per process and per kind of position: the same bytes go to every subscriber.
         for_room = events.from_entry(entry, entry.room_event_id)
+        for_feeds = None
         for subscription in tuple(self.by_room.get(entry.room, ())):
-            subscription.deliver(for_room)
+            if subscription.feed:
+                for_feeds = for_feeds or events.LiveEvent(entry.id, for_room.type, for_room.data)
+                subscription.deliver(for_feeds)
+            else:
+                subscription.deliver(for_room)
         if self.firehose_subscribers:
-            for_moderators = events.LiveEvent(entry.id, for_room.type, for_room.data)
+            for_feeds = for_feeds or events.LiveEvent(entry.id, for_room.type, for_room.data)
             for subscription in tuple(self.firehose_subscribers):
-                if subscription.rooms is None or entry.room in subscription.rooms:
-                    subscription.deliver(for_moderators)
+                subscription.deliver(for_feeds)
 
     def _apply_control(self, fields: dict) -> None:
         session_id, user_id = fields.get("session_id", ""), fields.get("user_id", "")
@@ -264,7 +291,7 @@ class Hub:
             time.sleep(1)
             try:
                 with self._lock:
-                    rooms = {room: [s.presence_member for s in members if s.is_stream]
+                    rooms = {room: [s.presence_member for s in members if room in s.present]
                              for room, members in self.by_room.items()}
                 if time.monotonic() - last_refresh >= self.presence_refresh:
                     for room, members in rooms.items():
@@ -282,7 +309,8 @@ class Hub:
                     self._presence_due[room] = now + self._presence_interval(room) - 0.05
                     item = Presence(room, names)
                     for subscription in tuple(self.by_room.get(room, ())):
-                        subscription.deliver(item)
+                        if subscription.presence:
+                            subscription.deliver(item)
             for room in set(self._online_sent) - set(online):
                 del self._online_sent[room]
                 self._presence_due.pop(room, None)

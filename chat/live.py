@@ -11,7 +11,9 @@ from .auth import check_request
 from .errors import ApiError
 from .extensions import db
 from .ids import EventId
+from .models import existing_room_slugs
 from .resume import Plan, plan_firehose, plan_room, resume
+from .schemas import SLUG
 
 bp = Blueprint("live", __name__, url_prefix="/api")
 
@@ -25,31 +27,58 @@ def _start_position() -> EventId | None:
     return parse_event_id(raw)
 
 
-def _subscribe(session, room_slug, rooms, is_stream):
-    return hub.current().subscribe(room=room_slug, rooms=rooms, session_id=session.id, user_id=session.user_id,
-                                   username=session.user.username, is_stream=is_stream)
+def _subscribe(session, *, rooms, feed=False, present=frozenset(), presence=False, is_stream):
+    return hub.current().subscribe(rooms=rooms, feed=feed, present=present, presence=presence, session_id=session.id,
+                                   user_id=session.user_id, username=session.user.username, is_stream=is_stream)
 
 
-def _rooms_filter() -> set | None:
-    raw = request.args.get("rooms", "").strip()
-    return {slug.strip() for slug in raw.split(",") if slug.strip()} or None
+def _slugs(name: str) -> list[str]:
+    """A comma-separated list of room slugs from the query, in order, without repeats."""
+    raw = request.args.get(name, "")
+    return list(dict.fromkeys(slug.strip() for slug in raw.split(",") if slug.strip()))
+
+
+def _rooms_filter() -> frozenset | None:
+    """The moderators' optional room filter (None: every room)."""
+    return frozenset(_slugs("rooms")) or None
+
+
+def _listed_rooms() -> tuple[list[str], frozenset]:
+    """The several-rooms feed's `rooms` (1 to CHAT_MAX_ROOMS_PER_STREAM existing rooms) and the subset
+    where this client counts as online: all but those named in `away` (rooms a browser follows only
+    for its sidebar's unread counts, shown in no tab)."""
+    limit = current_app.config["CHAT_MAX_ROOMS_PER_STREAM"]
+    rooms = _slugs("rooms")
+    if not 1 <= len(rooms) <= limit:
+        raise ApiError(422, "validation_error", f"rooms must list 1–{limit} room slugs, comma-separated",
+                       fields={"rooms": [f"must list 1–{limit} room slugs"]})
+    missing = [slug for slug in rooms if not SLUG.match(slug)]
+    missing += sorted(set(rooms) - set(missing) - existing_room_slugs(set(rooms) - set(missing)))
+    if missing:
+        raise ApiError(404, "not_found", f"no room '{missing[0]}'")
+    away = set(_slugs("away"))
+    if not away <= set(rooms):
+        raise ApiError(422, "validation_error", "away must name rooms that rooms lists",
+                       fields={"away": ["must name only rooms that rooms lists"]})
+    return rooms, frozenset(rooms) - away
 
 
 # SSE
 
-def _news(items: list, position: EventId, online: list | None) -> tuple[list, list | None]:
+def _unsent(items: list, position: EventId, sent_online: dict) -> list:
     """What a stream has not sent yet: durable events after `position`, and presence that differs
-    from the list this client was last sent (the hub re-sends a room's list to everyone in it)."""
+    from the list this client was last sent for that room (the hub re-sends a room's list to everyone
+    in it); `sent_online` is updated."""
     fresh = []
     for item in items:
         if isinstance(item, hub.Presence):
-            if item.online == online:
+            if sent_online.get(item.room) == item.online:
                 continue
-            online = item.online
+            sent_online[item.room] = item.online
         elif item.id <= position:
             continue
         fresh.append(item)
-    return fresh, online
+    return fresh
 
 
 def _hung_up(client) -> bool:
@@ -77,7 +106,7 @@ def _direct_fd(environ) -> int | None:
     return client.fileno()
 
 
-def _stream_response(subscription, plan: Plan, slug: str | None, online: list[str] | None):
+def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], ready_rooms: list[str] | None = None):
     config = current_app.config
     client = request.environ.get("gunicorn.socket")
     direct_fd = _direct_fd(request.environ)
@@ -89,12 +118,12 @@ def _stream_response(subscription, plan: Plan, slug: str | None, online: list[st
         metrics.STREAMS_OPEN.inc()
         delivered = metrics.Tally(metrics.EVENTS_DELIVERED)
         try:
-            yield events.first_chunk(retry_ms, plan.cursor, heartbeat)
+            yield events.first_chunk(retry_ms, plan.cursor, heartbeat, ready_rooms)
             if plan.reset:
                 yield events.reset(plan.reset)
-            sent_online = online
-            if online is not None:
-                yield events.presence(slug, online)
+            sent_online = dict(online)
+            if online:
+                yield b"".join(events.presence(slug, names) for slug, names in online.items())
             position, backlog = plan.after, plan.backlog
             if backlog:
                 position = backlog[-1].id
@@ -115,7 +144,7 @@ def _stream_response(subscription, plan: Plan, slug: str | None, online: list[st
                     subscription.unsent = b""
                 if subscription.ended and subscription.ended != "shutdown":
                     break  # logout, ban or overflow: stop now; the client resumes from its last id
-                fresh, sent_online = _news(items, position, sent_online)
+                fresh = _unsent(items, position, sent_online)
                 if fresh:
                     durable = [item for item in fresh if isinstance(item, events.LiveEvent)]
                     if durable:
@@ -137,44 +166,56 @@ def _stream_response(subscription, plan: Plan, slug: str | None, online: list[st
     return Response(generate(), status=200, mimetype="text/event-stream", headers=headers, direct_passthrough=True)
 
 
+def _open_stream(session, rooms: frozenset | None, plan_for, *, feed: bool, present=frozenset(),
+                 presence=True, ready_rooms=None):
+    """Subscribe, then plan the catch-up (so nothing published meanwhile is missed), then stream."""
+    slug = None if feed else next(iter(rooms))
+    subscription = _subscribe(session, rooms=rooms, feed=feed, present=present, presence=presence, is_stream=True)
+    try:
+        plan = resume(plan_for, slug, rooms=rooms if feed else None)
+        online = hub.current().online(rooms) if presence else {}
+    except BaseException:
+        hub.current().unsubscribe(subscription)
+        raise
+    db.session.remove()  # a stream holds no database connection
+    return _stream_response(subscription, plan, online, ready_rooms)
+
+
 @bp.get("/rooms/<slug>/events")
 def room_events(slug):
     session = check_request()
     room = room_or_404(slug)
     start = _start_position()
-    subscription = _subscribe(session, slug, None, is_stream=True)
-    try:
-        plan = resume(lambda: plan_room(room, start), slug)
-        online = hub.current().online(slug)
-    except BaseException:
-        hub.current().unsubscribe(subscription)
-        raise
-    db.session.remove()  # a stream holds no database connection
-    return _stream_response(subscription, plan, slug, online)
+    return _open_stream(session, frozenset([slug]), lambda: plan_room(room, start), feed=False,
+                        present=frozenset([slug]))
+
+
+@bp.get("/events")
+def feed_events():
+    """The several-rooms feed: one connection for a browser's many rooms."""
+    session = check_request()
+    rooms, present = _listed_rooms()
+    start = _start_position()
+    return _open_stream(session, frozenset(rooms), lambda: plan_firehose(start), feed=True, present=present,
+                        ready_rooms=rooms)
 
 
 @bp.get("/moderation/events")
 def moderation_events():
     session = check_request(moderator=True)
     start, rooms = _start_position(), _rooms_filter()
-    subscription = _subscribe(session, None, rooms, is_stream=True)
-    try:
-        plan = resume(lambda: plan_firehose(start), None, rooms=rooms)
-    except BaseException:
-        hub.current().unsubscribe(subscription)
-        raise
-    db.session.remove()
-    return _stream_response(subscription, plan, None, None)
+    return _open_stream(session, rooms, lambda: plan_firehose(start), feed=True, presence=False)
 
 
 # Long-polling
 
-def _poll(session, slug, rooms, plan_for, timeout: float):
+def _poll(session, rooms: frozenset | None, plan_for, timeout: float, *, feed: bool):
     """Answer at once with what exists after the cursor, else wait for the first durable event."""
     local_hub = hub.current()
-    subscription = _subscribe(session, slug, rooms, is_stream=False)
+    slug = None if feed else next(iter(rooms))
+    subscription = _subscribe(session, rooms=rooms, feed=feed, is_stream=False)
     try:
-        plan = resume(plan_for, slug, POLL_MAX_EVENTS, rooms)
+        plan = resume(plan_for, slug, POLL_MAX_EVENTS, rooms if feed else None)
         if plan.reset:
             found = [{"id": None, "event": "reset", "data": {"reason": plan.reset}}]
             return found, plan.after
@@ -206,7 +247,7 @@ def _poll(session, slug, rooms, plan_for, timeout: float):
 def _poll_timeout() -> float:
     limit = current_app.config["CHAT_POLL_TIMEOUT_SECONDS"]
     try:
-        wanted = float(request.args.get("timeout", limit))
+        wanted = float(request.args.get("timeout") or limit)  # `timeout=` (empty) means not given
     except ValueError:
         raise ApiError(422, "validation_error", "timeout must be a number of seconds",
                        fields={"timeout": ["must be 0–25"]}) from None
@@ -219,15 +260,32 @@ def _poll_response(payload: dict):
     return response
 
 
+def _touch_poller(session, rooms) -> None:
+    member = f"{session.user.username}|poll-{session.id}"
+    for slug in rooms:
+        hub.current().touch_poller(slug, member)
+
+
 @bp.get("/rooms/<slug>/poll")
 def room_poll(slug):
     session = check_request()
     room = room_or_404(slug)
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout()
-    hub.current().touch_poller(slug, f"{session.user.username}|poll-{session.id}")
-    found, cursor = _poll(session, slug, None, lambda: plan_room(room, start), timeout)
-    return _poll_response({"events": found, "cursor": str(cursor), "online": hub.current().online(slug)})
+    _touch_poller(session, [slug])
+    found, cursor = _poll(session, frozenset([slug]), lambda: plan_room(room, start), timeout, feed=False)
+    return _poll_response({"events": found, "cursor": str(cursor), "online": hub.current().online([slug])[slug]})
+
+
+@bp.get("/poll")
+def feed_poll():
+    session = check_request()
+    rooms, present = _listed_rooms()
+    start = parse_event_id(request.args.get("cursor"))
+    timeout = _poll_timeout()
+    _touch_poller(session, present)
+    found, cursor = _poll(session, frozenset(rooms), lambda: plan_firehose(start), timeout, feed=True)
+    return _poll_response({"events": found, "cursor": str(cursor), "online": hub.current().online(rooms)})
 
 
 @bp.get("/moderation/poll")
@@ -235,5 +293,5 @@ def moderation_poll():
     session = check_request(moderator=True)
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout()
-    found, cursor = _poll(session, None, _rooms_filter(), lambda: plan_firehose(start), timeout)
+    found, cursor = _poll(session, _rooms_filter(), lambda: plan_firehose(start), timeout, feed=True)
     return _poll_response({"events": found, "cursor": str(cursor), "online": []})

@@ -163,6 +163,11 @@ def find_room(slug: str) -> Room | None:
     return Room.query.filter_by(slug=slug).one_or_none()
 
 
+def existing_room_slugs(slugs) -> set[str]:
+    """Which of these slugs name rooms, in one query."""
+    return {slug for (slug,) in db.session.query(Room.slug).filter(Room.slug.in_(list(slugs)))}
+
+
 def latest_event_id(room: Room) -> EventId | None:
     """The highest event id the database holds for a room (to restore a stream Redis lost)."""
     candidates = [

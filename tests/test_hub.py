@@ -45,9 +45,14 @@ def hub(make_hub):
     return make_hub()
 
 
-def subscribe(hub, room="lobby", rooms=None, session_id=1, user_id=1, username="ann", is_stream=True):
-    return hub.subscribe(room=room, rooms=rooms, session_id=session_id, user_id=user_id, username=username,
-                         is_stream=is_stream)
+def subscribe(hub, room="lobby", rooms=None, session_id=1, user_id=1, username="ann", is_stream=True, **feed):
+    """A room's own subscription (`room`), or with room=None a feed over `rooms` (None: every room)."""
+    if room is not None:
+        rooms, feed = frozenset([room]), {"present": frozenset([room]), "presence": True}
+    else:
+        rooms, feed = (frozenset(rooms) if rooms else None), {"feed": True, **feed}
+    return hub.subscribe(rooms=rooms, session_id=session_id, user_id=user_id, username=username,
+                         is_stream=is_stream, **feed)
 
 
 def append(streams, slug, n):
@@ -100,6 +105,24 @@ def test_the_moderators_room_filter(hub, streams):
         append(streams, "lobby" if n % 2 else "kitchen", n)
     got = receive(filtered, 3)
     assert [event.data["body"] for event in got] == ["message 0", "message 2", "message 4"]
+
+
+def test_a_several_rooms_feed_gets_its_rooms_in_firehose_positions_and_their_presence(hub, streams):
+    feed = subscribe(hub, room=None, rooms={"lobby", "kitchen"}, present=frozenset({"lobby"}), presence=True)
+    sent = [append(streams, slug, n) for n, slug in enumerate(["lobby", "cellar", "kitchen", "lobby"])]
+    got = receive(feed, 3)
+    assert [event.data["body"] for event in got] == ["message 0", "message 2", "message 3"]
+    # Its own positions (the firehose's), with each message's room event id in its data.
+    assert [event.data["id"] for event in got] == [str(sent[0]), str(sent[2]), str(sent[3])]
+    assert [event.id for event in got] == sorted(event.id for event in got)
+    # It counts as online only where it is present, and hears presence for every room it follows.
+    online = {}
+    deadline = time.monotonic() + 10
+    while online.get("lobby") != ["ann"] and time.monotonic() < deadline:
+        online.update({item.room: item.online for item in feed.take(1) if hasattr(item, "room")})
+    assert online.get("lobby") == ["ann"] and "ann" not in online.get("kitchen", [])
+    hub.unsubscribe(feed)
+    assert hub.online(["lobby"]) == {"lobby": []}
 
 
 def test_a_slow_subscriber_is_cut_off_while_the_others_get_everything(make_hub, streams):
