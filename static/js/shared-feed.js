@@ -187,7 +187,10 @@ export class SharedFeed extends FeedBase {
     this.post({ type: 'ready', rooms, cursor: this.connection.cursor });
   }
 
-  /** The rooms the feed should carry: those the tabs show first (present there), then their sidebars'. */
+  /**
+   * The rooms the feed should carry: those the tabs show first, then their sidebars'. The user counts as online
+   * only where a tab shows the room: the others are named in `away` (the server's complement of "present").
+   */
   plan() {
     const shown = new Set();
     const rooms = new Set();
@@ -197,9 +200,9 @@ export class SharedFeed extends FeedBase {
       for (const slug of interest.rooms ?? []) if (!this.missing.has(slug)) rooms.add(slug);
     }
     const list = [...rooms].slice(0, MAX_RECENT_ROOMS);
-    const present = list.filter((slug) => shown.has(slug));
-    const params = { rooms: list.join(','), present: present.join(',') };
-    return { params, key: `${[...list].sort()}|${[...present].sort()}` };
+    const away = list.filter((slug) => !shown.has(slug));
+    const params = { rooms: list.join(','), away: away.join(',') };
+    return { params, key: `${[...list].sort()}|${[...away].sort()}` };
   }
 
   replan() {
