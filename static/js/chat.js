@@ -127,10 +127,13 @@ const outbox = new Outbox({
   onSessionEnded: sessionEnded,
 });
 
-connection.onStatus((status) => {
-  renderStatus(statusElement, status);
-  if (status.state === 'live') outbox.resume();
-});
+// The shared feed can be live before it carries this room: until the room is followed, say "connecting".
+let following = false;
+function showStatus(status) {
+  renderStatus(statusElement, following || status.state !== 'live' ? status : { ...status, state: 'connecting' });
+  if (following && status.state === 'live') outbox.resume();
+}
+connection.onStatus(showStatus);
 
 // Handlers, by event name: the room's gate passes its events once its history is shown, each message once
 
@@ -289,6 +292,8 @@ async function start() {
       renderOnline(about.online);
       setLocked(about.room.locked);
       await connection.follow(slug, loadHistory);
+      following = true;
+      showStatus(connection.status());
       flash('');
       return;
     } catch (error) {

@@ -18,6 +18,7 @@ class TabFeed extends FeedBase {
 
   start({ shown }) {
     this.shown = shown[0] ?? null;
+    document.documentElement.dataset.live = 'tab';
   }
 
   want() { /* only the room shown is live; the sidebar's counts come from history */ }

@@ -49,6 +49,7 @@ export class SharedFeed extends FeedBase {
 
   start(interest) {
     this.interests.set(this.tab, interest);
+    document.documentElement.dataset.live = 'follower'; // for tests and for reading bug reports
     this.link.start();
     this.post({ type: 'want', ...interest });
     window.addEventListener('pagehide', () => this.leave());
@@ -139,6 +140,7 @@ export class SharedFeed extends FeedBase {
   async lead() {
     const previous = this.leaderTab;
     this.leaderTab = this.tab;
+    document.documentElement.dataset.live = 'leader';
     this.answered = new Set([this.tab]);
     this.post({ type: 'leader' });
     if (previous && previous !== this.tab && !this.goneLeaders.has(previous)) {
