@@ -26,7 +26,7 @@ export class Connection {
    * @param {object} options
    * @param {string} options.streamUrl  the SSE endpoint
    * @param {string} options.pollUrl    the long-polling endpoint
-   * @param {object} [options.params]   extra query parameters for both (`rooms`, `present`)
+   * @param {object} [options.params]   extra query parameters for both (`rooms`, `away`)
    * @param {string|null} [options.cursor] the event id to continue after; null: the tail
    * @param {boolean} [options.opaqueIds] a feed's ids: kept to resume with, never compared; a `reset` continues
    * @param {boolean} [options.pollPresence] deliver a poll's `online` as `presence` events
@@ -54,6 +54,7 @@ export class Connection {
     this.timers = {};
   }
 
+  /** Register a handler for an event name ('*': every event); see handlers.js. */
   on(name, handler) {
     this.handlers.on(name, handler);
     return this;
@@ -74,10 +75,6 @@ export class Connection {
 
   get transport() {
     return this.choice.kind;
-  }
-
-  get live() {
-    return this.state === 'live';
   }
 
   start() {
