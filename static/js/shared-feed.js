@@ -87,6 +87,7 @@ export class SharedFeed extends FeedBase {
 
   heard(message) {
     const { from } = message;
+    if (['event', 'ready', 'status', 'ended'].includes(message.type)) this.leaderTab = from; // only a leader sends these
     switch (message.type) {
       case 'want':
         this.interests.set(from, { shown: message.shown ?? [], rooms: message.rooms ?? [] });
