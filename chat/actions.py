@@ -15,7 +15,7 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
-from . import streams
+from . import hub, streams
 from .auth import hash_password
 from .errors import ApiError
 from .extensions import db
@@ -245,6 +245,7 @@ def ban(moderator: User, username: str, reason: str | None) -> Ban:
     _log(moderator, "ban", None, user.username, reason)
     db.session.commit()
     streams.current().announce_end(user_id=user.id, reason="banned")
+    hub.current().sessions.forget(user_id=user.id)  # this process at once; the others as they read it
     return record
 
 
@@ -260,6 +261,7 @@ def logout(session) -> None:
     db.session.delete(session)
     db.session.commit()
     streams.current().announce_end(session_id=session_id, reason="logout")
+    hub.current().sessions.forget(session_id=session_id)  # this process at once; the others as they read it
 
 
 def complete_pending_messages(min_age_seconds: int = 30, batch: int = 200) -> int:

@@ -9,7 +9,7 @@ from . import actions, metrics, streams
 from .auth import check_password, current_session, login_required, set_cookie, start_session
 from .errors import ApiError
 from .ids import EventId
-from .models import Room, find_room, find_user
+from .models import Room, User, find_room, find_user
 from .schemas import SLUG, CredentialsSchema, MessageCreateSchema, RoomCreateSchema
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -65,12 +65,41 @@ def online_in(slugs: list[str]) -> dict[str, list[str]]:
     return streams.current().online(slugs, current_app.config["CHAT_PRESENCE_TTL_SECONDS"])
 
 
-def _limit_logins() -> None:
-    """Slow down password guessing and registration floods from one address (kept in Redis)."""
-    limit, seconds = current_app.config["CHAT_LOGIN_RATE_LIMIT_PARSED"]
-    retry_after = streams.current().rate_limited(f"login:{request.remote_addr}", limit, seconds)
+def _refuse_if_limited(retry_after: int) -> None:
     if retry_after:
         raise ApiError(429, "rate_limited", f"too many attempts; wait {retry_after} s", retry_after=retry_after)
+
+
+def _limit_registrations() -> None:
+    """Cap registration requests per client address: `remote_addr` is what the trusted proxy hops
+    (CHAT_TRUSTED_PROXIES, applied by ProxyFix in create_app) say, never what the client wrote."""
+    limit, seconds = current_app.config["CHAT_REGISTER_LIMIT_PARSED"]
+    _refuse_if_limited(streams.current().rate_limited(f"register:{request.remote_addr}", limit, seconds))
+
+
+def _user_with_password(username: str, password: str) -> User:
+    """The user whose password this is, else 401; guesses are limited per account, from any address
+    (offices share one), and unknown names alike, so the answer does not tell which exist.
+
+    Each attempt counts as a failure *before* the password is hashed: a blocked account costs no
+    hashing, and concurrent guesses cannot overshoot the limit. A right password takes its count back,
+    so successful sign-ins never count. The window is fixed (it starts when the count leaves zero, and
+    attempts while blocked do not extend it), so a guesser can lock an account for one window at a time.
+    """
+    scope = f"login-failures:{username.lower()}"  # usernames are unique ignoring case
+    limit, seconds = current_app.config["CHAT_LOGIN_FAILURE_LIMIT_PARSED"]
+    limits = streams.current()
+    _refuse_if_limited(limits.rate_limited(scope, limit, seconds))
+    failed = False
+    try:
+        user = find_user(username)
+        failed = not check_password(user, password)
+    finally:
+        if not failed:  # a right password, or the database failing: neither is a guess
+            limits.rate_give_back(scope)
+    if failed:
+        raise ApiError(401, "invalid_credentials", "wrong username or password")
+    return user
 
 
 def _signed_in(user, status: int):
@@ -86,7 +115,7 @@ def _signed_in(user, status: int):
 @bp.post("/auth/register")
 def register():
     credentials = json_body(CredentialsSchema())
-    _limit_logins()
+    _limit_registrations()
     user = actions.register_user(credentials["username"], credentials["password"])
     return _signed_in(user, 201)
 
@@ -100,10 +129,7 @@ def login():
             raise
         # A name or password that could never register cannot match: same answer as a wrong one.
         raise ApiError(401, "invalid_credentials", "wrong username or password") from None
-    _limit_logins()
-    user = find_user(credentials["username"])
-    if not check_password(user, credentials["password"]):
-        raise ApiError(401, "invalid_credentials", "wrong username or password")
+    user = _user_with_password(credentials["username"], credentials["password"])
     if actions.is_banned(user):
         raise ApiError(403, "banned", "this account is banned")
     return _signed_in(user, 200)

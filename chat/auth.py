@@ -3,10 +3,13 @@ import functools
 import hashlib
 import hmac
 import secrets
+import time
 
 from flask import current_app, g, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import hub
+from .caches import CachedSession, CachedUser
 from .errors import ApiError
 from .extensions import db
 from .models import Ban, Session, User
@@ -61,18 +64,33 @@ def set_cookie(response, token: str) -> None:
     response.set_cookie(COOKIE, token, httponly=True, samesite="Lax", secure=request.is_secure, path="/")
 
 
-def current_session() -> Session | None:
-    """The request's session, if its cookie names one that still exists (cached per request)."""
+def current_session(cached: bool = False) -> Session | CachedSession | None:
+    """The request's session, if its cookie names one that still exists (kept for the request).
+
+    `cached`: the live endpoints may take it from this process's session cache, which the control
+    stream keeps honest (caches.py); they get a CachedSession, with no database row behind it."""
     if "chat_session" not in g:
         token = request.cookies.get(COOKIE)
         g.chat_session = None
         g.chat_banned = False
         if token:
-            row = db.session.query(Session, Ban.id).outerjoin(Ban, Ban.user_id == Session.user_id).filter(
-                Session.token_hash == _token_hash(token)).one_or_none()
-            if row:
-                g.chat_session, g.chat_banned = row[0], row[1] is not None
+            token_hash = _token_hash(token)
+            cache = hub.current().cached_sessions() if cached else None
+            g.chat_session = cache.get(token_hash) if cache else None
+            if g.chat_session is None:
+                loaded_at = time.monotonic()
+                row = db.session.query(Session, Ban.id).outerjoin(Ban, Ban.user_id == Session.user_id).filter(
+                    Session.token_hash == token_hash).one_or_none()
+                if row:
+                    g.chat_session, g.chat_banned = row[0], row[1] is not None
+                    if cache and not g.chat_banned:
+                        cache.put(token_hash, _snapshot(row[0]), loaded_at)
     return g.chat_session
+
+
+def _snapshot(session: Session) -> CachedSession:
+    user = session.user
+    return CachedSession(session.id, session.user_id, session.csrf_token, CachedUser(user.id, user.username, user.role))
 
 
 def current_user() -> User | None:
@@ -80,9 +98,10 @@ def current_user() -> User | None:
     return session.user if session else None
 
 
-def check_request(*, moderator: bool = False) -> Session:
-    """Apply API.md's checks in order: 401, 403 csrf_failed, 403 banned, 403 forbidden."""
-    session = current_session()
+def check_request(*, moderator: bool = False, cached: bool = False) -> Session | CachedSession:
+    """Apply API.md's checks in order: 401, 403 csrf_failed, 403 banned, 403 forbidden.
+    `cached`: see current_session (GET live endpoints only: they write nothing)."""
+    session = current_session(cached)
     if session is None:
         raise ApiError(401, "not_authenticated", "sign in first")
     if request.method in _UNSAFE:

@@ -14,13 +14,14 @@ CHAT_DEFAULTS = {
     "CHAT_STREAM_MAX_SECONDS": 3600,
     "CHAT_STREAM_MAXLEN": 10000,
     "CHAT_MAX_ROOMS_PER_STREAM": 50,
+    "CHAT_LOGIN_FAILURE_LIMIT": "10/300",  # failed logins per account (any address), then 429 until the window ends
+    "CHAT_REGISTER_LIMIT": "100/60",  # registration requests per client address
+    "CHAT_TRUSTED_PROXIES": 1,  # hops of X-Forwarded-* to believe (Heroku's router is one; 0: no proxy)
     # Not in API.md: operational knobs of this implementation.
     "CHAT_REDIS_PREFIX": "chat",  # key namespace; tests use one per run
     "CHAT_MAX_STREAMS_PER_PROCESS": 8000,  # past it, new streams get 503 + Retry-After
     "CHAT_SUBSCRIBER_QUEUE": 1000,  # events buffered per slow client before it is cut
-    "CHAT_LOGIN_RATE_LIMIT": "20/60",  # login and register attempts per client address
     "CHAT_PRESENCE_TTL_SECONDS": 30,
-    "CHAT_TRUSTED_PROXIES": 1,  # hops of X-Forwarded-* to trust (Heroku's router is one)
     "CHAT_REDIS_POOL_SIZE": 6,  # per process, besides the hub's own reader connection
     "CHAT_PASSWORD_METHOD": "scrypt",  # werkzeug's hash method; tests use a cheaper one
     # Test-only fault injection: `name=kill,...` SIGKILLs the worker at that point of the write path.
@@ -79,7 +80,8 @@ def finish(config) -> None:
         })
     config["MAX_CONTENT_LENGTH"] = config["CHAT_MAX_REQUEST_BYTES"]
     config["CHAT_RATE_LIMIT_PARSED"] = rate(config["CHAT_RATE_LIMIT"])
-    config["CHAT_LOGIN_RATE_LIMIT_PARSED"] = rate(config["CHAT_LOGIN_RATE_LIMIT"])
+    config["CHAT_LOGIN_FAILURE_LIMIT_PARSED"] = rate(config["CHAT_LOGIN_FAILURE_LIMIT"])
+    config["CHAT_REGISTER_LIMIT_PARSED"] = rate(config["CHAT_REGISTER_LIMIT"])
     config["SESSION_COOKIE_HTTPONLY"] = True
     config["SESSION_COOKIE_SAMESITE"] = "Lax"
 

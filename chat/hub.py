@@ -14,6 +14,7 @@ from collections import defaultdict, deque
 import redis
 
 from . import events
+from .caches import Recent, SessionCache
 from .errors import Unavailable
 from .ids import EventId
 
@@ -117,6 +118,9 @@ class Hub:
     """Reads the firehose and the control stream once for the process and hands entries out."""
 
     BLOCK_MS = 5000
+    RECENT_PER_ROOM = 128  # above a poll's 100 events
+    RECENT_FEED = 1000
+    RECENT_KEPT_SECONDS = 60  # a room's recent events are dropped this long after its last local subscriber
     PRESENCE_REFRESH = 10  # at most this many seconds between re-announcing local members
 
     def __init__(self, streams, config):
@@ -135,6 +139,14 @@ class Hub:
         self._online_sent = {}
         self._pollers_touched = {}  # (room, member) -> when it was last written to Redis
         self._presence_due = {}  # room -> when its next presence event may go out
+        self._online_now = {}  # room -> its online list as last read (at most a second old while followed)
+        # What polls are answered from without the database or Redis while the reader runs (caches.py).
+        self.sessions = SessionCache()
+        self.known_rooms = {}  # slug -> CachedRoom
+        self._recent = {}  # room -> Recent, for rooms followed here lately
+        self._recent_feed = Recent(self.RECENT_FEED)
+        self._followed_at = {}  # room -> when it last had a local subscriber
+        self._reading = False  # the reader is running and its last Redis call succeeded
         _HUBS.add(self)
 
     # Subscribers
@@ -190,18 +202,44 @@ class Hub:
             except redis.RedisError:
                 pass  # it expires by itself
 
-    def touch_poller(self, room: str, member: str) -> None:
+    def touch_poller(self, room: str, member: str) -> bool:
         """Count a long-poller as present; written to Redis at most once per refresh interval,
-        since a busy poller asks many times a second."""
+        since a busy poller asks many times a second. True when it was written now."""
         now = time.monotonic()
-        if now - self._pollers_touched.get((room, member), -1e9) >= self.presence_refresh:
-            self.streams.touch_presence(room, [member], self.presence_ttl)
-            self._pollers_touched[(room, member)] = now
-            if len(self._pollers_touched) > 100000:  # forget old ones; a miss only costs one write
-                self._pollers_touched.clear()
+        if now - self._pollers_touched.get((room, member), -1e9) < self.presence_refresh:
+            return False
+        self.streams.touch_presence(room, [member], self.presence_ttl)
+        self._pollers_touched[(room, member)] = now
+        if len(self._pollers_touched) > 100000:  # forget old ones; a miss only costs one write
+            self._pollers_touched.clear()
+        return True
 
-    def online(self, rooms) -> dict[str, list[str]]:
-        return self.streams.online(list(rooms), self.presence_ttl)
+    def online(self, rooms, *, recent_enough: bool = False) -> dict[str, list[str]]:
+        """Who is online in each room, from Redis; with `recent_enough`, as the presence loop last read it
+        (at most a second ago) for rooms followed here."""
+        known = {room: self._online_now[room] for room in rooms if room in self._online_now} if recent_enough else {}
+        if len(known) < len(rooms):
+            known.update(self.streams.online([room for room in rooms if room not in known], self.presence_ttl))
+        return known
+
+    # Memory for polls (caches.py): used only while the reader runs, since it applies the ends of
+    # sessions and is what keeps the recent events complete.
+
+    def cached_sessions(self) -> SessionCache | None:
+        return self.sessions if self._reading else None
+
+    def recent(self, room: str | None, position, rooms: frozenset | None = None):
+        """`(events after position, position they follow)` from memory: a room's (or with room=None the
+        firehose's, of `rooms`); with position None, no events and the tail. None when memory cannot
+        prove it holds every such event (the caller reads Redis)."""
+        held = self._recent_feed if room is None else self._recent.get(room)
+        if not self._reading or held is None:
+            return None
+        if position is None:
+            last = held.last()
+            return None if last is None else ([], last)
+        found = held.after(position, rooms)
+        return None if found is None else (found, position)
 
     # The reader
 
@@ -211,8 +249,9 @@ class Hub:
         with self._lock:
             if self._started:
                 return
-            self._started = True
+            # Latched only once Redis answered: a failure here leaves the next request to try again.
             self._firehose_at, self._control_at = self.streams.positions()
+            self._started = self._reading = True
             threading.Thread(target=self._read_forever, name="chat-hub-reader", daemon=True).start()
             threading.Thread(target=self._presence_forever, name="chat-hub-presence", daemon=True).start()
 
@@ -222,9 +261,11 @@ class Hub:
             try:
                 firehose, control = self.streams.read_new(reader, self._firehose_at, self._control_at, self.BLOCK_MS)
                 backoff = 0.5
+                self._reading = True
             except redis.RedisError as error:
                 if self.shutting_down:
                     break
+                self._forget_memory()
                 log.warning("hub: Redis read failed (%s); retrying in %.1f s", error, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5)
@@ -236,6 +277,13 @@ class Hub:
             for entry in firehose:
                 self._firehose_at = entry.id
                 self._dispatch(entry)
+
+    def _forget_memory(self) -> None:
+        """While the reader is down, ends of sessions and new events may pass unseen: trust none of it."""
+        self._reading = False
+        self.sessions.clear()
+        self._recent.clear()
+        self._recent_feed = Recent(self.RECENT_FEED)
 
     def _check_lost_streams(self) -> None:
         """After Redis comes back empty, the firehose restarts: read it from its beginning."""
@@ -251,20 +299,26 @@ class Hub:
     def _dispatch(self, entry) -> None:
         # Encoded once per process and per kind of position: the same bytes go to every subscriber.
         for_room = events.from_entry(entry, entry.room_event_id)
-        for_feeds = None
+        for_feeds = events.LiveEvent(entry.id, for_room.type, for_room.data)
+        self._recent_feed.add(entry.room, for_feeds)
+        recent = self._recent.get(entry.room)
+        if recent is None and entry.room in self.by_room:
+            recent = self._recent[entry.room] = Recent(self.RECENT_PER_ROOM)
+        if recent is not None:
+            recent.add(entry.room, for_room)
         for subscription in tuple(self.by_room.get(entry.room, ())):
             if subscription.feed:
-                for_feeds = for_feeds or events.LiveEvent(entry.id, for_room.type, for_room.data)
                 subscription.deliver(for_feeds)
             else:
                 subscription.deliver(for_room)
         if self.firehose_subscribers:
-            for_feeds = for_feeds or events.LiveEvent(entry.id, for_room.type, for_room.data)
             for subscription in tuple(self.firehose_subscribers):
                 subscription.deliver(for_feeds)
 
     def _apply_control(self, fields: dict) -> None:
         session_id, user_id = fields.get("session_id", ""), fields.get("user_id", "")
+        self.sessions.forget(session_id=int(session_id) if session_id else None,
+                             user_id=int(user_id) if user_id else None)
         for subscription in self._all():
             if (session_id and str(subscription.session_id) == session_id) or \
                     (user_id and str(subscription.user_id) == user_id):
@@ -303,6 +357,11 @@ class Hub:
                 log.warning("hub: presence update failed: %s", error)
                 continue
             now = time.monotonic()
+            self._online_now = online
+            self._followed_at.update(dict.fromkeys(rooms, now))
+            for room in [room for room, when in self._followed_at.items() if now - when > self.RECENT_KEPT_SECONDS]:
+                del self._followed_at[room]
+                self._recent.pop(room, None)
             for room, names in online.items():
                 if self._online_sent.get(room) != names and now >= self._presence_due.get(room, 0):
                     self._online_sent[room] = names

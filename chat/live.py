@@ -11,7 +11,8 @@ from .auth import check_request
 from .errors import ApiError
 from .extensions import db
 from .ids import EventId
-from .models import existing_room_slugs
+from .caches import CachedRoom
+from .models import room_ids
 from .resume import Plan, plan_firehose, plan_room, resume
 from .schemas import SLUG
 
@@ -30,6 +31,23 @@ def _start_position() -> EventId | None:
 def _subscribe(session, *, rooms, feed=False, present=frozenset(), presence=False, is_stream):
     return hub.current().subscribe(rooms=rooms, feed=feed, present=present, presence=presence, session_id=session.id,
                                    user_id=session.user_id, username=session.user.username, is_stream=is_stream)
+
+
+def _remember_rooms(ids: dict[str, int]) -> None:
+    known = hub.current().known_rooms
+    if len(known) > 100_000:
+        known.clear()  # a miss only costs a query
+    known.update((slug, CachedRoom(room_id, slug)) for slug, room_id in ids.items())
+
+
+def _room(slug: str) -> CachedRoom:
+    """The room, from this process's memory of rooms (they are never renamed or deleted), else 404."""
+    room = hub.current().known_rooms.get(slug)
+    if room is None:
+        found = room_or_404(slug)
+        _remember_rooms({found.slug: found.id})
+        room = hub.current().known_rooms[slug]
+    return room
 
 
 def _slugs(name: str) -> list[str]:
@@ -52,10 +70,14 @@ def _listed_rooms() -> tuple[list[str], frozenset]:
     if not 1 <= len(rooms) <= limit:
         raise ApiError(422, "validation_error", f"rooms must list 1–{limit} room slugs, comma-separated",
                        fields={"rooms": [f"must list 1–{limit} room slugs"]})
-    missing = [slug for slug in rooms if not SLUG.match(slug)]
-    missing += sorted(set(rooms) - set(missing) - existing_room_slugs(set(rooms) - set(missing)))
-    if missing:
-        raise ApiError(404, "not_found", f"no room '{missing[0]}'")
+    known = hub.current().known_rooms
+    unknown = [slug for slug in rooms if slug not in known]
+    if unknown:
+        found = room_ids(slug for slug in unknown if SLUG.match(slug))
+        missing = [slug for slug in unknown if slug not in found]
+        if missing:
+            raise ApiError(404, "not_found", f"no room '{missing[0]}'")
+        _remember_rooms(found)
     away = set(_slugs("away"))
     if not away <= set(rooms):
         raise ApiError(422, "validation_error", "away must name rooms that rooms lists",
@@ -183,8 +205,8 @@ def _open_stream(session, rooms: frozenset | None, plan_for, *, feed: bool, pres
 
 @bp.get("/rooms/<slug>/events")
 def room_events(slug):
-    session = check_request()
-    room = room_or_404(slug)
+    session = check_request(cached=True)
+    room = _room(slug)
     start = _start_position()
     return _open_stream(session, frozenset([slug]), lambda: plan_room(room, start), feed=False,
                         present=frozenset([slug]))
@@ -193,7 +215,7 @@ def room_events(slug):
 @bp.get("/events")
 def feed_events():
     """The several-rooms feed: one connection for a browser's many rooms."""
-    session = check_request()
+    session = check_request(cached=True)
     rooms, present = _listed_rooms()
     start = _start_position()
     return _open_stream(session, frozenset(rooms), lambda: plan_firehose(start), feed=True, present=present,
@@ -202,24 +224,28 @@ def feed_events():
 
 @bp.get("/moderation/events")
 def moderation_events():
-    session = check_request(moderator=True)
+    session = check_request(moderator=True, cached=True)
     start, rooms = _start_position(), _rooms_filter()
     return _open_stream(session, rooms, lambda: plan_firehose(start), feed=True, presence=False)
 
 
 # Long-polling
 
-def _poll(session, rooms: frozenset | None, plan_for, timeout: float, *, feed: bool):
-    """Answer at once with what exists after the cursor, else wait for the first durable event."""
+def _poll(session, rooms: frozenset | None, start: EventId | None, plan_for, timeout: float, *, feed: bool):
+    """Answer at once with what exists after the cursor, else wait for the first durable event.
+    Near the tail, what exists comes from the hub's memory of recent events (no Redis round trip)."""
     local_hub = hub.current()
     slug = None if feed else next(iter(rooms))
     subscription = _subscribe(session, rooms=rooms, feed=feed, is_stream=False)
     try:
-        plan = resume(plan_for, slug, POLL_MAX_EVENTS, rooms if feed else None)
-        if plan.reset:
-            found = [{"id": None, "event": "reset", "data": {"reason": plan.reset}}]
-            return found, plan.after
-        found = plan.backlog[:POLL_MAX_EVENTS]
+        remembered = local_hub.recent(slug, start, rooms if feed else None)
+        if remembered is None:
+            plan = resume(plan_for, slug, POLL_MAX_EVENTS, rooms if feed else None)
+            if plan.reset:
+                return [events.reset_poll_item(plan.reset)], plan.after
+            remembered = plan.backlog, plan.after
+        found, after = remembered
+        found = found[:POLL_MAX_EVENTS]
         if not found:
             db.session.remove()  # a waiting poll holds no database connection
             metrics.POLLS_WAITING.inc()
@@ -228,7 +254,7 @@ def _poll(session, rooms: frozenset | None, plan_for, timeout: float, *, feed: b
                 deadline = time.monotonic() + timeout
                 while not found and not subscription.ended and time.monotonic() < deadline:
                     items = subscription.take(min(deadline - time.monotonic(), POLL_HANGUP_CHECK_SECONDS))
-                    found = [item for item in items if isinstance(item, events.LiveEvent) and item.id > plan.after]
+                    found = [item for item in items if isinstance(item, events.LiveEvent) and item.id > after]
                     if not found and _hung_up(client):
                         break  # nobody is waiting for the answer any more: free the place now
             finally:
@@ -239,7 +265,7 @@ def _poll(session, rooms: frozenset | None, plan_for, timeout: float, *, feed: b
             raise ApiError(403, "banned", "this account is banned")
         found = found[:POLL_MAX_EVENTS]
         metrics.EVENTS_DELIVERED.inc(len(found))
-        return [event.to_poll() for event in found], (found[-1].id if found else plan.after)
+        return found, (found[-1].id if found else after)
     finally:
         local_hub.unsubscribe(subscription)
 
@@ -254,44 +280,46 @@ def _poll_timeout() -> float:
     return max(0.0, min(wanted, limit, 25.0))
 
 
-def _poll_response(payload: dict):
-    response = current_app.response_class(response=current_app.json.dumps(payload), mimetype="application/json")
+def _poll_response(found: list, cursor, online):
+    response = current_app.response_class(response=events.poll_answer(found, cursor, online),
+                                          mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def _touch_poller(session, rooms) -> None:
+def _touch_poller(session, rooms) -> bool:
+    """Count the poller as online; True when that was written now (then read presence fresh)."""
     member = f"{session.user.username}|poll-{session.id}"
-    for slug in rooms:
-        hub.current().touch_poller(slug, member)
+    touched = [hub.current().touch_poller(slug, member) for slug in rooms]
+    return any(touched)
 
 
 @bp.get("/rooms/<slug>/poll")
 def room_poll(slug):
-    session = check_request()
-    room = room_or_404(slug)
+    session = check_request(cached=True)
+    room = _room(slug)
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout()
-    _touch_poller(session, [slug])
-    found, cursor = _poll(session, frozenset([slug]), lambda: plan_room(room, start), timeout, feed=False)
-    return _poll_response({"events": found, "cursor": str(cursor), "online": hub.current().online([slug])[slug]})
+    touched = _touch_poller(session, [slug])
+    found, cursor = _poll(session, frozenset([slug]), start, lambda: plan_room(room, start), timeout, feed=False)
+    return _poll_response(found, cursor, hub.current().online([slug], recent_enough=not touched)[slug])
 
 
 @bp.get("/poll")
 def feed_poll():
-    session = check_request()
+    session = check_request(cached=True)
     rooms, present = _listed_rooms()
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout()
-    _touch_poller(session, present)
-    found, cursor = _poll(session, frozenset(rooms), lambda: plan_firehose(start), timeout, feed=True)
-    return _poll_response({"events": found, "cursor": str(cursor), "online": hub.current().online(rooms)})
+    touched = _touch_poller(session, present)
+    found, cursor = _poll(session, frozenset(rooms), start, lambda: plan_firehose(start), timeout, feed=True)
+    return _poll_response(found, cursor, hub.current().online(rooms, recent_enough=not touched))
 
 
 @bp.get("/moderation/poll")
 def moderation_poll():
-    session = check_request(moderator=True)
+    session = check_request(moderator=True, cached=True)
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout()
-    found, cursor = _poll(session, _rooms_filter(), lambda: plan_firehose(start), timeout, feed=True)
-    return _poll_response({"events": found, "cursor": str(cursor), "online": []})
+    found, cursor = _poll(session, _rooms_filter(), start, lambda: plan_firehose(start), timeout, feed=True)
+    return _poll_response(found, cursor, [])

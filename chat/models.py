@@ -163,9 +163,9 @@ def find_room(slug: str) -> Room | None:
     return Room.query.filter_by(slug=slug).one_or_none()
 
 
-def existing_room_slugs(slugs) -> set[str]:
-    """Which of these slugs name rooms, in one query."""
-    return {slug for (slug,) in db.session.query(Room.slug).filter(Room.slug.in_(list(slugs)))}
+def room_ids(slugs) -> dict[str, int]:
+    """The ids of those of these slugs that name rooms, in one query."""
+    return dict(db.session.query(Room.slug, Room.id).filter(Room.slug.in_(list(slugs))))
 
 
 def latest_event_id(room: Room) -> EventId | None:

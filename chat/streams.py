@@ -97,6 +97,11 @@ if n > tonumber(ARGV[1]) then return math.max(redis.call('TTL', KEYS[1]), 1) end
 return 0
 """
 
+_RATE_GIVE_BACK = """
+-- Only within the window that counted it: DECR keeps the TTL, and no key is made without one.
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end
+"""
+
 
 class StreamMissing(Exception):
     """The room's stream does not exist (new room, or Redis lost it): call again with the floor id."""
@@ -140,6 +145,7 @@ class Streams:
         self._history = client.register_script(_HISTORY)
         self._read_after = client.register_script(_READ_AFTER)
         self._rate_limit = client.register_script(_RATE_LIMIT)
+        self._rate_give_back = client.register_script(_RATE_GIVE_BACK)
 
     # Key builders. The room's keys share a hash tag so its script runs on one Cluster slot.
     def room_stream_key(self, slug: str) -> str:
@@ -281,6 +287,10 @@ class Streams:
     def rate_limited(self, scope: str, limit: int, seconds: int) -> int:
         """Count one attempt in `scope`'s window; 0 if allowed, else seconds until it is."""
         return int(self._rate_limit(keys=[self.rate_key(scope)], args=[limit, seconds]))
+
+    def rate_give_back(self, scope: str) -> None:
+        """Uncount one attempt that `rate_limited` allowed in `scope`'s window (it turned out not to be one)."""
+        self._rate_give_back(keys=[self.rate_key(scope)])
 
     def ping(self) -> bool:
         return self.redis.ping()

@@ -43,7 +43,7 @@ def services(tmp_path_factory):
 def app_config(services, **overrides) -> dict:
     return {"TESTING": True, "SQLALCHEMY_DATABASE_URI": services["database_url"], "REDIS_URL": services["redis_url"],
             "CHAT_REDIS_PREFIX": services["prefix"], "CHAT_PASSWORD_METHOD": "pbkdf2:sha256:1000",
-            "CHAT_LOGIN_RATE_LIMIT": "1000/60", **overrides}
+            **overrides}
 
 
 def reset_state(services) -> None:

@@ -142,7 +142,7 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DATABASE_URL": services["database_url"], "REDIS_URL": services["redis_url"],
                     "CHAT_REDIS_PREFIX": services["prefix"], "CHAT_PASSWORD_METHOD": "pbkdf2:sha256:1000",
-                    "CHAT_LOGIN_RATE_LIMIT": "1000/60", "SECRET_KEY": "test", "PORT": str(self.port),
+                    "SECRET_KEY": "test", "PORT": str(self.port),
                     "WEB_CONCURRENCY": str(workers), **{key: str(value) for key, value in settings.items()}}
         self.process = None
 

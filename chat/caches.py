@@ -1,0 +1,125 @@
+"""Per-process memory for the live endpoints' hot path: who a session is, which rooms exist, and each
+room's latest events, so that a poll near the tail costs no database query and no Redis round trip.
+
+Each is kept by the hub, whose reader applies the control stream: a session or user that ends is
+forgotten by every process within its next read, and nothing is served from memory while that reader
+is not running (its view of what ended could be stale).
+"""
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from .events import LiveEvent
+from .ids import EventId
+
+
+@dataclass(frozen=True, slots=True)
+class CachedUser:
+    id: int
+    username: str
+    role: str
+
+    @property
+    def is_moderator(self) -> bool:
+        return self.role == "moderator"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedSession:
+    """What the live endpoints need of a signed-in, unbanned session."""
+
+    id: int
+    user_id: int
+    csrf_token: str
+    user: CachedUser
+
+
+@dataclass(frozen=True, slots=True)
+class CachedRoom:
+    """A room's identity (what reading its events needs; rooms are never renamed or deleted)."""
+
+    id: int
+    slug: str
+
+
+class SessionCache:
+    """Sessions by token hash. An entry loaded before its session or user was announced ended is
+    never served, even if it was stored after the announcement arrived."""
+
+    TTL = 30.0  # a backstop for what the control stream does not announce (a role changed by the CLI)
+    MAX_ENTRIES = 100_000
+
+    def __init__(self):
+        self._by_token = {}  # token hash -> (CachedSession, monotonic time before it was loaded)
+        self._ended_sessions = {}  # session id -> when it was announced ended
+        self._ended_users = {}  # user id -> likewise (a ban)
+
+    def get(self, token_hash: str) -> CachedSession | None:
+        found = self._by_token.get(token_hash)
+        if found is None:
+            return None
+        session, loaded_at = found
+        if time.monotonic() - loaded_at > self.TTL or self._ended_since(session, loaded_at):
+            self._by_token.pop(token_hash, None)
+            return None
+        return session
+
+    def put(self, token_hash: str, session: CachedSession, loaded_at: float) -> None:
+        """Store a session read from the database; `loaded_at` is the monotonic time before the read."""
+        if self._ended_since(session, loaded_at):
+            return
+        if len(self._by_token) >= self.MAX_ENTRIES:
+            self._by_token.clear()  # a miss only costs one query
+        self._by_token[token_hash] = (session, loaded_at)
+
+    def forget(self, *, session_id: int | None = None, user_id: int | None = None) -> None:
+        now = time.monotonic()
+        if session_id:
+            self._ended_sessions[session_id] = now
+        if user_id:
+            self._ended_users[user_id] = now
+        # An end older than the TTL can only concern entries that have expired anyway.
+        for ended in (self._ended_sessions, self._ended_users):
+            if len(ended) > 10_000:
+                for key in [key for key, when in ended.items() if now - when > self.TTL]:
+                    del ended[key]
+
+    def clear(self) -> None:
+        self._by_token.clear()
+
+    def _ended_since(self, session: CachedSession, loaded_at: float) -> bool:
+        return (self._ended_sessions.get(session.id, -1.0) >= loaded_at
+                or self._ended_users.get(session.user_id, -1.0) >= loaded_at)
+
+
+class Recent:
+    """The latest durable events of one room (in its positions) or of every room (in the firehose's),
+    as `(room, event)`: every event the reader saw since the oldest held, with later deletions applied
+    as Redis applies its tombstones, so the events after a position inside it need no Redis read."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, size: int):
+        self.events = deque(maxlen=size)
+
+    def add(self, room: str, event: LiveEvent) -> None:
+        if event.type == "message_deleted":
+            self._tombstone(room, event.data.get("id"))
+        self.events.append((room, event))
+
+    def _tombstone(self, room: str, message_id: str) -> None:
+        for index in range(len(self.events) - 1, -1, -1):
+            held_room, held = self.events[index]
+            if held_room == room and held.type == "message" and held.data.get("id") == message_id:
+                self.events[index] = (room, LiveEvent(held.id, "message", {**held.data, "body": "", "deleted": True}))
+                return
+
+    def last(self) -> EventId | None:
+        return self.events[-1][1].id if self.events else None
+
+    def after(self, position: EventId, rooms: frozenset | None = None) -> list[LiveEvent] | None:
+        """The events after `position` (of `rooms` only, if given), oldest first; None when `position` is
+        outside what this holds (older than its oldest event, or newer than its newest)."""
+        if not self.events or position < self.events[0][1].id or position > self.events[-1][1].id:
+            return None
+        return [event for room, event in self.events if event.id > position and (rooms is None or room in rooms)]
