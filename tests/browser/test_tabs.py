@@ -211,3 +211,22 @@ def test_when_the_server_refuses_streams_the_page_polls(people, live, services):
         assert page.evaluate("() => localStorage.getItem('chat.transport.poll-until')") is None
     finally:
         server.stop()
+
+
+def test_a_remembered_room_that_no_longer_exists_is_left_out_of_the_feed(people, live):
+    """The feed answers 404 for the whole list when one room is unknown (a room remembered by this browser
+    from another database, or removed): the leader finds which, leaves it out, and goes live."""
+    alice = people()
+    bob = live.user()
+    slug = alice.http.create_room()
+    memory = f"chat.rooms.{alice.http.user['id']}"
+    alice.context.add_init_script(
+        f"localStorage.setItem('{memory}', JSON.stringify({{recent: ['gone-room-{slug}'], seen: {{}}}}))")
+    refused = []
+    alice.context.on("response", lambda response: refused.append(response.status)
+                     if FEED.search(response.url) and response.status == 404 else None)
+    page = alice.open_room(slug)
+    assert refused  # the first list was refused
+    assert bob.send(slug, "still live").status_code == 201
+    expect(message_with(page, "still live")).to_have_count(1)
+    expect(page.get_by_test_id("recent-rooms").locator(f"[data-room=gone-room-{slug}]")).to_have_count(0)
