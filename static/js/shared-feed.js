@@ -53,7 +53,11 @@ export class SharedFeed extends FeedBase {
     this.link.start();
     this.post({ type: 'want', ...interest });
     window.addEventListener('pagehide', () => this.leave());
-    window.addEventListener('pageshow', (event) => { if (event.persisted) location.reload(); }); // we said bye
+    // Back from the back/forward cache, or thawed after the browser froze this tab: we said bye, and
+    // missed what was relayed meanwhile, so start over. A frozen leader would stall every tab: it leaves.
+    window.addEventListener('pageshow', (event) => { if (event.persisted) location.reload(); });
+    document.addEventListener('freeze', () => this.leave());
+    document.addEventListener('resume', () => { if (this.left) location.reload(); });
   }
 
   want(interest) {
