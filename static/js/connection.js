@@ -23,17 +23,12 @@ function backoffDelay(attempt) {
 
 export class Connection {
   /**
-   * @param {object} options
-   * @param {string} options.streamUrl  the SSE endpoint
-   * @param {string} options.pollUrl    the long-polling endpoint
-   * @param {object} [options.params]   extra query parameters for both (`rooms`, `away`)
-   * @param {string|null} [options.cursor] the event id to continue after; null: the tail
-   * @param {boolean} [options.opaqueIds] a feed's ids: kept to resume with, never compared; a `reset` continues
-   * @param {boolean} [options.pollPresence] deliver a poll's `online` as `presence` events
-   * @param {() => Promise<string|null>} [options.onReset] reload after a `reset`; resolves to the new cursor
-   * @param {(data: object) => void} [options.onReady] the stream's `ready` (a poll's first answer stands for it)
-   * @param {(refusal: {status, code}) => boolean} [options.onRefused] a 404/422: true when the owner mends it
-   * @param {(reason: string) => void} [options.onSessionEnded] 'signed_out' or 'banned': the connection stops
+   * streamUrl, pollUrl: the SSE and long-polling endpoints; params: extra query parameters for both (`rooms`,
+   * `away`); cursor: the id to continue after (null: the tail); opaqueIds: a feed's ids, kept to resume with and
+   * never compared (a `reset` then continues); pollPresence: deliver a poll's `online` as `presence` events;
+   * onReset(): reload after a `reset`, resolving to the new cursor; onReady(data): the stream's `ready` (a poll's
+   * first answer stands for it); onRefused({status, code}): a 404/422, true when the owner mends it;
+   * onSessionEnded(reason): 'signed_out' or 'banned', and the connection stops.
    */
   constructor({ streamUrl, pollUrl, params = {}, cursor = null, opaqueIds = false, pollPresence = true,
     onReset = async () => null, onReady = () => {}, onRefused = () => false, onSessionEnded = () => {} }) {
@@ -80,13 +75,11 @@ export class Connection {
   start() {
     if (!this.stopped) return;
     this.stopped = false;
-    this.wake = () => { if (document.visibilityState === 'visible') this.check(); };
-    this.restored = (event) => { if (event.persisted) this.check(); }; // back from the back/forward cache
-    this.wentOffline = () => this.lost('offline');
-    document.addEventListener('visibilitychange', this.wake);
-    window.addEventListener('online', this.wake);
-    window.addEventListener('offline', this.wentOffline);
-    window.addEventListener('pageshow', this.restored);
+    const wake = () => { if (document.visibilityState === 'visible') this.check(); };
+    this.pageEvents = [[document, 'visibilitychange', wake], [window, 'online', wake],
+      [window, 'offline', () => this.lost('offline')],
+      [window, 'pageshow', (event) => { if (event.persisted) this.check(); }]]; // back from the back/forward cache
+    for (const [target, name, listener] of this.pageEvents) target.addEventListener(name, listener);
     this.connect();
   }
 
@@ -94,10 +87,7 @@ export class Connection {
     this.stopped = true;
     this.teardown();
     this.choice.stop();
-    document.removeEventListener('visibilitychange', this.wake);
-    window.removeEventListener('online', this.wake);
-    window.removeEventListener('offline', this.wentOffline);
-    window.removeEventListener('pageshow', this.restored);
+    for (const [target, name, listener] of this.pageEvents ?? []) target.removeEventListener(name, listener);
     if (reason) {
       this.reason = reason;
       this.setState('offline');
