@@ -46,7 +46,7 @@ export class Sidebar {
     this.live.follow(slug, () => this.readCount(slug)).catch((error) => console.error(`counting ${slug}`, error));
   }
 
-  /** The room shown has its history on screen; with the tab visible, the user has seen up to `id`. */
+  /** The room shown has its history on screen up to `id`; with the tab visible, the user has seen it. */
   shownUpTo(id) {
     if (id && (!this.shownLatest || compareIds(id, this.shownLatest) > 0)) this.shownLatest = id;
     this.lookedAtShown();
@@ -96,8 +96,8 @@ export class Sidebar {
   }
 
   arrivedShown(message) {
-    if (document.visibilityState === 'visible') this.shownUpTo(message.id);
-    else this.arrived(this.shown, message);
+    if (document.visibilityState !== 'visible') this.arrived(this.shown, message); // unread until the tab is seen
+    this.shownUpTo(message.id);
   }
 
   deleted(slug, id) {

@@ -230,3 +230,17 @@ def test_a_remembered_room_that_no_longer_exists_is_left_out_of_the_feed(people,
     assert bob.send(slug, "still live").status_code == 201
     expect(message_with(page, "still live")).to_have_count(1)
     expect(page.get_by_test_id("recent-rooms").locator(f"[data-room=gone-room-{slug}]")).to_have_count(0)
+
+
+def test_a_ban_reaches_every_tab_through_the_leader(people, promote):
+    moderator, alice = people(2)
+    promote(moderator.username)
+    first, second = alice.http.create_room(), alice.http.create_room()
+    pages = [alice.open_room(first), alice.open_room(second, page=alice.new_page())]
+    assert [live_role(page) for page in pages] == ["leader", "follower"]
+    assert moderator.http.post("/api/bans", json={"username": alice.username}).status_code == 201
+    for page in pages:
+        status = page.get_by_test_id("connection-status")
+        expect(status).to_have_attribute("data-state", "offline")
+        expect(status).to_contain_text("banned")
+        expect(page.get_by_role("alert").filter(has_text="banned")).to_be_visible()
