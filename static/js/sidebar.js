@@ -3,7 +3,7 @@
  * looked at it here and a mark when one of them mentions the user; live from the shared feed; the total in the title.
  */
 import { api, ApiError, roomPath } from './api.js';
-import { compareIds, mentions } from './render.js';
+import { cloneTemplate, compareIds, mentions } from './render.js';
 
 const HISTORY_PAGE = 50; // a count from history stops here ("50+")
 
@@ -142,34 +142,18 @@ export class Sidebar {
       const unread = this.unread.get(slug) ?? new Map();
       const mentioned = [...unread.values()].some(Boolean);
       total += unread.size;
-      const item = document.createElement('li');
-      item.className = 'recent-room';
-      const link = document.createElement('a');
-      link.className = 'recent-room-link';
+      const item = cloneTemplate('recent-room-template');
+      const link = item.querySelector('[data-testid=room-link]');
       link.href = `/rooms/${encodeURIComponent(slug)}`;
-      link.dataset.testid = 'room-link';
       link.dataset.room = slug;
       if (slug === this.shown) link.setAttribute('aria-current', 'page');
-      const name = document.createElement('span');
-      name.className = 'recent-room-name';
-      name.textContent = this.names.get(slug) ?? slug;
-      link.append(name);
-      if (mentioned) {
-        const mark = document.createElement('span');
-        mark.className = 'mention-mark';
-        mark.dataset.testid = 'mention-mark';
-        mark.textContent = '@';
-        mark.title = 'You were mentioned';
-        link.append(mark);
-      }
-      const count = document.createElement('span');
-      count.className = 'unread-count';
-      count.dataset.testid = 'unread-count';
+      const name = this.names.get(slug) ?? slug;
+      item.querySelector('.recent-room-name').textContent = name;
+      item.querySelector('[data-testid=mention-mark]').hidden = !mentioned;
+      const count = item.querySelector('[data-testid=unread-count]');
       count.textContent = unread.size ? `${unread.size}${this.capped.has(slug) ? '+' : ''}` : '';
       count.hidden = !unread.size;
-      link.setAttribute('aria-label', `${name.textContent}${unread.size ? `, ${unread.size} unread` : ''}${mentioned ? ', mentions you' : ''}`);
-      link.append(count);
-      item.append(link);
+      link.setAttribute('aria-label', `${name}${unread.size ? `, ${unread.size} unread` : ''}${mentioned ? ', mentions you' : ''}`);
       return item;
     });
     this.list.replaceChildren(...items);
