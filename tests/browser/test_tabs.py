@@ -4,6 +4,8 @@ server refuses streams."""
 import re
 import threading
 
+import pytest
+
 from playwright.sync_api import expect
 
 from tests.browser.helpers import bodies, expect_live, id_key, ids, message_with, messages, send, until
@@ -68,7 +70,10 @@ def test_nine_tabs_share_one_feed_and_each_shows_its_own_room(people, live):
     expect(pages[4].get_by_test_id("online-list")).to_contain_text(alice.username)
 
 
-def test_closing_the_leading_tab_hands_over_without_losing_or_repeating(people, live):
+@pytest.mark.parametrize("leaving", ["closes", "vanishes"])
+def test_closing_the_leading_tab_hands_over_without_losing_or_repeating(people, live, leaving):
+    """`vanishes`: the leader's last words (`bye`, with its position) never arrive, as after a crash;
+    the next tab waits a moment, then resumes from the last feed id it saw itself."""
     alice = people()
     posters = [live.user(), live.user()]
     rooms = [alice.http.create_room() for _ in range(3)]
@@ -96,6 +101,13 @@ def test_closing_the_leading_tab_hands_over_without_losing_or_repeating(people, 
     posting = threading.Thread(target=burst, args=("during", 4))
     posting.start()
     until(pages[1], lambda: len(sent[rooms[1]]) >= 2)
+    if leaving == "vanishes":
+        pages[0].evaluate("""() => {
+            const post = BroadcastChannel.prototype.postMessage;
+            BroadcastChannel.prototype.postMessage = function (message) {
+                if (message?.type !== 'bye') post.call(this, message);
+            };
+        }""")
     pages[0].close()
     posting.join(60)
     assert not posting.is_alive()
