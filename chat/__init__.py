@@ -4,7 +4,9 @@ import os
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, cli, config, errors, live, metrics, moderation, ops, pages
+from . import api, auth, cli, config, errors, live, metrics, moderation, ops, pages
+from .fastpoll import PollFastLane
+from .http import RequestIds
 from .extensions import db, migrate, redis_client
 
 
@@ -21,6 +23,8 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     hops = app.config["CHAT_TRUSTED_PROXIES"]
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    app.wsgi_app = PollFastLane(app, app.wsgi_app)  # polls answered from memory skip Flask's handling
+    app.wsgi_app = RequestIds(app.wsgi_app)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
@@ -33,6 +37,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     app.register_blueprint(pages.bp)
     app.register_blueprint(cli.bp)
 
+    auth.init_app(app)
     errors.init_app(app)
     metrics.init_app(app)
     pages.init_app(app)

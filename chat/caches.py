@@ -122,4 +122,11 @@ class Recent:
         outside what this holds (older than its oldest event, or newer than its newest)."""
         if not self.events or position < self.events[0][1].id or position > self.events[-1][1].id:
             return None
-        return [event for room, event in self.events if event.id > position and (rooms is None or room in rooms)]
+        found = []
+        for room, event in reversed(self.events):  # a poll's position is usually at or near the end
+            if event.id <= position:
+                break
+            if rooms is None or room in rooms:
+                found.append(event)
+        found.reverse()
+        return found

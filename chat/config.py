@@ -14,6 +14,7 @@ CHAT_DEFAULTS = {
     "CHAT_STREAM_MAX_SECONDS": 3600,
     "CHAT_STREAM_MAXLEN": 10000,
     "CHAT_MAX_ROOMS_PER_STREAM": 50,
+    "CHAT_MAX_STREAMS_PER_USER": 20,
     "CHAT_LOGIN_FAILURE_LIMIT": "10/300",  # failed logins per account (any address), then 429 until the window ends
     "CHAT_REGISTER_LIMIT": "100/60",  # registration requests per client address
     "CHAT_TRUSTED_PROXIES": 1,  # hops of X-Forwarded-* to believe (Heroku's router is one; 0: no proxy)

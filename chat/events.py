@@ -53,11 +53,16 @@ class LiveEvent:
         return self._poll_json
 
 
-def poll_answer(found: list, cursor, online) -> bytes:
-    """A poll's JSON answer, from each event's bytes encoded once (polls are answered by the thousand)."""
+def encode_json(value) -> bytes:
+    return _json(value).encode()
+
+
+def poll_answer(found: list, cursor, online: bytes) -> bytes:
+    """A poll's JSON answer, from each event's bytes encoded once (polls are answered by the thousand)
+    and the online part already encoded."""
     return b'{"events":[%s],"cursor":"%s","online":%s}' % (
         b",".join(item if isinstance(item, bytes) else item.poll_json for item in found), str(cursor).encode(),
-        _json(online).encode())
+        online)
 
 
 def from_entry(entry, position: EventId | None = None) -> LiveEvent:

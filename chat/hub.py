@@ -5,11 +5,12 @@ and its events cooperative; in a plain process (the core's tests) they are real 
 """
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
 import weakref
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 
 import redis
 
@@ -20,6 +21,14 @@ from .ids import EventId
 
 log = logging.getLogger(__name__)
 _HUBS = weakref.WeakSet()  # every hub of this process, for SIGTERM
+
+
+class TooManyStreams(Exception):
+    """The user holds CHAT_MAX_STREAMS_PER_USER streams and waiting polls already."""
+
+    def __init__(self, retry_after: int):
+        super().__init__("too many open streams for this user")
+        self.retry_after = retry_after
 
 
 class Subscription:
@@ -37,7 +46,8 @@ class Subscription:
         self.present = present  # the rooms this client counts as online in
         self.presence = presence  # whether it is sent its rooms' presence
         self.session_id, self.user_id = session_id, user_id
-        self.presence_member = f"{username}|{uuid.uuid4().hex[:12]}"
+        # Only streams count as presence by connection (a poller is counted per session).
+        self.presence_member = f"{username}|{uuid.uuid4().hex[:12]}" if is_stream else None
         self.max_queue = max_queue
         self.is_stream = is_stream
         self.items = None  # a deque once anything is queued: most streams never need one (direct writes)
@@ -128,6 +138,8 @@ class Hub:
         self.max_streams = config["CHAT_MAX_STREAMS_PER_PROCESS"]
         self.max_queue = config["CHAT_SUBSCRIBER_QUEUE"]
         self.presence_ttl = config["CHAT_PRESENCE_TTL_SECONDS"]
+        self.max_per_user = config["CHAT_MAX_STREAMS_PER_USER"]
+        self.heartbeat = config["CHAT_HEARTBEAT_SECONDS"]
         # Re-announce well within the TTL, or connected members would expire between refreshes.
         self.presence_refresh = min(self.PRESENCE_REFRESH, max(1, self.presence_ttl / 3))
         self.by_room = defaultdict(set)
@@ -137,9 +149,11 @@ class Hub:
         self._lock = threading.Lock()
         self._started = False
         self._online_sent = {}
-        self._pollers_touched = {}  # (room, member) -> when it was last written to Redis
+        self._pollers = defaultdict(dict)  # room -> {poller's member: when it last polled (wall clock)}
+        self._pollers_polled = set()  # rooms whose pollers polled since the presence loop last wrote them
         self._presence_due = {}  # room -> when its next presence event may go out
         self._online_now = {}  # room -> its online list as last read (at most a second old while followed)
+        self._online_json = {}  # room -> (that list, its JSON)
         # What polls are answered from without the database or Redis while the reader runs (caches.py).
         self.sessions = SessionCache()
         self.known_rooms = {}  # slug -> CachedRoom
@@ -147,6 +161,12 @@ class Hub:
         self._recent_feed = Recent(self.RECENT_FEED)
         self._followed_at = {}  # room -> when it last had a local subscriber
         self._reading = False  # the reader is running and its last Redis call succeeded
+        # Streams and polls per user: counted here, published to Redis once a second, and the other
+        # processes' counts read back as often, so a subscription is admitted without a Redis call.
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._user_counts = Counter()  # user id -> streams and polls held here
+        self._user_counts_changed = set()
+        self._user_counts_elsewhere = {}  # user id -> what the other processes hold
         _HUBS.add(self)
 
     # Subscribers
@@ -164,6 +184,11 @@ class Hub:
             raise Unavailable("this server is shutting down; reconnect", retry_after=1)
         if is_stream and self.stream_count >= self.max_streams:
             raise Unavailable("too many open streams on this server; use long-polling", retry_after=5)
+        elsewhere = self._user_counts_elsewhere.get(user_id)
+        if elsewhere is None:
+            elsewhere = self._user_counts_elsewhere[user_id] = self._held_elsewhere([user_id])[user_id]
+        if self._user_counts[user_id] + elsewhere >= self.max_per_user:
+            raise TooManyStreams(retry_after=self.heartbeat)
         present = present if is_stream else frozenset()
         subscription = Subscription(rooms=rooms, feed=feed, present=present, presence=presence, session_id=session_id,
                                     user_id=user_id, username=username, max_queue=self.max_queue, is_stream=is_stream)
@@ -171,9 +196,13 @@ class Hub:
             if rooms is None:
                 self.firehose_subscribers.add(subscription)
             else:
+                now = time.monotonic()
                 for room in rooms:
                     self.by_room[room].add(subscription)
+                    self._followed_at[room] = now
             self.stream_count += is_stream
+            self._user_counts[user_id] += 1
+            self._user_counts_changed.add(user_id)
         if is_stream:
             try:
                 for room in present:
@@ -195,6 +224,10 @@ class Hub:
                         if not members:
                             del self.by_room[room]
             self.stream_count -= subscription.is_stream
+            self._user_counts[subscription.user_id] -= 1
+            if not self._user_counts[subscription.user_id]:
+                del self._user_counts[subscription.user_id]
+            self._user_counts_changed.add(subscription.user_id)
         if subscription.is_stream:
             try:
                 for room in subscription.present:
@@ -203,16 +236,26 @@ class Hub:
                 pass  # it expires by itself
 
     def touch_poller(self, room: str, member: str) -> bool:
-        """Count a long-poller as present; written to Redis at most once per refresh interval,
-        since a busy poller asks many times a second. True when it was written now."""
-        now = time.monotonic()
-        if now - self._pollers_touched.get((room, member), -1e9) < self.presence_refresh:
-            return False
-        self.streams.touch_presence(room, [member], self.presence_ttl)
-        self._pollers_touched[(room, member)] = now
-        if len(self._pollers_touched) > 100000:  # forget old ones; a miss only costs one write
-            self._pollers_touched.clear()
-        return True
+        """Count a long-poller as present. Only a poller new here is written to Redis now (True: its
+        answer then reads the room's list afresh); the presence loop writes the others once a second,
+        each with the time it last polled, so a busy poller's requests cost no Redis call and a poller
+        that left drops out 30 s after its last poll, like a closed stream."""
+        pollers = self._pollers[room]
+        new = member not in pollers
+        if new:
+            self.streams.touch_presence(room, [member], self.presence_ttl)
+        pollers[member] = time.time()
+        self._pollers_polled.add(room)
+        return new
+
+    def online_json(self, room: str, fresh: bool) -> bytes:
+        """A room's online list as JSON, for poll answers: encoded once per change of the list (a big
+        room's list is most of a poll answer)."""
+        names = self.online([room], recent_enough=not fresh)[room]
+        encoded = self._online_json.get(room)
+        if encoded is None or encoded[0] is not names:
+            encoded = self._online_json[room] = (names, events.encode_json(names))
+        return encoded[1]
 
     def online(self, rooms, *, recent_enough: bool = False) -> dict[str, list[str]]:
         """Who is online in each room, from Redis; with `recent_enough`, as the presence loop last read it
@@ -302,7 +345,7 @@ class Hub:
         for_feeds = events.LiveEvent(entry.id, for_room.type, for_room.data)
         self._recent_feed.add(entry.room, for_feeds)
         recent = self._recent.get(entry.room)
-        if recent is None and entry.room in self.by_room:
+        if recent is None and (entry.room in self.by_room or entry.room in self._followed_at):
             recent = self._recent[entry.room] = Recent(self.RECENT_PER_ROOM)
         if recent is not None:
             recent.add(entry.room, for_room)
@@ -339,14 +382,54 @@ class Hub:
     def _presence_interval(self, room: str) -> float:
         return min(10.0, max(1.0, len(self.by_room.get(room, ())) / self.PRESENCE_SUBSCRIBERS_PER_SECOND))
 
+    def _write_pollers(self) -> set[str]:
+        """Write the presence of rooms whose pollers polled since last time (each poller at the time of
+        its last poll) and forget pollers gone for longer than the TTL. The rooms that have pollers."""
+        polled, self._pollers_polled = self._pollers_polled, set()
+        now = time.time()
+        for room, pollers in list(self._pollers.items()):
+            for member in [member for member, when in list(pollers.items()) if now - when > self.presence_ttl]:
+                del pollers[member]
+            if not pollers:
+                del self._pollers[room]
+            elif room in polled:
+                self.streams.touch_presence(room, dict(pollers), self.presence_ttl)
+        return set(self._pollers)
+
+    USER_COUNTS_REFRESH = 5  # seconds between re-publishing every count; one 3 times older is ignored
+
+    def _held_elsewhere(self, user_ids) -> dict[int, int]:
+        """What the other live processes hold, per user (a vanished process's counts lapse)."""
+        now, found = time.time(), {}
+        for user_id, by_process in self.streams.user_streams(user_ids).items():
+            found[user_id] = sum(int(count) for process, (count, written) in
+                                 ((process, value.split(":")) for process, value in by_process.items())
+                                 if process != self.process_id and now - float(written) < 3 * self.USER_COUNTS_REFRESH)
+        return found
+
+    def _sync_user_counts(self, everything: bool) -> None:
+        """Publish this process's counts that changed (or all of them), and read the others' back."""
+        changed, self._user_counts_changed = self._user_counts_changed, set()
+        users = set(self._user_counts) if everything else changed
+        stamp = time.time()
+        self.streams.publish_user_streams(
+            self.process_id, {user_id: f"{self._user_counts[user_id]}:{stamp}" if self._user_counts.get(user_id)
+                              else 0 for user_id in users}, 3 * self.USER_COUNTS_REFRESH)
+        self._user_counts_elsewhere = self._held_elsewhere(list(self._user_counts)) if self._user_counts else {}
+
     def _presence_forever(self) -> None:
-        last_refresh = 0.0
+        last_refresh = last_counts = 0.0
         while not self.shutting_down:
             time.sleep(1)
             try:
+                everything = time.monotonic() - last_counts >= self.USER_COUNTS_REFRESH
+                self._sync_user_counts(everything)
+                last_counts = time.monotonic() if everything else last_counts
                 with self._lock:
                     rooms = {room: [s.presence_member for s in members if room in s.present]
                              for room, members in self.by_room.items()}
+                for room in self._write_pollers():
+                    rooms.setdefault(room, [])
                 if time.monotonic() - last_refresh >= self.presence_refresh:
                     for room, members in rooms.items():
                         if members:
@@ -358,6 +441,8 @@ class Hub:
                 continue
             now = time.monotonic()
             self._online_now = online
+            for room in set(self._online_json) - set(online):
+                del self._online_json[room]
             self._followed_at.update(dict.fromkeys(rooms, now))
             for room in [room for room, when in self._followed_at.items() if now - when > self.RECENT_KEPT_SECONDS]:
                 del self._followed_at[room]

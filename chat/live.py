@@ -2,16 +2,20 @@
 import select
 import socket
 import time
+from urllib.parse import parse_qsl
 
+import redis
 from flask import Blueprint, Response, current_app, request
+from werkzeug.http import parse_cookie
 
 from . import events, hub, metrics
 from .api import parse_event_id, room_or_404
-from .auth import check_request
-from .errors import ApiError
-from .extensions import db
-from .ids import EventId
+from .auth import COOKIE, check_request, token_hash
 from .caches import CachedRoom
+from .errors import ApiError, error_response
+from .extensions import db
+from .http import add_security_headers
+from .ids import EventId
 from .models import room_ids
 from .resume import Plan, plan_firehose, plan_room, resume
 from .schemas import SLUG
@@ -29,8 +33,13 @@ def _start_position() -> EventId | None:
 
 
 def _subscribe(session, *, rooms, feed=False, present=frozenset(), presence=False, is_stream):
-    return hub.current().subscribe(rooms=rooms, feed=feed, present=present, presence=presence, session_id=session.id,
-                                   user_id=session.user_id, username=session.user.username, is_stream=is_stream)
+    try:
+        return hub.current().subscribe(rooms=rooms, feed=feed, present=present, presence=presence,
+                                       session_id=session.id, user_id=session.user_id, username=session.user.username,
+                                       is_stream=is_stream)
+    except hub.TooManyStreams as refused:
+        raise ApiError(429, "too_many_streams", "too many open streams and polls for this account; close one",
+                       retry_after=refused.retry_after) from None
 
 
 def _remember_rooms(ids: dict[str, int]) -> None:
@@ -50,35 +59,38 @@ def _room(slug: str) -> CachedRoom:
     return room
 
 
-def _slugs(name: str) -> list[str]:
+def _slugs(args, name: str) -> list[str]:
     """A comma-separated list of room slugs from the query, in order, without repeats."""
-    raw = request.args.get(name, "")
+    raw = args.get(name) or ""
     return list(dict.fromkeys(slug.strip() for slug in raw.split(",") if slug.strip()))
 
 
 def _rooms_filter() -> frozenset | None:
     """The moderators' optional room filter (None: every room)."""
-    return frozenset(_slugs("rooms")) or None
+    return frozenset(_slugs(request.args, "rooms")) or None
 
 
-def _listed_rooms() -> tuple[list[str], frozenset]:
+def _listed_rooms(args, known_only: bool = False) -> tuple[list[str], frozenset]:
     """The several-rooms feed's `rooms` (1 to CHAT_MAX_ROOMS_PER_STREAM existing rooms) and the subset
     where this client counts as online: all but those named in `away` (rooms a browser follows only
-    for its sidebar's unread counts, shown in no tab)."""
+    for its sidebar's unread counts, shown in no tab). `known_only`: raise LookupError rather than
+    ask the database about a room this process does not know yet."""
     limit = current_app.config["CHAT_MAX_ROOMS_PER_STREAM"]
-    rooms = _slugs("rooms")
+    rooms = _slugs(args, "rooms")
     if not 1 <= len(rooms) <= limit:
         raise ApiError(422, "validation_error", f"rooms must list 1–{limit} room slugs, comma-separated",
                        fields={"rooms": [f"must list 1–{limit} room slugs"]})
     known = hub.current().known_rooms
     unknown = [slug for slug in rooms if slug not in known]
+    if unknown and known_only:
+        raise LookupError(unknown[0])
     if unknown:
         found = room_ids(slug for slug in unknown if SLUG.match(slug))
         missing = [slug for slug in unknown if slug not in found]
         if missing:
             raise ApiError(404, "not_found", f"no room '{missing[0]}'")
         _remember_rooms(found)
-    away = set(_slugs("away"))
+    away = set(_slugs(args, "away"))
     if not away <= set(rooms):
         raise ApiError(422, "validation_error", "away must name rooms that rooms lists",
                        fields={"away": ["must name only rooms that rooms lists"]})
@@ -182,7 +194,7 @@ def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], rea
             metrics.STREAMS_OPEN.dec()
             local_hub.unsubscribe(subscription)
 
-    headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+    headers = _STREAM_HEADERS
     # direct_passthrough: the generator is the WSGI iterable itself, with no wrapping iterators: a
     # shallower stack for each of the thousands of greenlets waiting in it.
     return Response(generate(), status=200, mimetype="text/event-stream", headers=headers, direct_passthrough=True)
@@ -203,11 +215,22 @@ def _open_stream(session, rooms: frozenset | None, plan_for, *, feed: bool, pres
     return _stream_response(subscription, plan, online, ready_rooms)
 
 
+_STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+def _head(mimetype: str, headers: dict):
+    """A HEAD request's answer: the checks ran, and nothing is opened (Werkzeug never starts a HEAD's
+    body, so a subscription made for it would never be released)."""
+    return Response(status=200, mimetype=mimetype, headers=headers)
+
+
 @bp.get("/rooms/<slug>/events")
 def room_events(slug):
     session = check_request(cached=True)
     room = _room(slug)
     start = _start_position()
+    if request.method == "HEAD":
+        return _head("text/event-stream", _STREAM_HEADERS)
     return _open_stream(session, frozenset([slug]), lambda: plan_room(room, start), feed=False,
                         present=frozenset([slug]))
 
@@ -216,8 +239,10 @@ def room_events(slug):
 def feed_events():
     """The several-rooms feed: one connection for a browser's many rooms."""
     session = check_request(cached=True)
-    rooms, present = _listed_rooms()
+    rooms, present = _listed_rooms(request.args)
     start = _start_position()
+    if request.method == "HEAD":
+        return _head("text/event-stream", _STREAM_HEADERS)
     return _open_stream(session, frozenset(rooms), lambda: plan_firehose(start), feed=True, present=present,
                         ready_rooms=rooms)
 
@@ -226,20 +251,27 @@ def feed_events():
 def moderation_events():
     session = check_request(moderator=True, cached=True)
     start, rooms = _start_position(), _rooms_filter()
+    if request.method == "HEAD":
+        return _head("text/event-stream", _STREAM_HEADERS)
     return _open_stream(session, rooms, lambda: plan_firehose(start), feed=True, presence=False)
 
 
 # Long-polling
 
-def _poll(session, rooms: frozenset | None, start: EventId | None, plan_for, timeout: float, *, feed: bool):
-    """Answer at once with what exists after the cursor, else wait for the first durable event.
-    Near the tail, what exists comes from the hub's memory of recent events (no Redis round trip)."""
+def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: float, *, feed: bool,
+                    plan_for=None, client=None) -> tuple[list, EventId] | None:
+    """A poll: what exists after the cursor at once, else the first durable events within `timeout`.
+    Near the tail, what exists comes from the hub's memory of recent events (no Redis round trip);
+    otherwise from `plan_for` (Redis, then the database). Without `plan_for` (the fast lane), None
+    when memory cannot answer. Raises ApiError when logout or a ban ends the wait."""
     local_hub = hub.current()
     slug = None if feed else next(iter(rooms))
     subscription = _subscribe(session, rooms=rooms, feed=feed, is_stream=False)
     try:
         remembered = local_hub.recent(slug, start, rooms if feed else None)
         if remembered is None:
+            if plan_for is None:
+                return None
             plan = resume(plan_for, slug, POLL_MAX_EVENTS, rooms if feed else None)
             if plan.reset:
                 return [events.reset_poll_item(plan.reset)], plan.after
@@ -249,7 +281,6 @@ def _poll(session, rooms: frozenset | None, start: EventId | None, plan_for, tim
         if not found:
             db.session.remove()  # a waiting poll holds no database connection
             metrics.POLLS_WAITING.inc()
-            client = request.environ.get("gunicorn.socket")
             try:
                 deadline = time.monotonic() + timeout
                 while not found and not subscription.ended and time.monotonic() < deadline:
@@ -270,10 +301,10 @@ def _poll(session, rooms: frozenset | None, start: EventId | None, plan_for, tim
         local_hub.unsubscribe(subscription)
 
 
-def _poll_timeout() -> float:
+def _poll_timeout(args) -> float:
     limit = current_app.config["CHAT_POLL_TIMEOUT_SECONDS"]
     try:
-        wanted = float(request.args.get("timeout") or limit)  # `timeout=` (empty) means not given
+        wanted = float(args.get("timeout") or limit)  # `timeout=` (empty) means not given
     except ValueError:
         raise ApiError(422, "validation_error", "timeout must be a number of seconds",
                        fields={"timeout": ["must be 0–25"]}) from None
@@ -288,10 +319,12 @@ def _poll_response(found: list, cursor, online):
 
 
 def _touch_poller(session, rooms) -> bool:
-    """Count the poller as online; True when that was written now (then read presence fresh)."""
-    member = f"{session.user.username}|poll-{session.id}"
-    touched = [hub.current().touch_poller(slug, member) for slug in rooms]
-    return any(touched)
+    """Count the poller as online; True when it is new here (then its answer reads presence afresh)."""
+    local_hub, member = hub.current(), f"{session.user.username}|poll-{session.id}"
+    new = False
+    for slug in rooms:
+        new = local_hub.touch_poller(slug, member) or new
+    return new
 
 
 @bp.get("/rooms/<slug>/poll")
@@ -299,27 +332,80 @@ def room_poll(slug):
     session = check_request(cached=True)
     room = _room(slug)
     start = parse_event_id(request.args.get("cursor"))
-    timeout = _poll_timeout()
+    timeout = _poll_timeout(request.args)
+    if request.method == "HEAD":
+        return _head("application/json", {"Cache-Control": "no-store"})
     touched = _touch_poller(session, [slug])
-    found, cursor = _poll(session, frozenset([slug]), start, lambda: plan_room(room, start), timeout, feed=False)
-    return _poll_response(found, cursor, hub.current().online([slug], recent_enough=not touched)[slug])
+    found, cursor = wait_for_events(session, frozenset([slug]), start, timeout, feed=False,
+                                    plan_for=lambda: plan_room(room, start), client=_client_socket())
+    return _poll_response(found, cursor, hub.current().online_json(slug, fresh=touched))
 
 
 @bp.get("/poll")
 def feed_poll():
     session = check_request(cached=True)
-    rooms, present = _listed_rooms()
+    rooms, present = _listed_rooms(request.args)
     start = parse_event_id(request.args.get("cursor"))
-    timeout = _poll_timeout()
+    timeout = _poll_timeout(request.args)
+    if request.method == "HEAD":
+        return _head("application/json", {"Cache-Control": "no-store"})
     touched = _touch_poller(session, present)
-    found, cursor = _poll(session, frozenset(rooms), start, lambda: plan_firehose(start), timeout, feed=True)
-    return _poll_response(found, cursor, hub.current().online(rooms, recent_enough=not touched))
+    found, cursor = wait_for_events(session, frozenset(rooms), start, timeout, feed=True,
+                                    plan_for=lambda: plan_firehose(start), client=_client_socket())
+    return _poll_response(found, cursor, events.encode_json(hub.current().online(rooms, recent_enough=not touched)))
 
 
 @bp.get("/moderation/poll")
 def moderation_poll():
     session = check_request(moderator=True, cached=True)
     start = parse_event_id(request.args.get("cursor"))
-    timeout = _poll_timeout()
-    found, cursor = _poll(session, _rooms_filter(), start, lambda: plan_firehose(start), timeout, feed=True)
-    return _poll_response(found, cursor, [])
+    timeout = _poll_timeout(request.args)
+    if request.method == "HEAD":
+        return _head("application/json", {"Cache-Control": "no-store"})
+    found, cursor = wait_for_events(session, _rooms_filter(), start, timeout, feed=True,
+                                    plan_for=lambda: plan_firehose(start), client=_client_socket())
+    return _poll_response(found, cursor, b"[]")
+
+
+def _client_socket():
+    return request.environ.get("gunicorn.socket")
+
+
+def poll_from_memory(environ, slug: str | None):
+    """A room's poll (or with slug None the several-rooms feed's) answered by the fast lane
+    (fastpoll.py), in an app context but outside Flask's request handling: the answer's JSON, or an
+    error response when the session ended while it waited; None hands the request to the view above,
+    which applies every rule. It answers only a signed-in session this process remembers, rooms it
+    knows, well-formed parameters and a cursor within the recent events."""
+    local_hub = hub.current()
+    sessions = local_hub.cached_sessions()
+    token = parse_cookie(environ.get("HTTP_COOKIE", "")).get(COOKIE)
+    session = sessions.get(token_hash(token)) if sessions is not None and token else None
+    if session is None:
+        return None
+    args = {}
+    for name, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+        args.setdefault(name, value)  # the first of a repeated parameter, as Flask's request.args.get
+    try:
+        start, timeout = parse_event_id(args.get("cursor")), _poll_timeout(args)
+        if slug is None:
+            rooms, present = _listed_rooms(args, known_only=True)
+        elif slug in local_hub.known_rooms:
+            rooms = present = [slug]
+        else:
+            return None
+        touched = _touch_poller(session, present)
+        answer = wait_for_events(session, frozenset(rooms), start, timeout, feed=slug is None,
+                                 client=environ.get("gunicorn.socket"))
+    except ApiError as error:
+        if error.status in (401, 403):  # the session ended while the poll waited
+            return add_security_headers(error_response(error))
+        return None  # a bad parameter: the view answers it
+    except (LookupError, redis.RedisError):
+        return None
+    if answer is None:
+        return None
+    found, cursor = answer
+    online = local_hub.online_json(slug, fresh=touched) if slug else \
+        events.encode_json(local_hub.online(rooms, recent_enough=not touched))
+    return events.poll_answer(found, cursor, online)

@@ -44,6 +44,16 @@ def render() -> Response:
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
+_DURATION_BY_ENDPOINT = {}  # the labelled children, looked up once each
+
+
+def observe_request(endpoint: str, started: float) -> None:
+    child = _DURATION_BY_ENDPOINT.get(endpoint)
+    if child is None:
+        child = _DURATION_BY_ENDPOINT[endpoint] = REQUEST_DURATION.labels(endpoint=endpoint)
+    child.observe(time.perf_counter() - started)
+
+
 def init_app(app):
     @app.before_request
     def _start_timer():
@@ -53,5 +63,5 @@ def init_app(app):
     def _observe(response):
         started = g.get("request_started")
         if started is not None:
-            REQUEST_DURATION.labels(endpoint=request.endpoint or "none").observe(time.perf_counter() - started)
+            observe_request(request.endpoint or "none", started)
         return response

@@ -4,6 +4,7 @@ from urllib.parse import quote
 from flask import Blueprint, abort, current_app, redirect, render_template, request
 
 from .auth import current_user
+from .http import add_security_headers
 from .models import find_room
 
 bp = Blueprint("pages", __name__)
@@ -51,13 +52,4 @@ def init_app(app):
         except Exception:  # noqa: BLE001
             return {"user": None}
 
-    @app.after_request
-    def _security_headers(response):
-        # No inline scripts: message text can never become code (API.md, issue 4).
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        return response
+    app.after_request(add_security_headers)

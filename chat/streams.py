@@ -255,10 +255,12 @@ class Streams:
     def presence_key(self, slug: str) -> str:
         return f"{self.prefix}:{{room:{slug}}}:online"
 
-    def touch_presence(self, slug: str, members: list[str], ttl: int) -> None:
+    def touch_presence(self, slug: str, members: list[str] | dict[str, float], ttl: int) -> None:
+        """Mark members as seen now (or, given as a mapping, at their own wall-clock times)."""
         now = time.time()
+        seen = members if isinstance(members, dict) else dict.fromkeys(members, now)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(self.presence_key(slug), {member: now for member in members})
+        pipe.zadd(self.presence_key(slug), seen)
         pipe.zremrangebyscore(self.presence_key(slug), "-inf", now - ttl)
         pipe.expire(self.presence_key(slug), ttl * 2)
         pipe.execute()
@@ -275,6 +277,31 @@ class Streams:
         for slug, members in zip(slugs, pipe.execute()):
             result[slug] = sorted({member.rsplit("|", 1)[0] for member in members}, key=str.lower)
         return result
+
+    # Open streams and waiting polls per user, across processes: a hash per user, a field per process.
+    def user_streams_key(self, user_id: int) -> str:
+        return f"{self.prefix}:streams:user:{user_id}"
+
+    def publish_user_streams(self, process: str, counts: dict[int, str | int], ttl: int) -> None:
+        """This process's count for each of these users (0 removes it); each hash lives `ttl` seconds
+        past its last write."""
+        pipe = self.redis.pipeline(transaction=False)
+        for user_id, count in counts.items():
+            key = self.user_streams_key(user_id)
+            if count:
+                pipe.hset(key, process, count)
+                pipe.expire(key, ttl)
+            else:
+                pipe.hdel(key, process)
+        pipe.execute()
+
+    def user_streams(self, user_ids) -> dict[int, dict[str, str]]:
+        """Each user's counts per process, as published."""
+        user_ids = list(user_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hgetall(self.user_streams_key(user_id))
+        return dict(zip(user_ids, pipe.execute()))
 
     def announce_end(self, *, reason: str, session_id: int | None = None, user_id: int | None = None) -> None:
         """Tell every process to end the streams and polls of a session or a user.

@@ -1,7 +1,9 @@
 """API.md "Conventions" and "Users and sessions": registration, login, logout, `me`, cookies, CSRF, JSON errors."""
+import time
+
 import pytest
 
-from tests.support import BAD_BODIES, PASSWORD, assert_error, assert_fields, assert_refused, unique
+from tests.support import BAD_BODIES, PASSWORD, AuthActions, assert_error, assert_fields, assert_refused, unique
 
 # Every /api/ endpoint in scope here except register and login (the live event endpoints are tested elsewhere).
 PROTECTED = [
@@ -197,6 +199,24 @@ def test_login_gives_the_same_answer_for_an_unknown_user_and_a_wrong_password(me
     for response in (wrong_password, unknown_user):
         assert_error(response, 401, "invalid_credentials")
     assert wrong_password.json == unknown_user.json
+
+
+def test_an_unknown_user_and_a_wrong_password_take_the_same_time(make_app):
+    """The production hash (scrypt): a cheaper dummy for unknown names would tell which names exist."""
+    app = make_app(CHAT_PASSWORD_METHOD="scrypt")
+    known = AuthActions(app.test_client())
+    assert known.register().status_code == 201
+
+    def slowest(username):  # the slowest of a few, so one scheduling hiccup cannot decide
+        took = []
+        for _ in range(3):
+            started = time.perf_counter()
+            assert AuthActions(app.test_client()).login(username, "wrong password").status_code == 401
+            took.append(time.perf_counter() - started)
+        return min(took)
+
+    wrong_password, unknown_user = slowest(known.username), slowest(unique())
+    assert 0.5 < unknown_user / wrong_password < 2, (unknown_user, wrong_password)
 
 
 def test_login_with_credentials_that_could_never_exist_is_invalid_credentials(client):

@@ -6,12 +6,14 @@ import uuid
 import pytest
 import redis
 
+from chat.config import CHAT_DEFAULTS
 from chat.errors import Unavailable
-from chat.hub import Hub
+from chat.hub import Hub, TooManyStreams
 from chat.ids import ZERO
 from chat.streams import Streams
+from tests.support import wait_until
 
-CONFIG = {"CHAT_MAX_STREAMS_PER_PROCESS": 100, "CHAT_SUBSCRIBER_QUEUE": 1000, "CHAT_PRESENCE_TTL_SECONDS": 30}
+CONFIG = {**CHAT_DEFAULTS, "CHAT_MAX_STREAMS_PER_PROCESS": 100}
 
 
 @pytest.fixture
@@ -189,3 +191,18 @@ def test_stream_cap_and_shutdown(make_hub):
     with pytest.raises(Unavailable):
         subscribe(hub, session_id=5)
     shutting.join(5)
+
+
+def test_streams_per_user_are_counted_across_processes(make_hub):
+    here, there = make_hub(CHAT_MAX_STREAMS_PER_USER=3), make_hub(CHAT_MAX_STREAMS_PER_USER=3)
+    held = [subscribe(here, session_id=1), subscribe(there, session_id=2, is_stream=False)]
+    # `here` learns what `there` holds once a second (it read nothing of it before its first subscription).
+    wait_until(lambda: here._user_counts_elsewhere.get(1) == 1, what="the other process's count")
+    held.append(subscribe(here, session_id=3))
+    with pytest.raises(TooManyStreams) as refused:
+        subscribe(here, session_id=4, is_stream=False)  # polls count too
+    assert refused.value.retry_after > 0
+    subscribe(here, session_id=5, user_id=2, username="bob")  # another user is not affected
+    there.unsubscribe(held[1])
+    wait_until(lambda: here._user_counts_elsewhere.get(1) == 0, what="the freed place")
+    subscribe(here, session_id=6)

@@ -5,7 +5,7 @@ import threading
 import pytest
 import requests
 
-from tests.support import live_moderator, metric, no_polls_waiting, posted, wait_until
+from tests.support import LiveServer, live_moderator, metric, no_polls_waiting, posted, wait_until
 
 FEED, POLL = "/api/events", "/api/poll"
 
@@ -198,3 +198,64 @@ def test_logout_ends_the_feed(live, transport):
     reader.post("/api/auth/logout").raise_for_status()
     waiting.join(5)
     assert answers and error_code(answers[0]) == (401, "not_authenticated")
+
+
+def test_a_head_request_opens_nothing(live):
+    user = live.user()
+    slug = user.create_room()
+    streams_before = metric(live, "chat_streams_open")
+    paths = [(f"/api/rooms/{slug}/events", "text/event-stream"), (FEED, "text/event-stream"),
+             (f"/api/rooms/{slug}/poll", "application/json"), (POLL, "application/json")]
+    for path, content_type in paths:
+        for _ in range(10):
+            answer = user.request("HEAD", path, params={"rooms": slug, "timeout": 20}, timeout=5)
+            assert answer.status_code == 200 and answer.headers["Content-Type"].startswith(content_type)
+        assert error_code(requests.get(live.url + path, params={"rooms": slug}, timeout=5)) == \
+            (401, "not_authenticated")
+        assert requests.head(live.url + path, params={"rooms": slug}, timeout=5).status_code == 401
+    # Nothing subscribed: no stream counted, nobody online (and each HEAD of a poll answered at once).
+    assert metric(live, "chat_streams_open") <= streams_before  # earlier tests' streams may still be closing
+    assert user.get(f"/api/rooms/{slug}").json()["online"] == []
+
+
+@pytest.fixture(scope="module")
+def capped(services):
+    """Two workers; a user holds at most three streams and polls, counted across both."""
+    server = LiveServer(services, workers=2, CHAT_MAX_STREAMS_PER_USER=3, CHAT_HEARTBEAT_SECONDS=2)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_streams_and_polls_per_user_are_capped_across_processes(capped):
+    user, other = capped.user(), capped.user()
+    slug = user.create_room()
+    held = [user.events(FEED, params={"rooms": slug}), user.events(f"/api/rooms/{slug}/events")]
+    waiting = threading.Thread(target=lambda: user.get(POLL, params={"rooms": slug, "timeout": 20}), daemon=True)
+    try:
+        assert [stream.status for stream in held] == [200, 200]
+        waiting.start()
+
+        def refused():
+            """A fourth is refused once both processes have heard of the others (within a second)."""
+            attempt = user.events(f"/api/rooms/{slug}/events")
+            if attempt.status == 200:
+                attempt.close()
+                return None
+            return attempt
+
+        answer = wait_until(refused, timeout=5, what="the fourth stream refused")
+        assert answer.status == 429 and answer.response.json()["error"]["code"] == "too_many_streams"
+        assert int(answer.headers["Retry-After"]) > 0
+        poll = user.get(f"/api/rooms/{slug}/poll", params={"timeout": 0})
+        assert (poll.status_code, poll.json()["error"]["code"]) == (429, "too_many_streams")
+        held.insert(0, other.events(FEED, params={"rooms": slug}))
+        assert held[0].status == 200  # another user is not affected
+        held.pop().close()
+        # A closed stream frees its place within a heartbeat.
+        reopened = wait_until(lambda: (attempt := user.events(FEED, params={"rooms": slug})).status == 200 and attempt,
+                              timeout=4, what="a place freed by a closed stream")
+        held.append(reopened)
+    finally:
+        for stream in held:
+            stream.close()

@@ -1,5 +1,6 @@
 """Live events over Server-Sent Events (API.md, "Live events: Server-Sent Events"), against real gunicorn servers."""
 import json
+import threading
 import time
 
 import pytest
@@ -263,6 +264,39 @@ def test_presence_on_connect_on_change_and_when_someone_leaves(quick):
         assert left.json() == {"room": slug, "online": [alice.user["username"]]}
     finally:
         alice_stream.close()
+
+
+def test_a_poller_is_online_while_it_polls_and_drops_out_after_its_last_poll(quick):
+    alice, bob = quick.user(unique("alice")), quick.user(unique("bob"))
+    slug = alice.create_room()
+    names = sorted([alice.user["username"], bob.user["username"]], key=str.lower)
+    polling = threading.Event()
+    polling.set()
+
+    def poll_while_asked():
+        cursor = ""
+        while polling.is_set():
+            body = bob.get(f"/api/rooms/{slug}/poll", params={"cursor": cursor, "timeout": 1}).json()
+            cursor = body["cursor"]
+
+    stream = alice.events(events_path(slug))
+    poller = threading.Thread(target=poll_while_asked, daemon=True)
+    try:
+        poller.start()
+        stream.wait_for(lambda event: event.event == "presence" and event.json()["online"] == names, timeout=5)
+        # Online past three presence TTLs (3 s each) while he polls, through the hub's batched writes.
+        for _ in range(10):
+            assert stream.next(timeout=3).event in ("ping", "presence")
+            assert alice.get(f"/api/rooms/{slug}").json()["online"] == names, "a poller dropped out"
+        polling.clear()
+        poller.join(5)
+        stopped = time.monotonic()
+        left = stream.wait_for(lambda event: event.event == "presence", timeout=10)
+        assert left.json()["online"] == [alice.user["username"]]
+        assert time.monotonic() - stopped < 3 + 2  # the TTL, and the once-a-second presence check
+    finally:
+        polling.clear()
+        stream.close()
 
 
 def test_presence_is_coalesced_and_never_repeats_itself(quick):

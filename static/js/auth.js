@@ -8,10 +8,16 @@ export function pageUser() {
   return userId ? { id: Number(userId), username, role } : null;
 }
 
-/** Where to go after signing in: `?next=` when it is a path on this site, else the rooms list. */
+/**
+ * Where to go after signing in: `?next=` when it is a page of this site, else the rooms list. The
+ * address is resolved as the browser will resolve it (which drops tabs and newlines, and reads `\` as
+ * `/`), so `/%09/evil.example` or `/\evil.example` cannot lead to another host.
+ */
 function nextLocation() {
   const next = new URLSearchParams(location.search).get('next') || '/';
-  return next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : '/';
+  if (!next.startsWith('/')) return '/';
+  const target = new URL(next, location.origin);
+  return target.origin === location.origin ? target.pathname + target.search + target.hash : '/';
 }
 
 function describeAuthError(error, action) {

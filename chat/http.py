@@ -1,0 +1,40 @@
+"""HTTP details that the Flask views and the poll fast lane (fastpoll.py) share."""
+import re
+import uuid
+
+# No inline scripts: message text can never become code (API.md, issue 4).
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("X-Frame-Options", "DENY"),  # frame-ancestors 'none' for browsers without CSP level 2
+)
+
+
+def add_security_headers(response):
+    for name, value in SECURITY_HEADERS:
+        response.headers.setdefault(name, value)
+    return response
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}\Z")
+
+
+class RequestIds:
+    """WSGI middleware, outermost: every response carries `X-Request-ID`, the request's own when it is
+    well-formed (API.md, "Conventions"), else a new one; it is kept in the environ for the logs."""
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        given = environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        environ["chat.request_id"] = request_id
+
+        def start_with_id(status, headers, exc_info=None):
+            headers.append(("X-Request-ID", request_id))
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start_with_id)

@@ -1,0 +1,52 @@
+"""What every response carries (API.md, "Conventions"): a request id, and the security headers."""
+import pytest
+
+from tests.support import unique
+
+FRAMING = ("X-Frame-Options", "DENY")
+
+
+@pytest.mark.parametrize("given, kept", [("abc-123_x.y", True), ("A" * 128, True), ("A" * 129, False),
+                                         ("two words", False), ("", False), ("id\u00e9", False)])
+def test_a_request_id_is_kept_when_well_formed_else_made(member, given, kept):
+    answer = member.get("/api/auth/me", headers={"X-Request-ID": given})
+    request_id = answer.headers["X-Request-ID"]
+    assert (request_id == given) is kept
+    assert 1 <= len(request_id) <= 128 and request_id.replace("-", "").replace("_", "").replace(".", "").isalnum()
+
+
+def test_every_kind_of_answer_carries_an_id_and_the_security_headers(member, make_client):
+    client = make_client().client  # signed out
+    slug = member.create_room()
+    for _ in range(2):  # the second poll is answered by the fast lane (the first remembers the session)
+        member.get(f"/api/rooms/{slug}/poll", query_string={"timeout": 0})
+    answers = {
+        "json": member.get("/api/auth/me"),
+        "error": client.get("/api/auth/me"),
+        "unknown path": client.get("/api/no-such-thing"),
+        "page": member.get(f"/rooms/{slug}"),
+        "page not found": member.get("/rooms/no-such-room"),
+        "poll": member.get(f"/api/rooms/{slug}/poll", query_string={"timeout": 0}),
+        "feed poll": member.get("/api/poll", query_string={"rooms": slug, "timeout": 0}),
+        "static": client.get("/static/js/api.js"),
+    }
+    ids = set()
+    for what, answer in answers.items():
+        assert answer.headers.get("X-Request-ID"), what
+        ids.add(answer.headers["X-Request-ID"])
+        assert answer.headers.get("X-Content-Type-Options") == "nosniff", what
+        assert "frame-ancestors 'none'" in answer.headers.get("Content-Security-Policy", ""), what
+        assert answer.headers.get(FRAMING[0]) == FRAMING[1], what
+    assert len(ids) == len(answers)  # a new one each
+    assert answers["error"].status_code == 401 and answers["unknown path"].status_code == 404
+
+
+def test_a_stream_carries_them_too(live):
+    user = live.user()
+    slug = user.create_room()
+    stream = user.events(f"/api/rooms/{slug}/events", headers={"X-Request-ID": unique("trace")})
+    try:
+        assert stream.status == 200 and stream.headers["X-Request-ID"].startswith("trace")
+        assert stream.headers["X-Frame-Options"] == "DENY"
+    finally:
+        stream.close()
