@@ -2,13 +2,16 @@
  * The two live transports, each a closable object that calls back nothing once closed: a Server-Sent Events
  * stream (EventSource) and a long-polling loop (api.js's `request`, which holds the only `fetch`).
  *
- * Why a refused stream is asked again with HEAD: EventSource never shows the status that refused it, so a
+ * Why a refused stream is asked again: EventSource never shows the status that refused it, so a
  * `429 too_many_streams` or `503 unavailable` would look like a network error and be retried forever. When a
- * stream fails before its `ready`, the transport sends one `HEAD` to the same address (API.md: a HEAD opens
- * nothing on the server) and reports that status and its `Retry-After` with the failure. A stream that failed
- * after `ready` was accepted, so it reports no status and the connection simply resumes it.
+ * stream fails before its `ready`, the transport first sends a `HEAD` to the same address (API.md: it opens
+ * nothing on the server), which tells `401`, `403`, `404` and `422`. The server answers a HEAD without asking
+ * whether it has room for one more stream, so when the HEAD says `200` a `GET` of the same address follows
+ * through `peek`, which reads the status line and `Retry-After` and hangs up at once (an admitted stream is
+ * let go unread). The failure is reported with that status. A stream that failed after `ready` was accepted,
+ * so it reports no status and the connection simply resumes it.
  */
-import { request } from './api.js';
+import { peek, request } from './api.js';
 
 export const CONTROL_EVENTS = ['ready', 'ping', 'presence', 'reset'];
 const HEAD_TIMEOUT_MS = 5000;
@@ -54,11 +57,12 @@ export function openStream(url, names, { onReady, onEvent, onFailure }) {
     let answer = null;
     try {
       answer = await request('HEAD', url, { timeoutMs: HEAD_TIMEOUT_MS, signal: abort.signal });
+      if (answer.ok) answer = await peek(url, { timeoutMs: HEAD_TIMEOUT_MS, signal: abort.signal });
     } catch { /* no answer: unreachable */ }
     if (closed) return;
     close();
     onFailure({ why: answer ? 'stream refused' : 'unreachable', status: answer?.status ?? null,
-      retryAfter: answer?.retryAfter ?? null });
+      code: answer?.code ?? null, retryAfter: answer?.retryAfter ?? null });
   };
   return { kind: 'sse', close };
 }

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.helpers import bodies, expect_live, id_key, ids, message_with, messages, send, until
-from tests.support import LiveServer
+from tests.support import LiveServer, SSEClient
 
 FEED = re.compile(r"/api/events\?")
 ROOM_STREAM = re.compile(r"/api/rooms/[^/]+/events")
@@ -256,3 +256,32 @@ def test_a_ban_reaches_every_tab_through_the_leader(people, promote):
         expect(status).to_have_attribute("data-state", "offline")
         expect(status).to_contain_text("banned")
         expect(page.get_by_role("alert").filter(has_text="banned")).to_be_visible()
+
+
+def test_past_the_users_stream_limit_the_page_waits_then_polls(people, live, services):
+    """429 too_many_streams (CHAT_MAX_STREAMS_PER_USER=1, held by another client of the same user): the page
+    neither hammers the stream nor claims to be live; once the other client hangs up, it polls."""
+    server = LiveServer(services, workers=1, CHAT_MAX_STREAMS_PER_USER=1, CHAT_HEARTBEAT_SECONDS=1)
+    server.start()
+    try:
+        alice = people(base_url=server.url)
+        bob = live.user()
+        slug = alice.http.create_room()
+        elsewhere = SSEClient(alice.http.http, f"{server.url}/api/rooms/{slug}/events")
+        assert elsewhere.status == 200
+        streams = []
+        alice.context.on("request", lambda request: streams.append(request.url)
+                         if request.method == "GET" and FEED.search(request.url) else None)
+        page = alice.page
+        page.goto(f"/rooms/{slug}")
+        status = page.get_by_test_id("connection-status")
+        expect(status).to_have_attribute("data-transport", "poll")  # refused once, then it asks by polling
+        expect(status).not_to_have_attribute("data-state", "live")
+        assert len(streams) <= 3  # EventSource once (then the peek after HEAD), not a retry loop
+        elsewhere.close()
+        expect_live(page, "poll", timeout=15_000)
+        expect(status).to_contain_text("server is busy")
+        assert bob.send(slug, "through the freed place").status_code == 201
+        expect(message_with(page, "through the freed place")).to_have_count(1)
+    finally:
+        server.stop()
