@@ -4,7 +4,7 @@ import os
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, auth, cli, config, errors, live, metrics, moderation, ops, pages
+from . import api, auth, cli, config, errors, http, live, metrics, moderation, ops, pages
 from .fastpoll import PollFastLane
 from .http import RequestIds
 from .extensions import db, migrate, redis_client
@@ -14,7 +14,8 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     """Build the app from the environment; `test_config` overrides any setting (tests)."""
     app = Flask(__name__, instance_relative_config=True, instance_path=instance_path,
                 template_folder="../templates", static_folder="../static")
-    os.makedirs(app.instance_path, exist_ok=True)
+    os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
+    os.chmod(app.instance_path, 0o700)  # the secret key, the SQLite file and the embedded Redis's socket
     app.config.from_mapping(config.load(app.instance_path))
     if test_config:
         app.config.from_mapping(test_config)
@@ -39,6 +40,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
 
     auth.init_app(app)
     errors.init_app(app)
+    http.init_app(app)
     metrics.init_app(app)
     pages.init_app(app)
     return app

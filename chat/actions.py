@@ -123,6 +123,8 @@ def post_message(user: User, room: Room, body: str, client_id: str | None) -> tu
 
 
 def find_message(room: Room, event_id: EventId) -> Message | None:
+    if not event_id.storable:
+        return None
     return Message.query.filter_by(room_id=room.id, event_ms=event_id.ms, event_seq=event_id.seq).one_or_none()
 
 
@@ -169,6 +171,7 @@ def read_history(room: Room, before: EventId | None, limit: int) -> tuple[list[d
     cursor = window.last
     if len(messages) <= limit and exhausted:
         bound = min(filter(None, [before, window.first])) if (before or window.first) else None
+        bound = bound.clamped() if bound else None
         query = Message.query.filter(Message.room_id == room.id, Message.event_ms.isnot(None))
         if bound is not None:
             query = query.filter(or_(Message.event_ms < bound.ms,

@@ -26,6 +26,8 @@ def json_body(schema) -> dict:
         data = request.get_json(silent=True)
     except RequestEntityTooLarge:
         raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes") from None
+    except RecursionError:  # the parser's own bound on nesting (the size is bounded above)
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     if _has_lone_surrogate(data):

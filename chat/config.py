@@ -79,6 +79,8 @@ def finish(config) -> None:
             "connect_args": {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
                              "keepalives_count": 3, "tcp_user_timeout": 10000, "options": "-c statement_timeout=10000"},
         })
+    # Logs never carry SQL parameters (token hashes, CSRF tokens, message text), also when the database fails.
+    config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault("hide_parameters", True)
     config["MAX_CONTENT_LENGTH"] = config["CHAT_MAX_REQUEST_BYTES"]
     config["CHAT_RATE_LIMIT_PARSED"] = rate(config["CHAT_RATE_LIMIT"])
     config["CHAT_LOGIN_FAILURE_LIMIT_PARSED"] = rate(config["CHAT_LOGIN_FAILURE_LIMIT"])

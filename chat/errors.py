@@ -58,7 +58,7 @@ def _http_error(error: HTTPException):
 
 
 def _unexpected(error: Exception):
-    log.exception("unhandled error on %s %s", request.method, request.path)
+    log.exception("unhandled error on %s %r", request.method, request.path)  # %r: a path cannot forge log lines
     if _wants_json():
         return error_response(ApiError(500, "internal_error", "something went wrong on our side"))
     return render_template("errors/500.html", error=error), 500
@@ -66,7 +66,7 @@ def _unexpected(error: Exception):
 
 def _dependency_down(error: Exception):
     # Redis or the database failed mid-request: 503 tells the client nothing was acknowledged.
-    log.warning("dependency failure on %s %s: %s", request.method, request.path, error)
+    log.warning("dependency failure on %s %r: %s", request.method, request.path, error)
     return error_response(Unavailable())
 
 

@@ -7,8 +7,10 @@ from .ids import EventId, iso, utcnow
 PADDING = b":" + b" " * 2048 + b"\n"  # 2 KiB for proxies and browsers that hold back the first bytes
 
 
-def _json(data: dict) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+def _json(data) -> str:
+    # UTF-8 as is, but U+2028 and U+2029 escaped: line breaks to some SSE and JavaScript parsers.
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
 def encode(event_type: str, data: dict, event_id=None) -> bytes:

@@ -2,6 +2,8 @@
 import re
 import uuid
 
+from flask import request
+
 # No inline scripts: message text can never become code (API.md, issue 4).
 SECURITY_HEADERS = (
     ("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -16,6 +18,17 @@ def add_security_headers(response):
     for name, value in SECURITY_HEADERS:
         response.headers.setdefault(name, value)
     return response
+
+
+def init_app(app) -> None:
+    app.after_request(add_security_headers)
+
+    @app.after_request
+    def _no_store_for_api(response):
+        # API answers are about someone: no shared or browser cache may keep them.
+        if request.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}\Z")

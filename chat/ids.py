@@ -4,7 +4,8 @@ from datetime import datetime, timezone
 from typing import NamedTuple
 
 _EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})\Z")
-MAX_PART = 2**64 - 1
+MAX_PART = 2**64 - 1  # Redis Stream ids are two unsigned 64-bit integers
+MAX_STORED_PART = 2**63 - 1  # the database stores each as a signed 64-bit integer
 
 
 class EventId(NamedTuple):
@@ -26,6 +27,18 @@ class EventId(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.ms}-{self.seq}"
+
+    @property
+    def storable(self) -> bool:
+        """Whether the database can hold this id (none it holds is larger)."""
+        return self.ms <= MAX_STORED_PART and self.seq <= MAX_STORED_PART
+
+    def clamped(self) -> "EventId":
+        """The same bound for a range query on stored ids, within what the database can compare
+        (a larger part would overflow SQLite and PostgreSQL alike)."""
+        if self.ms > MAX_STORED_PART:
+            return EventId(MAX_STORED_PART, MAX_STORED_PART)
+        return EventId(self.ms, min(self.seq, MAX_STORED_PART))
 
 
 ZERO = EventId(0, 0)

@@ -4,7 +4,6 @@ from urllib.parse import quote
 from flask import Blueprint, abort, current_app, redirect, render_template, request
 
 from .auth import current_user
-from .http import add_security_headers
 from .models import find_room
 
 bp = Blueprint("pages", __name__)
@@ -52,4 +51,3 @@ def init_app(app):
         except Exception:  # noqa: BLE001
             return {"user": None}
 
-    app.after_request(add_security_headers)

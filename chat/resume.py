@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from . import events, streams
 from .extensions import db
-from .ids import ZERO, EventId
+from .ids import MAX_STORED_PART, ZERO, EventId
 from .models import events_between, latest_event_id
 
 CATCH_UP_BATCH = 500
@@ -32,12 +32,8 @@ class Trimmed(Exception):
     """Redis trimmed entries that a catch-up still needed while it read them: plan again."""
 
 
-# The database stores ids as signed 64-bit integers: a bound past that overflows SQLite and PostgreSQL alike.
-_MAX_STORED_SEQ = 2**63 - 1
-
-
 def _just_before(event_id: EventId) -> EventId:
-    return EventId(event_id.ms, event_id.seq - 1) if event_id.seq else EventId(event_id.ms - 1, _MAX_STORED_SEQ)
+    return EventId(event_id.ms, event_id.seq - 1) if event_id.seq else EventId(event_id.ms - 1, MAX_STORED_PART)
 
 
 def plan_room(room, start: EventId | None) -> Plan:
@@ -57,8 +53,7 @@ def plan_room(room, start: EventId | None) -> Plan:
         return Plan(start, [], window=window)
     else:  # older than what Redis retains
         upto = _just_before(window.first) if window.first else window.last
-    # No stored id has a larger seq: clamping keeps a well-formed but huge cursor from overflowing the query.
-    rebuilt = events_between(room, EventId(start.ms, min(start.seq, _MAX_STORED_SEQ)), upto, DATABASE_REPLAY_LIMIT)
+    rebuilt = events_between(room, start.clamped(), upto, DATABASE_REPLAY_LIMIT)
     if rebuilt is None:
         return Plan(window.last or upto, [], reset="too far behind; reload history")
     replay = [events.LiveEvent(event_id, kind, data) for event_id, kind, data in rebuilt]

@@ -176,7 +176,7 @@ class Streams:
         """
         keys = [self.room_stream_key(slug), self.firehose_key(), self.tombstones_key(slug),
                 self.write_key(slug, write_key) if write_key else ""]
-        args = [event_type, json.dumps(data, separators=(",", ":")), slug, self.maxlen,
+        args = [event_type, json.dumps(data, separators=(",", ":"), ensure_ascii=False), slug, self.maxlen,
                 self.firehose_maxlen, self.WRITE_KEY_TTL, str(floor) if floor else "", tombstone or ""]
         try:
             return EventId.parse(self._append(keys=keys, args=args))

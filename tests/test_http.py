@@ -1,5 +1,10 @@
 """What every response carries (API.md, "Conventions"): a request id, and the security headers."""
+import logging
+import os
+
 import pytest
+
+from chat.auth import token_hash
 
 from tests.support import unique
 
@@ -50,3 +55,27 @@ def test_a_stream_carries_them_too(live):
         assert stream.headers["X-Frame-Options"] == "DENY"
     finally:
         stream.close()
+
+
+def test_api_answers_are_never_cached(member, make_client):
+    slug = member.create_room()
+    for answer in (member.get("/api/auth/me"), member.get("/api/rooms"), member.get(f"/api/rooms/{slug}/messages"),
+                   make_client().client.get("/api/auth/me")):
+        assert answer.headers["Cache-Control"] == "no-store", answer.request.path
+
+
+def test_the_instance_directory_is_private(app):
+    assert os.stat(app.instance_path).st_mode & 0o777 == 0o700
+
+
+def test_logs_carry_no_sql_parameters_when_the_database_fails(make_app, member, tmp_path, caplog):
+    """A database without its tables: every query fails, and the failure is logged without its parameters."""
+    token = member.client.get_cookie("chat_session").value
+    broken = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    client = broken.test_client()
+    client.set_cookie("chat_session", token)
+    with caplog.at_level(logging.WARNING):
+        answer = client.get("/api/auth/me")
+    assert answer.status_code == 503
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "dependency failure" in logged and token_hash(token) not in logged and token not in logged
