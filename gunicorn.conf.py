@@ -22,7 +22,10 @@ worker_connections = int(os.environ.get("CHAT_WORKER_CONNECTIONS", "12000"))
 # SIGTERM: the app ends every stream within 5 s (staggered), then the worker exits.
 graceful_timeout = 8
 timeout = 30
-keepalive = 5
+# Longer than the idle timeout of the proxy or router in front (nginx 60 s, most load balancers 60 s),
+# so the proxy, not gunicorn, closes an idle connection: a request sent just as the server closes it
+# fails ("connection aborted"), and a POST is not retried. An idle connection costs a greenlet.
+keepalive = 75
 accesslog = os.environ.get("CHAT_ACCESS_LOG") or None
 errorlog = "-"
 # Several instances share a machine in tests and scale-out; the control socket would clash on one path.
@@ -38,9 +41,10 @@ def on_starting(server):
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)
     if not os.environ.get("REDIS_URL"):
-        from chat import embedded_redis  # noqa: PLC0415
+        from chat import config, embedded_redis  # noqa: PLC0415
 
-        os.environ["REDIS_URL"] = embedded_redis.ensure_running(str(INSTANCE))
+        maxmemory = config.load(str(INSTANCE))["CHAT_EMBEDDED_REDIS_MAXMEMORY"]
+        os.environ["REDIS_URL"] = embedded_redis.ensure_running(str(INSTANCE), maxmemory)
         server.log.info("embedded Redis at %s", os.environ["REDIS_URL"])
 
 

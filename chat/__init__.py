@@ -4,7 +4,7 @@ import os
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, auth, cli, config, errors, http, live, metrics, moderation, ops, pages
+from . import api, auth, cli, config, errors, http, live, logs, metrics, moderation, ops, pages
 from .fastpoll import PollFastLane
 from .http import RequestIds
 from .extensions import db, migrate, redis_client
@@ -20,6 +20,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     if test_config:
         app.config.from_mapping(test_config)
     config.finish(app.config)
+    logs.configure(app.config["CHAT_LOG_LEVEL"])
     # Trust X-Forwarded-Proto/For from the platform's router, so cookies get Secure behind HTTPS.
     hops = app.config["CHAT_TRUSTED_PROXIES"]
     if hops:

@@ -109,6 +109,8 @@ def current_session(cached: bool = False) -> Session | CachedSession | None:
                     g.chat_session, g.chat_banned = row[0], row[1] is not None
                     if cache and not g.chat_banned:
                         cache.put(hashed, _snapshot(row[0]), loaded_at)
+            if g.chat_session is not None:
+                request.environ["chat.user_id"] = g.chat_session.user_id  # for the request's log line
     return g.chat_session
 
 

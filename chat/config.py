@@ -20,6 +20,9 @@ CHAT_DEFAULTS = {
     "CHAT_TRUSTED_PROXIES": 1,  # hops of X-Forwarded-* to believe (Heroku's router is one; 0: no proxy)
     # Not in API.md: operational knobs of this implementation.
     "CHAT_REDIS_PREFIX": "chat",  # key namespace; tests use one per run
+    "CHAT_EMBEDDED_REDIS_MAXMEMORY": "512mb",
+    "CHAT_METRICS_TOKEN": "",  # set: /metrics asks for `Authorization: Bearer <token>`
+    "CHAT_LOG_LEVEL": "INFO",  # INFO: a JSON line per request and per stream end; WARNING: problems only  # the private Redis's bound (with no REDIS_URL)
     "CHAT_MAX_STREAMS_PER_PROCESS": 8000,  # past it, new streams get 503 + Retry-After
     "CHAT_SUBSCRIBER_QUEUE": 1000,  # events buffered per slow client before it is cut
     "CHAT_PRESENCE_TTL_SECONDS": 30,

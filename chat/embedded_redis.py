@@ -31,7 +31,12 @@ def _alive(socket_path: str) -> bool:
         return False
 
 
-def ensure_running(instance_path: str) -> str:
+# Enough for the defaults' worst case on a newcomer's machine (docs/ARCHITECTURE.md, "Redis keys"); past it
+# writes get 503 rather than the machine's memory growing without bound.
+DEFAULT_MAXMEMORY = "512mb"
+
+
+def ensure_running(instance_path: str, maxmemory: str = DEFAULT_MAXMEMORY) -> str:
     """Return the URL of the embedded server, starting it if no process has yet.
 
     A file lock makes the first caller the owner, so gunicorn's master and its workers (or several
@@ -50,7 +55,7 @@ def ensure_running(instance_path: str) -> str:
             [_binary(), "--port", "0", "--unixsocket", socket_path, "--unixsocketperm", "700",
              "--dir", instance_path, "--save", "", "--appendonly", "no",
              # Eviction would silently drop streams: refuse writes instead (DESIGN.md, "Limits").
-             "--maxmemory-policy", "noeviction", "--logfile", os.path.join(instance_path, "redis.log")],
+             "--maxmemory", maxmemory, "--maxmemory-policy", "noeviction", "--logfile", os.path.join(instance_path, "redis.log")],
             stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
         while not _alive(socket_path):

@@ -67,6 +67,7 @@ def _unexpected(error: Exception):
 def _dependency_down(error: Exception):
     # Redis or the database failed mid-request: 503 tells the client nothing was acknowledged.
     log.warning("dependency failure on %s %r: %s", request.method, request.path, error)
+    metrics.DEPENDENCY_ERRORS.labels(dependency="redis" if isinstance(error, redis.RedisError) else "database").inc()
     return error_response(Unavailable())
 
 

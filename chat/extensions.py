@@ -47,7 +47,8 @@ class RedisClient:
     def get(app) -> redis.Redis:
         client = app.extensions["chat_redis"]
         if client is None:
-            url = app.config["REDIS_URL"] or embedded_redis.ensure_running(app.instance_path)
+            url = app.config["REDIS_URL"] or embedded_redis.ensure_running(
+                app.instance_path, app.config["CHAT_EMBEDDED_REDIS_MAXMEMORY"])
             app.config["REDIS_URL"] = url
             pool = redis.BlockingConnectionPool.from_url(
                 url, max_connections=app.config["CHAT_REDIS_POOL_SIZE"], timeout=5, socket_timeout=5,

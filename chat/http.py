@@ -1,8 +1,11 @@
 """HTTP details that the Flask views and the poll fast lane (fastpoll.py) share."""
 import re
+import time
 import uuid
 
 from flask import request
+
+from . import logs
 
 # No inline scripts: message text can never become code (API.md, issue 4).
 SECURITY_HEADERS = (
@@ -36,18 +39,20 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}\Z")
 
 class RequestIds:
     """WSGI middleware, outermost: every response carries `X-Request-ID`, the request's own when it is
-    well-formed (API.md, "Conventions"), else a new one; it is kept in the environ for the logs."""
+    well-formed (API.md, "Conventions"), else a new one; and every request is logged (logs.py)."""
 
     def __init__(self, wsgi_app):
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ, start_response):
+        started = time.perf_counter()
         given = environ.get("HTTP_X_REQUEST_ID", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         environ["chat.request_id"] = request_id
 
         def start_with_id(status, headers, exc_info=None):
             headers.append(("X-Request-ID", request_id))
+            logs.request_line(environ, status, time.perf_counter() - started)
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, start_with_id)

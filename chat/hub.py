@@ -14,7 +14,7 @@ from collections import Counter, defaultdict, deque
 
 import redis
 
-from . import events
+from . import events, metrics
 from .caches import Recent, SessionCache
 from .errors import Unavailable
 from .ids import EventId
@@ -72,6 +72,7 @@ class Subscription:
             self.items = deque()
         elif len(self.items) >= self.max_queue:
             self.end("overflow")
+            metrics.QUEUE_OVERFLOWS.inc()
             return
         self.items.append(item)
         self.wakeup.set()
@@ -265,6 +266,15 @@ class Hub:
             known.update(self.streams.online([room for room in rooms if room not in known], self.presence_ttl))
         return known
 
+    def reader_lag(self) -> float | None:
+        """Seconds this process's reader is behind the firehose (0 when caught up); None when it is not
+        running. Starts it if no request has yet."""
+        self._ensure_started()
+        if not self._reading or self.shutting_down:
+            return None
+        newest, _ = self.streams.positions()
+        return max(0.0, (newest.ms - self._firehose_at.ms) / 1000) if newest > self._firehose_at else 0.0
+
     # Memory for polls (caches.py): used only while the reader runs, since it applies the ends of
     # sessions and is what keeps the recent events complete.
 
@@ -299,6 +309,12 @@ class Hub:
             threading.Thread(target=self._presence_forever, name="chat-hub-presence", daemon=True).start()
 
     def _read_forever(self) -> None:
+        try:
+            self._read_until_shutdown()
+        finally:
+            self._forget_memory()  # readiness fails from now on, and nothing is served from memory
+
+    def _read_until_shutdown(self) -> None:
         reader, backoff = self.streams.reader(), 0.5
         while not self.shutting_down:
             try:
@@ -309,6 +325,7 @@ class Hub:
                 if self.shutting_down:
                     break
                 self._forget_memory()
+                metrics.DEPENDENCY_ERRORS.labels(dependency="redis").inc()
                 log.warning("hub: Redis read failed (%s); retrying in %.1f s", error, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5)
@@ -317,9 +334,14 @@ class Hub:
             for position, fields in control:
                 self._control_at = position
                 self._apply_control(fields)
+            if firehose:  # the lag of the newest: the others came before it in the same read
+                metrics.HUB_LAG.observe(max(0.0, time.time() - firehose[-1].id.ms / 1000))
             for entry in firehose:
                 self._firehose_at = entry.id
-                self._dispatch(entry)
+                try:
+                    self._dispatch(entry)
+                except Exception:  # a bug must not stop this process's delivery for good
+                    log.exception("hub: delivering %s failed", entry.id)
 
     def _forget_memory(self) -> None:
         """While the reader is down, ends of sessions and new events may pass unseen: trust none of it."""

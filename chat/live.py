@@ -8,7 +8,7 @@ import redis
 from flask import Blueprint, Response, current_app, request
 from werkzeug.http import parse_cookie
 
-from . import events, hub, metrics
+from . import events, hub, logs, metrics
 from .api import parse_event_id, room_or_404
 from .auth import COOKIE, check_request, token_hash
 from .caches import CachedRoom
@@ -147,13 +147,17 @@ def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], rea
     retry_ms, heartbeat = config["CHAT_RETRY_MS"], config["CHAT_HEARTBEAT_SECONDS"]
     max_age, local_hub = config["CHAT_STREAM_MAX_SECONDS"], hub.current()
 
+    environ, started = request.environ, time.monotonic()
+
     def generate():
         # Everything up to the live feed was read in the view (the database's part needs its session).
         metrics.STREAMS_OPEN.inc()
         delivered = metrics.Tally(metrics.EVENTS_DELIVERED)
+        reason = "closed by the client"  # unless one of the ends below says otherwise
         try:
             yield events.first_chunk(retry_ms, plan.cursor, heartbeat, ready_rooms)
             if plan.reset:
+                metrics.RESETS_SENT.inc()
                 yield events.reset(plan.reset)
             sent_online = dict(online)
             if online:
@@ -168,6 +172,7 @@ def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], rea
             while not subscription.ended:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    reason = "CHAT_STREAM_MAX_SECONDS"
                     break
                 items = subscription.take(min(heartbeat, remaining), direct_fd)
                 if subscription.written:  # what the hub wrote to the socket meanwhile
@@ -177,6 +182,7 @@ def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], rea
                     client.sendall(subscription.unsent)
                     subscription.unsent = b""
                 if subscription.ended and subscription.ended != "shutdown":
+                    reason = subscription.ended
                     break  # logout, ban or overflow: stop now; the client resumes from its last id
                 fresh = _unsent(items, position, sent_online)
                 if fresh:
@@ -187,12 +193,17 @@ def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], rea
                     yield b"".join(item.sse for item in fresh)
                 elif not subscription.ended:
                     if _hung_up(client):
+                        reason = "hung up"
                         break  # the client left: free its place and its presence now
                     yield events.ping()
+            else:
+                reason = subscription.ended
         finally:
             delivered.flush()
             metrics.STREAMS_OPEN.dec()
             local_hub.unsubscribe(subscription)
+            logs.stream_ended(environ, sorted(subscription.rooms) if subscription.rooms else "all", delivered.total,
+                              time.monotonic() - started, reason)
 
     headers = _STREAM_HEADERS
     # direct_passthrough: the generator is the WSGI iterable itself, with no wrapping iterators: a
@@ -259,12 +270,13 @@ def moderation_events():
 # Long-polling
 
 def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: float, *, feed: bool,
-                    plan_for=None, client=None) -> tuple[list, EventId] | None:
+                    environ, plan_for=None) -> tuple[list, EventId] | None:
     """A poll: what exists after the cursor at once, else the first durable events within `timeout`.
     Near the tail, what exists comes from the hub's memory of recent events (no Redis round trip);
     otherwise from `plan_for` (Redis, then the database). Without `plan_for` (the fast lane), None
-    when memory cannot answer. Raises ApiError when logout or a ban ends the wait."""
-    local_hub = hub.current()
+    when memory cannot answer. Raises ApiError when logout or a ban ends the wait. What it answered is
+    noted in `environ` for the request's log line."""
+    local_hub, client = hub.current(), environ.get("gunicorn.socket")
     slug = None if feed else next(iter(rooms))
     subscription = _subscribe(session, rooms=rooms, feed=feed, is_stream=False)
     try:
@@ -274,6 +286,7 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
                 return None
             plan = resume(plan_for, slug, POLL_MAX_EVENTS, rooms if feed else None)
             if plan.reset:
+                metrics.RESETS_SENT.inc()
                 return [events.reset_poll_item(plan.reset)], plan.after
             remembered = plan.backlog, plan.after
         found, after = remembered
@@ -290,6 +303,8 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
                         break  # nobody is waiting for the answer any more: free the place now
             finally:
                 metrics.POLLS_WAITING.dec()
+        environ["chat.live"] = {"rooms": sorted(rooms) if rooms else "all", "events": len(found),
+                                "reason": "events" if found else (subscription.ended or "timeout")}
         if subscription.ended == "logout":
             raise ApiError(401, "not_authenticated", "signed out")
         if subscription.ended == "banned":
@@ -337,7 +352,7 @@ def room_poll(slug):
         return _head("application/json", {"Cache-Control": "no-store"})
     touched = _touch_poller(session, [slug])
     found, cursor = wait_for_events(session, frozenset([slug]), start, timeout, feed=False,
-                                    plan_for=lambda: plan_room(room, start), client=_client_socket())
+                                    plan_for=lambda: plan_room(room, start), environ=request.environ)
     return _poll_response(found, cursor, hub.current().online_json(slug, fresh=touched))
 
 
@@ -351,7 +366,7 @@ def feed_poll():
         return _head("application/json", {"Cache-Control": "no-store"})
     touched = _touch_poller(session, present)
     found, cursor = wait_for_events(session, frozenset(rooms), start, timeout, feed=True,
-                                    plan_for=lambda: plan_firehose(start), client=_client_socket())
+                                    plan_for=lambda: plan_firehose(start), environ=request.environ)
     return _poll_response(found, cursor, events.encode_json(hub.current().online(rooms, recent_enough=not touched)))
 
 
@@ -363,12 +378,8 @@ def moderation_poll():
     if request.method == "HEAD":
         return _head("application/json", {"Cache-Control": "no-store"})
     found, cursor = wait_for_events(session, _rooms_filter(), start, timeout, feed=True,
-                                    plan_for=lambda: plan_firehose(start), client=_client_socket())
+                                    plan_for=lambda: plan_firehose(start), environ=request.environ)
     return _poll_response(found, cursor, b"[]")
-
-
-def _client_socket():
-    return request.environ.get("gunicorn.socket")
 
 
 def poll_from_memory(environ, slug: str | None):
@@ -383,6 +394,7 @@ def poll_from_memory(environ, slug: str | None):
     session = sessions.get(token_hash(token)) if sessions is not None and token else None
     if session is None:
         return None
+    environ["chat.user_id"] = session.user_id
     args = {}
     for name, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
         args.setdefault(name, value)  # the first of a repeated parameter, as Flask's request.args.get
@@ -395,8 +407,7 @@ def poll_from_memory(environ, slug: str | None):
         else:
             return None
         touched = _touch_poller(session, present)
-        answer = wait_for_events(session, frozenset(rooms), start, timeout, feed=slug is None,
-                                 client=environ.get("gunicorn.socket"))
+        answer = wait_for_events(session, frozenset(rooms), start, timeout, feed=slug is None, environ=environ)
     except ApiError as error:
         if error.status in (401, 403):  # the session ended while the poll waited
             return add_security_headers(error_response(error))

@@ -10,6 +10,12 @@ POLLS_WAITING = Gauge("chat_polls_waiting", "Long-polls waiting for events", mul
 MESSAGES_ACCEPTED = Counter("chat_messages_accepted_total", "Messages acknowledged with 201")
 EVENTS_DELIVERED = Counter("chat_events_delivered_total", "Durable events written to a client")
 REJECTIONS = Counter("chat_rejections_total", "Requests refused, by error code", ["code"])
+DEPENDENCY_ERRORS = Counter("chat_dependency_errors_total", "Redis or database failures met by requests and the hub",
+                            ["dependency"])
+HUB_LAG = Histogram("chat_hub_lag_seconds", "From an event's append in Redis to this process's hub handing it out",
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+QUEUE_OVERFLOWS = Counter("chat_queue_overflows_total", "Subscribers cut off for falling too far behind (they resume)")
+RESETS_SENT = Counter("chat_resets_total", "reset events sent: a client had to reload history")
 REQUEST_DURATION = Histogram("chat_request_duration_seconds", "Time to answer a request (to the first byte for streams)",
                              ["endpoint"])
 
@@ -20,8 +26,10 @@ class Tally:
 
     def __init__(self, counter):
         self.counter, self.unflushed, self.flushed_at = counter, 0, time.monotonic()
+        self.total = 0
 
     def add(self, count: int) -> None:
+        self.total += count
         self.unflushed += count
         if self.unflushed and time.monotonic() - self.flushed_at >= 1:
             self.flush()

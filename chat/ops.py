@@ -1,8 +1,11 @@
 """Operations endpoints: liveness, readiness and metrics."""
-from flask import Blueprint
+import hmac
+
+from flask import Blueprint, current_app, request
 from sqlalchemy import text
 
-from . import metrics, streams
+from . import hub, metrics, streams
+from .errors import ApiError
 from .extensions import db
 
 bp = Blueprint("ops", __name__)
@@ -13,14 +16,26 @@ def healthz():
     return {"status": "ok"}
 
 
+READER_LAG_LIMIT = 5  # seconds this process's hub may be behind the firehose and still be ready
+
+
 @bp.get("/readyz")
 def readyz():
     status = {}
     try:
-        streams.current().ping()
-        status["redis"] = "ok"
+        policy = streams.current().eviction_policy()
+        # Eviction would silently drop streams (DESIGN.md, "Limits").
+        status["redis"] = "ok" if policy == "noeviction" else f"failed: maxmemory-policy {policy} evicts keys"
     except Exception as error:  # noqa: BLE001 - any failure means not ready; say which
         status["redis"] = f"failed: {type(error).__name__}"
+    if status["redis"] == "ok":  # and this process reads it: its hub runs and keeps up
+        try:
+            lag = hub.current().reader_lag()
+            if lag is None or lag > READER_LAG_LIMIT:
+                status["redis"] = "failed: this process's reader is " + \
+                    ("not running" if lag is None else f"{lag:.1f} s behind")
+        except Exception as error:  # noqa: BLE001
+            status["redis"] = f"failed: {type(error).__name__}"
     try:
         db.session.execute(text("SELECT 1"))
         db.session.commit()
@@ -34,4 +49,9 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics_endpoint():
+    token = current_app.config["CHAT_METRICS_TOKEN"]
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise ApiError(401, "not_authenticated", "send Authorization: Bearer <CHAT_METRICS_TOKEN>")
     return metrics.render()

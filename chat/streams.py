@@ -322,6 +322,10 @@ class Streams:
     def ping(self) -> bool:
         return self.redis.ping()
 
+    def eviction_policy(self) -> str:
+        """Redis's maxmemory-policy (from INFO: managed Redis services often refuse CONFIG)."""
+        return self.redis.info("memory").get("maxmemory_policy", "unknown")
+
 
 def _tombstoned(data: dict, deleted, kind: str = "message") -> dict:
     """Never replay a deleted message's text."""

@@ -66,14 +66,22 @@ def reset_state(services) -> None:
     client.close()
 
 
+def close_app(application) -> None:
+    """Release what a test's app holds: its hub's reader stops (quietly, when Redis goes at exit) and its
+    database connections close."""
+    if application.extensions.get("chat_hub") is not None:
+        application.extensions["chat_hub"].shutting_down = True
+    with application.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
 @pytest.fixture
 def app(services):
     reset_state(services)
     application = create_app(app_config(services), instance_path=services["instance"])
     yield application
-    with application.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    close_app(application)
 
 
 @pytest.fixture
@@ -126,9 +134,7 @@ def make_app(app, services):
 
     yield build
     for application in built:
-        with application.app_context():
-            db.session.remove()
-            db.engine.dispose()
+        close_app(application)
 
 
 @pytest.fixture
