@@ -17,10 +17,11 @@ export class ApiError extends Error {
 
 /** The request never got an answer: no network, the server is down, or it took too long. */
 export class NetworkError extends Error {
-  constructor(message, { timedOut = false } = {}) {
+  constructor(message, { timedOut = false, cancelled = false } = {}) {
     super(message);
     this.name = 'NetworkError';
     this.timedOut = timedOut;
+    this.cancelled = cancelled;
   }
 }
 
@@ -36,12 +37,14 @@ function retryAfterSeconds(header) {
   return Number.isNaN(date) ? null : Math.max(0, Math.ceil((date - Date.now()) / 1000));
 }
 
-async function send(method, path, body, timeoutMs) {
+async function send(method, path, body, timeoutMs, signal = null) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method !== 'GET' && method !== 'HEAD' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), timeoutMs);
+  const cancel = () => abort.abort();
+  signal?.addEventListener('abort', cancel, { once: true });
   try {
     const response = await fetch(path, {
       method,
@@ -52,7 +55,7 @@ async function send(method, path, body, timeoutMs) {
       signal: abort.signal,
     });
     let data = null;
-    if (response.status !== 204) {
+    if (response.status !== 204 && method !== 'HEAD') {
       try {
         data = await response.json();
       } catch {
@@ -61,10 +64,47 @@ async function send(method, path, body, timeoutMs) {
     }
     return { response, data };
   } catch (error) {
-    throw new NetworkError(abort.signal.aborted ? 'the server took too long to answer' : 'could not reach the server',
-      { timedOut: abort.signal.aborted });
+    const cancelled = Boolean(signal?.aborted);
+    throw new NetworkError(cancelled ? 'cancelled' : abort.signal.aborted ? 'the server took too long to answer'
+      : 'could not reach the server', { timedOut: abort.signal.aborted && !cancelled, cancelled });
   } finally {
     clearTimeout(timer);
+    signal?.removeEventListener('abort', cancel);
+  }
+}
+
+/**
+ * One request answered as it came, for the live transports, which decide by status:
+ * `{status, ok, data, code, retryAfter}`. Throws NetworkError only when no answer came (or `signal` cancelled it).
+ */
+export async function request(method, path, { timeoutMs = 15000, signal = null } = {}) {
+  const { response, data } = await send(method, path, undefined, timeoutMs, signal);
+  return { status: response.status, ok: response.ok, data, code: data?.error?.code ?? null,
+    retryAfter: retryAfterSeconds(response.headers.get('Retry-After')) };
+}
+
+/**
+ * GET `path` for its verdict only: the status, its error code and `Retry-After`. An answer that is not an
+ * error (a stream that was admitted) is hung up on as soon as its headers are in, unread.
+ */
+export async function peek(path, { timeoutMs = 5000, signal = null } = {}) {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  const cancel = () => abort.abort();
+  signal?.addEventListener('abort', cancel, { once: true });
+  try {
+    const response = await fetch(path, { credentials: 'same-origin', cache: 'no-store', signal: abort.signal,
+      headers: { Accept: 'text/event-stream' } });
+    let code = null;
+    if (response.ok) abort.abort(); // admitted: let it go at once
+    else code = (await response.json().catch(() => null))?.error?.code ?? null;
+    return { status: response.status, ok: response.ok, data: null, code,
+      retryAfter: retryAfterSeconds(response.headers.get('Retry-After')) };
+  } catch {
+    throw new NetworkError(signal?.aborted ? 'cancelled' : 'could not reach the server', { cancelled: Boolean(signal?.aborted) });
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', cancel);
   }
 }
 

@@ -1,12 +1,15 @@
 /**
- * The chat page: history first, then live from the history's cursor; the composer; online list; room state.
- * The Connection owns transport and cursor; this module registers one handler per event name.
+ * The chat page: live events of its room (from the feed this browser's tabs share, live.js) and its history,
+ * subscribed first and read second; the composer; online list; room state; the rooms sidebar.
+ * This module registers one handler per event name on its room's gate.
  */
 import { api, ApiError, loadSession, NetworkError, roomPath } from './api.js';
 import { pageUser } from './auth.js';
-import { Connection } from './connection.js';
+import { openLive } from './live.js';
 import { Outbox } from './outbox.js';
 import { Announcer, cloneTemplate, flash, localTime, renderStatus } from './render.js';
+import { RoomsMemory } from './rooms-memory.js';
+import { Sidebar } from './sidebar.js';
 import { Timeline } from './timeline.js';
 
 const HISTORY_PAGE = 50;
@@ -91,10 +94,14 @@ async function loadHistory() {
   const page = await api('GET', `${roomPath(slug, 'messages')}?limit=${HISTORY_PAGE}`);
   timeline.replaceAll(page.messages);
   setHasMore(page.has_more);
+  sidebar.shownUpTo(timeline.latestId());
   return page.cursor;
 }
 
+let ended = false;
 function sessionEnded(reason) {
+  if (ended) return;
+  ended = true;
   connection.stop(reason);
   textarea.disabled = true;
   composer.querySelector('[data-testid=send]').disabled = true;
@@ -102,12 +109,14 @@ function sessionEnded(reason) {
   else flash('You have been signed out.', { link: { href: `/?next=${encodeURIComponent(location.pathname)}`, text: 'Sign in again' } });
 }
 
-const connection = new Connection({
-  streamUrl: roomPath(slug, 'events'),
-  pollUrl: roomPath(slug, 'poll'),
-  onReset: loadHistory,
-  onSessionEnded: sessionEnded,
-});
+// This browser remembers the rooms it opened (the sidebar, and the feed's list) and what was seen in each.
+const memory = new RoomsMemory(me.id);
+memory.opened(slug);
+const connection = openLive(me, { shown: [slug], rooms: memory.recent() });
+connection.onSessionEnded(sessionEnded);
+const room = connection.room(slug);
+const sidebar = new Sidebar({ list: document.querySelector('[data-testid=recent-rooms]'), live: connection, memory, me,
+  shown: slug });
 
 const outbox = new Outbox({
   slug,
@@ -118,45 +127,51 @@ const outbox = new Outbox({
   onSessionEnded: sessionEnded,
 });
 
-connection.onStatus((status) => {
-  renderStatus(statusElement, status);
-  if (status.state === 'live') outbox.resume();
-});
+// The shared feed can be live before it carries this room: until the room is followed, say "connecting".
+let following = false;
+function showStatus(status) {
+  renderStatus(statusElement, following || status.state !== 'live' ? status : { ...status, state: 'connecting' });
+  if (following && status.state === 'live') outbox.resume();
+}
+connection.onStatus(showStatus);
 
-// Handlers, by event name
+// Handlers, by event name: the room's gate passes its events once its history is shown, each message once
 
-connection.on('message', (message) => {
+room.on('message', (message) => {
   const mine = message.sender?.id === me.id;
   if (mine) outbox.confirmed(message);
   const outcome = timeline.receive(message);
   if (outcome === 'new' && !mine) announcer.say(`${message.sender.username}: ${message.body.slice(0, 200)}`);
 });
 
-connection.on('message_deleted', (data) => {
+room.on('message_deleted', (data) => {
   timeline.remove(data.id);
 });
 
-connection.on('presence', (data) => renderOnline(data.online ?? []));
+room.on('presence', (data) => renderOnline(data.online ?? []));
 
-connection.on('user_muted', (data, { id }) => {
+// A feed's ids are its own positions, not the room's: notices then take their place by arrival.
+const noticeOrder = (id) => (connection.shared ? null : id);
+
+room.on('user_muted', (data, { id }) => {
   const until = data.until ? ` until ${localTime(data.until)}` : '';
-  timeline.notice(id, `${data.username} was muted by ${data.by}${until}.`);
+  timeline.notice(noticeOrder(id), `${data.username} was muted by ${data.by}${until}.`);
   if (data.username.toLowerCase() === me.username.toLowerCase()) {
     say(`You have been muted in this room${until}.`, { kind: 'warning' });
   }
 });
 
-connection.on('user_unmuted', (data, { id }) => {
-  timeline.notice(id, `${data.username} was unmuted by ${data.by}.`);
+room.on('user_unmuted', (data, { id }) => {
+  timeline.notice(noticeOrder(id), `${data.username} was unmuted by ${data.by}.`);
   if (data.username.toLowerCase() === me.username.toLowerCase()) {
     say('You can post in this room again.', { kind: 'info', clearAfterMs: 8000 });
   }
 });
 
-connection.on('room_updated', (data, { id }) => {
+room.on('room_updated', (data, { id }) => {
   const locked = Boolean(data.room?.locked);
   if (locked === roomLocked) return;
-  timeline.notice(id, locked ? 'The room was locked: only moderators can post.' : 'The room was unlocked.');
+  timeline.notice(noticeOrder(id), locked ? 'The room was locked: only moderators can post.' : 'The room was unlocked.');
   setLocked(locked);
 });
 
@@ -267,20 +282,18 @@ element('toggle-lock')?.addEventListener('click', async (event) => {
   }
 });
 
-// Start: who am I (the CSRF token), the room, its history; then live from the history's cursor.
+// Start: who am I (the CSRF token), the room; then its events and its history (live.js orders the two).
 
 async function start() {
+  sidebar.start();
   for (let attempt = 0; ; attempt += 1) {
     try {
-      const [, room, cursor] = await Promise.all([
-        loadSession(),
-        api('GET', roomPath(slug)),
-        loadHistory(),
-      ]);
-      renderOnline(room.online);
-      setLocked(room.room.locked);
-      connection.cursor = cursor;
-      connection.start();
+      const [, about] = await Promise.all([loadSession(), api('GET', roomPath(slug))]);
+      renderOnline(about.online);
+      setLocked(about.room.locked);
+      await connection.follow(slug, loadHistory);
+      following = true;
+      showStatus(connection.status());
       flash('');
       return;
     } catch (error) {

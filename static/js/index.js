@@ -1,7 +1,10 @@
-/** The front page: sign in or register; once signed in, the rooms list and creating a room. */
+/** The front page: sign in or register; once signed in, the rooms list, this browser's rooms with unread counts, and creating a room. */
 import { api, ApiError, loadSession } from './api.js';
 import { initAuthForm, pageUser } from './auth.js';
+import { openLive } from './live.js';
 import { cloneTemplate } from './render.js';
+import { RoomsMemory } from './rooms-memory.js';
+import { Sidebar } from './sidebar.js';
 
 function roomHref(slug) {
   return `/rooms/${encodeURIComponent(slug)}`;
@@ -61,7 +64,16 @@ function initCreateRoom(form) {
   });
 }
 
+/** The sidebar's counts come live from the feed this browser's tabs share (this page shows no room itself). */
+function showRecentRooms(me) {
+  const memory = new RoomsMemory(me.id);
+  const live = openLive(me, { shown: [], rooms: memory.recent() });
+  new Sidebar({ list: document.querySelector('[data-testid=recent-rooms]'), live, memory, me }).start();
+}
+
 if (pageUser()) {
+  loadSession().catch(() => null); // the CSRF token, and a first check of the session
+  showRecentRooms(pageUser());
   showRooms();
   initCreateRoom(document.querySelector('[data-role=create-room]'));
 } else {

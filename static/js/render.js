@@ -33,14 +33,47 @@ export function localTime(date) {
   return timeFormat.format(date instanceof Date ? date : new Date(date));
 }
 
-/** A message as a list item: sender, local time and body, all as text. */
-export function renderMessage(templateId, message) {
+function mentionPattern(username) {
+  const name = username.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&');
+  // A whole word: not inside a longer name (a trailing "." ends a sentence unless a name goes on after it).
+  return new RegExp(`(^|[^A-Za-z0-9_.@-])(@${name})(?![A-Za-z0-9_-]|\\.[A-Za-z0-9_-])`, 'gi');
+}
+
+/** Whether `body` mentions `@username` (case-insensitive, as a whole word). */
+export function mentions(body, username) {
+  return Boolean(username) && mentionPattern(username).test(body ?? '');
+}
+
+/** Fill `element` with `body` as text, each mention of `@username` in a `mark` element (never HTML). */
+export function fillBody(element, body, username = null) {
+  if (!username || !mentions(body, username)) {
+    element.textContent = body;
+    return;
+  }
+  const parts = [];
+  let last = 0;
+  for (const match of body.matchAll(mentionPattern(username))) {
+    const start = match.index + match[1].length;
+    if (start > last) parts.push(document.createTextNode(body.slice(last, start)));
+    const mark = document.createElement('mark');
+    mark.className = 'mention';
+    mark.dataset.testid = 'mention';
+    mark.textContent = match[2];
+    parts.push(mark);
+    last = start + match[2].length;
+  }
+  if (last < body.length) parts.push(document.createTextNode(body.slice(last)));
+  element.replaceChildren(...parts);
+}
+
+/** A message as a list item: sender, local time and body, all as text (mentions of `highlight` marked). */
+export function renderMessage(templateId, message, highlight = null) {
   const item = cloneTemplate(templateId);
-  fillMessage(item, message);
+  fillMessage(item, message, highlight);
   return item;
 }
 
-export function fillMessage(item, message) {
+export function fillMessage(item, message, highlight = null) {
   if (message.id) item.dataset.id = message.id;
   if (message.room) item.dataset.room = message.room;
   if (message.client_id) item.dataset.clientId = message.client_id;
@@ -48,7 +81,10 @@ export function fillMessage(item, message) {
   item.dataset.sender = sender;
   item.querySelector('.message-sender').textContent = sender;
   setTime(item.querySelector('.message-time'), message.created_at);
-  item.querySelector('.message-body').textContent = message.body;
+  fillBody(item.querySelector('.message-body'), message.body, highlight);
+  if (highlight && message.sender?.username !== highlight && mentions(message.body, highlight)) {
+    item.classList.add('mentions-me');
+  }
 }
 
 /** A one-line note in a timeline (a mute, a lock), as text. */
@@ -62,7 +98,8 @@ export function renderNotice(templateId, text, iso) {
 const STATUS_TEXT = {
   connecting: () => 'Connecting…',
   live: (status) => (status.transport === 'poll'
-    ? (status.fellBack ? 'Live · long-polling (streaming is blocked on this network)' : 'Live · long-polling')
+    ? ({ proxy: 'Live · long-polling (streaming is blocked on this network)',
+      busy: 'Live · long-polling (the server is busy)' }[status.fallback] ?? 'Live · long-polling')
     : 'Live'),
   offline: (status) => {
     const why = status.reason === 'signed_out' ? 'Signed out'

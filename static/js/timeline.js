@@ -108,12 +108,29 @@ export class Timeline {
     return 'new';
   }
 
-  /** A durable notice (a mute, a lock) at its place in the timeline. */
+  /** The newest confirmed message's id, or null. */
+  latestId() {
+    for (let item = this.list.lastElementChild; item; item = item.previousElementSibling) {
+      if (item.dataset.id && this.byId.get(item.dataset.id) === item) return item.dataset.id;
+    }
+    return null;
+  }
+
+  /**
+   * A durable notice (a mute, a lock): at its place by `id` when it is a room event id, else (a feed's events
+   * name no room event id for these) after everything shown so far, which is the order the room's events came in.
+   */
   notice(id, text) {
     const stayAtBottom = this.atBottom();
     const item = renderNotice('notice-template', text);
-    if (id) item.dataset.order = id;
-    this.insertInOrder(item);
+    if (id) {
+      item.dataset.order = id;
+      this.insertInOrder(item);
+    } else {
+      const lastPlaced = [...this.list.children].reverse().find((other) => other.dataset.order || other.classList.contains('notice'));
+      if (lastPlaced) lastPlaced.after(item);
+      else this.list.prepend(item);
+    }
     if (stayAtBottom) this.scrollToBottom();
   }
 
@@ -151,7 +168,7 @@ export class Timeline {
       return false;
     }
     this.byClientId.delete(message.client_id);
-    fillMessage(item, message);
+    fillMessage(item, message, this.me.username);
     item.dataset.order = message.id;
     this.byId.set(message.id, item);
     this.setState(item, 'sent');
@@ -196,7 +213,7 @@ export class Timeline {
   // Internals
 
   build(message) {
-    const item = renderMessage('message-template', message);
+    const item = renderMessage('message-template', message, this.me.username);
     if (message.id) {
       item.dataset.order = message.id;
       this.byId.set(message.id, item);
@@ -232,7 +249,7 @@ export class Timeline {
   insertInOrder(item) {
     const id = item.dataset.order;
     for (let other = this.list.lastElementChild; other; other = other.previousElementSibling) {
-      if (other.dataset.order && compareIds(other.dataset.order, id) < 0) {
+      if ((other.dataset.order && compareIds(other.dataset.order, id) < 0) || (!other.dataset.order && other.classList.contains('notice'))) {
         other.after(item);
         return;
       }

@@ -1,5 +1,6 @@
 """Browser fixtures: one headless Debian Chromium per run, a fresh context per simulated person,
 signed-in users created over HTTP, and an nginx that buffers like a misconfigured proxy."""
+import os
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 ARTIFACTS = ROOT / "artifacts"
 
 expect.set_options(timeout=10_000)
+NO_LOCKS = bool(os.environ.get("CHAT_TEST_NO_LOCKS"))  # run every browser test without tab sharing
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,11 +47,14 @@ def artifacts():
 class Person:
     """Someone at a browser: an HTTP session for setup, and a browser context sharing its cookie."""
 
-    def __init__(self, browser, base_url: str, http_user: HttpUser, **context_options):
+    def __init__(self, browser, base_url: str, http_user: HttpUser, share_tabs: bool = True, **context_options):
         self.base_url = base_url
         self.http = http_user
         self.username = http_user.user["username"]
         self.context = browser.new_context(base_url=base_url, **context_options)
+        if not share_tabs:
+            # A browser without Web Locks: every tab keeps its own stream of the room it shows.
+            self.context.add_init_script("delete Navigator.prototype.locks;")
         cookie = http_user.http.cookies.get("chat_session")
         self.context.add_cookies([{"name": "chat_session", "value": cookie, "url": base_url}])
         self.errors = []
@@ -77,9 +82,10 @@ def people(browser, live):
     """`people(n)` signs up n people on the live server, each with a browser context; closed after the test."""
     made = []
 
-    def make(count=1, base_url=None, **context_options):
+    def make(count=1, base_url=None, share_tabs=True, **context_options):
         for _ in range(count):
-            made.append(Person(browser, base_url or live.url, live.user(), **context_options))
+            made.append(Person(browser, base_url or live.url, live.user(), share_tabs=share_tabs and not NO_LOCKS,
+                               **context_options))
         return made[-count:] if count > 1 else made[-1]
 
     yield make
