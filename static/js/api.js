@@ -84,31 +84,6 @@ export async function request(method, path, { timeoutMs = 15000, signal = null }
 }
 
 /**
- * GET `path` for its verdict only: the status, its error code and `Retry-After`. An answer that is not an
- * error (a stream that was admitted) is hung up on as soon as its headers are in, unread.
- */
-export async function peek(path, { timeoutMs = 5000, signal = null } = {}) {
-  const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(), timeoutMs);
-  const cancel = () => abort.abort();
-  signal?.addEventListener('abort', cancel, { once: true });
-  try {
-    const response = await fetch(path, { credentials: 'same-origin', cache: 'no-store', signal: abort.signal,
-      headers: { Accept: 'text/event-stream' } });
-    let code = null;
-    if (response.ok) abort.abort(); // admitted: let it go at once
-    else code = (await response.json().catch(() => null))?.error?.code ?? null;
-    return { status: response.status, ok: response.ok, data: null, code,
-      retryAfter: retryAfterSeconds(response.headers.get('Retry-After')) };
-  } catch {
-    throw new NetworkError(signal?.aborted ? 'cancelled' : 'could not reach the server', { cancelled: Boolean(signal?.aborted) });
-  } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', cancel);
-  }
-}
-
-/**
  * Call the API and return the parsed JSON (null for 204).
  * Throws ApiError for any non-2xx answer and NetworkError when no answer came within `timeoutMs`.
  * A `403 csrf_failed` fetches a fresh token from /api/auth/me and retries once.

@@ -4,14 +4,13 @@
  *
  * Why a refused stream is asked again: EventSource never shows the status that refused it, so a
  * `429 too_many_streams` or `503 unavailable` would look like a network error and be retried forever. When a
- * stream fails before its `ready`, the transport first sends a `HEAD` to the same address (API.md: it opens
- * nothing on the server), which tells `401`, `403`, `404` and `422`. The server answers a HEAD without asking
- * whether it has room for one more stream, so when the HEAD says `200` a `GET` of the same address follows
- * through `peek`, which reads the status line and `Retry-After` and hangs up at once (an admitted stream is
- * let go unread). The failure is reported with that status. A stream that failed after `ready` was accepted,
- * so it reports no status and the connection simply resumes it.
+ * stream fails before its `ready`, the transport sends a `HEAD` to the same address: it runs every check a
+ * GET gets, admission included, and opens nothing on the server (API.md), so its status (`401`, `403`,
+ * `404`, `422`, `429`, `503`, with `Retry-After`) is why the stream failed. The failure is reported with that
+ * status. A stream that failed after `ready` was accepted, so it reports no status and the connection simply
+ * resumes it.
  */
-import { peek, request } from './api.js';
+import { request } from './api.js';
 
 export const CONTROL_EVENTS = ['ready', 'ping', 'presence', 'reset'];
 const HEAD_TIMEOUT_MS = 5000;
@@ -57,7 +56,6 @@ export function openStream(url, names, { onReady, onEvent, onFailure }) {
     let answer = null;
     try {
       answer = await request('HEAD', url, { timeoutMs: HEAD_TIMEOUT_MS, signal: abort.signal });
-      if (answer.ok) answer = await peek(url, { timeoutMs: HEAD_TIMEOUT_MS, signal: abort.signal });
     } catch { /* no answer: unreachable */ }
     if (closed) return;
     close();
