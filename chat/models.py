@@ -44,12 +44,13 @@ class Room(db.Model):
     slug = db.Column(db.String(64), nullable=False, unique=True)
     name = db.Column(db.String(64), nullable=False)
     locked = db.Column(db.Boolean, nullable=False, default=False)
+    slow_mode_seconds = db.Column(db.Integer, nullable=False, default=0, server_default="0")  # 0: off
     created_by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
 
     def to_api(self, online_count: int = 0) -> dict:
         return {"slug": self.slug, "name": self.name, "created_at": iso(self.created_at),
-                "locked": self.locked, "online_count": online_count}
+                "locked": self.locked, "slow_mode_seconds": self.slow_mode_seconds, "online_count": online_count}
 
 
 class Message(db.Model):

@@ -133,6 +133,7 @@ class _Room(Schema):
     name = fields.String(required=True)
     created_at = fields.String(required=True)
     locked = fields.Boolean(required=True)
+    slow_mode_seconds = fields.Integer(required=True)
     online_count = fields.Integer(required=True)
 
 

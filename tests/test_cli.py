@@ -127,3 +127,38 @@ def test_db_upgrade_on_a_current_database_keeps_its_data(app, flask_cli, member,
     assert result.exit_code == 0, result.output
     assert member.get("/api/auth/me").status_code == 200
     assert member.history(room).json["messages"] == [message]
+
+
+def test_db_upgrade_gives_rooms_and_their_stored_room_updated_events_slow_mode(make_app, flask_cli, tmp_path):
+    """A database from before slow mode: its rooms get it off, and replays of its room_updated events show so."""
+    import json  # noqa: PLC0415
+
+    old = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    with logging_kept():
+        assert flask_cli("db", "upgrade", "324ad5dbe05e", on=old).exit_code == 0
+    room = {"slug": "old", "name": "Old", "created_at": "2026-11-25T19:00:00.000Z", "locked": True, "online_count": 2}
+    with old.app_context():
+        from chat.extensions import db  # noqa: PLC0415
+
+        with db.engine.begin() as connection:
+            connection.execute(sqlalchemy.text(
+                "INSERT INTO users (id, username, username_key, password_hash, role, created_at) "
+                "VALUES (1, 'mod', 'mod', 'x', 'moderator', '2026-11-25 19:00:00')"))
+            connection.execute(sqlalchemy.text(
+                "INSERT INTO rooms (id, slug, name, locked, created_at) VALUES (1, 'old', 'Old', 1, '2026-11-25 19:00:00')"))
+            connection.execute(sqlalchemy.text(
+                "INSERT INTO moderation_actions (moderator_id, action, room_id, target, created_at, event_ms, event_seq, "
+                "event_type, event_data) VALUES (1, 'lock', 1, 'old', '2026-11-25 19:00:00', 5, 0, 'room_updated', :data)"),
+                {"data": json.dumps({"room": room})})
+    with logging_kept():
+        result = flask_cli("db", "upgrade", on=old)
+    assert result.exit_code == 0, result.output
+    with old.app_context():
+        from chat.ids import ZERO, EventId  # noqa: PLC0415
+        from chat.models import events_between, find_room  # noqa: PLC0415
+
+        upgraded = find_room("old")
+        assert upgraded.to_api(2) == {**room, "slow_mode_seconds": 0}
+        assert events_between(upgraded, ZERO, EventId(10, 0), 10) == [
+            (EventId(5, 0), "room_updated", {"room": {**room, "slow_mode_seconds": 0}})]
+        db.session.remove()

@@ -182,7 +182,7 @@ def test_a_ban_needs_a_username(moderator):
 def test_a_locked_room_takes_posts_from_moderators_only(moderator, member, room):
     response = lock(moderator, room)
     assert response.status_code == 200
-    assert response.json["room"]["slug"] == room and response.json["room"]["locked"] is True
+    assert_fields(response.json["room"], slug=room, locked=True, slow_mode_seconds=0)
     assert member.get(f"/api/rooms/{room}").json["room"]["locked"] is True
     assert [r["locked"] for r in member.get("/api/rooms").json["rooms"]] == [True]
     assert_error(member.send(room, "hello?"), 403, "room_locked")

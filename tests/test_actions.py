@@ -1,0 +1,30 @@
+"""Each action emits exactly the events it should (STYLE.md), and a replay from the record rebuilds them as sent."""
+import pytest
+
+from chat import streams
+from chat.ids import ZERO
+from chat.models import events_between, find_room
+
+
+@pytest.fixture
+def moderator(make_moderator):
+    return make_moderator()
+
+
+def published(app, slug) -> list[tuple[str, dict]]:
+    """Every durable event in the room's stream, oldest first; the record's replay of them must be identical."""
+    with app.app_context():
+        window, entries = streams.current().read_after(slug, ZERO, 1000)
+        sent = [(entry.id, entry.type, entry.data) for entry in entries]
+        if sent:
+            rebuilt = events_between(find_room(slug), ZERO, window.last, 1000)
+            assert [(event_id, kind, data if kind != "message" else {k: v for k, v in data.items() if k != "id"})
+                    for event_id, kind, data in rebuilt] == sent
+    return [(kind, data) for _, kind, data in sent]
+
+
+def test_lock_and_unlock_each_emit_one_room_updated_with_the_whole_room(app, moderator, room):
+    locked = moderator.post(f"/api/rooms/{room}/lock").json["room"]
+    unlocked = moderator.post(f"/api/rooms/{room}/unlock").json["room"]
+    assert published(app, room) == [("room_updated", {"room": locked}), ("room_updated", {"room": unlocked})]
+    assert locked["slow_mode_seconds"] == 0 and unlocked["locked"] is False
