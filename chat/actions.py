@@ -205,8 +205,16 @@ def _target_user(username: str) -> User:
     return user
 
 
-def mute(moderator: User, room: Room, username: str, minutes: int, reason: str | None) -> dict:
+def _sanctionable(moderator: User, username: str) -> User:
+    """The user a mute or ban names: 404 if unknown, then 403 for a moderator or oneself (API.md)."""
     user = _target_user(username)
+    if user.id == moderator.id or user.is_moderator:
+        raise ApiError(403, "forbidden", "moderators cannot mute or ban a moderator or themselves")
+    return user
+
+
+def mute(moderator: User, room: Room, username: str, minutes: int, reason: str | None) -> dict:
+    user = _sanctionable(moderator, username)
     until = utcnow() + timedelta(minutes=minutes)
     existing = Mute.query.filter_by(room_id=room.id, user_id=user.id).one_or_none()
     if existing:
@@ -235,9 +243,7 @@ def set_locked(moderator: User, room: Room, locked: bool, online_count: int) -> 
 
 
 def ban(moderator: User, username: str, reason: str | None) -> Ban:
-    user = _target_user(username)
-    if user.id == moderator.id:
-        raise ApiError(422, "validation_error", "you cannot ban yourself", fields={"username": ["is yourself"]})
+    user = _sanctionable(moderator, username)
     record = Ban.query.filter_by(user_id=user.id).one_or_none()
     if record is None:
         record = Ban(user_id=user.id, by_id=moderator.id, reason=reason)

@@ -252,8 +252,33 @@ def test_the_actions_log_limit_outside_1_to_200_is_422(moderator):
                    [0, 201, "many"], 422, "validation_error", ["limit"])
 
 
-def test_moderators_are_refused_like_anyone_when_banned(make_moderator, member):
-    moderator, banned = make_moderator(), make_moderator()
+def test_moderators_are_refused_like_anyone_when_banned(app, make_moderator, member, make_client):
+    moderator, banned = make_moderator(), make_client()
+    banned.register()
     moderator.ban(banned.username)
+    # Moderators cannot be banned through the API: this one was promoted by an operator after the ban.
+    assert app.test_cli_runner().invoke(args=["users", "promote", banned.username]).exit_code == 0
     assert_error(banned.get("/api/moderation/actions"), 403, "banned")
     assert_error(banned.ban(member.username), 403, "banned")
+
+
+# Moderators are not muted or banned
+
+def test_a_moderator_cannot_mute_or_ban_a_moderator_or_themselves(make_moderator, member, room):
+    moderator, other = make_moderator(), make_moderator()
+    for target in (moderator.username, other.username, other.username.upper()):
+        assert_error(moderator.mute(room, target), 403, "forbidden")
+        assert_error(moderator.ban(target, reason="no"), 403, "forbidden")
+    assert other.send(room, "not muted").status_code == 201
+    assert moderator.send(room, "me neither").status_code == 201
+    assert other.get("/api/auth/me").status_code == 200
+    assert moderator.get("/api/moderation/actions").json["actions"] == []  # nothing was done
+
+
+def test_refusing_a_moderator_comes_after_422_and_404(make_moderator, room):
+    moderator = make_moderator()
+    assert_error(moderator.mute(room, moderator.username, minutes=0), 422, "validation_error", ["minutes"])
+    assert_error(moderator.ban(moderator.username, reason="x" * 501), 422, "validation_error", ["reason"])
+    assert_error(moderator.mute(room, unique()), 404, "not_found")
+    assert_error(moderator.mute("nowhere", moderator.username), 404, "not_found")
+    assert_error(moderator.mute(room, moderator.username), 403, "forbidden")
