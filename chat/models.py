@@ -112,6 +112,13 @@ class Mute(db.Model):
     reason = db.Column(db.String(500), nullable=True)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
     __table_args__ = (UniqueConstraint("room_id", "user_id", name="uq_mutes_room_user"),)
+    room = db.relationship(Room, lazy="joined")
+    user = db.relationship(User, foreign_keys=[user_id], lazy="joined")
+    by = db.relationship(User, foreign_keys=[by_id], lazy="joined")
+
+    def to_api(self) -> dict:
+        return {"room": self.room.slug, "username": self.user.username, "until": iso(self.until),
+                "by": self.by.username, "reason": self.reason}
 
 
 class Ban(db.Model):
@@ -154,6 +161,15 @@ class ModerationAction(db.Model):
         return {"id": self.id, "moderator": self.moderator.username, "action": self.action,
                 "room": self.room.slug if self.room else None, "target": self.target,
                 "reason": self.reason, "created_at": iso(self.created_at)}
+
+
+def bans_newest_first() -> list[Ban]:
+    return Ban.query.order_by(Ban.created_at.desc(), Ban.id.desc()).all()
+
+
+def mutes_in_force(room: Room) -> list[Mute]:
+    """The room's mutes that have not run out, the soonest to end first."""
+    return Mute.query.filter(Mute.room_id == room.id, Mute.until > utcnow()).order_by(Mute.until, Mute.id).all()
 
 
 def find_user(username: str) -> User | None:

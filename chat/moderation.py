@@ -5,7 +5,7 @@ from . import actions
 from .api import json_body, online_in, room_or_404
 from .auth import current_session, login_required
 from .errors import ApiError
-from .models import ModerationAction
+from .models import ModerationAction, bans_newest_first, mutes_in_force
 from .schemas import BanSchema, MuteSchema
 
 bp = Blueprint("moderation", __name__, url_prefix="/api")
@@ -23,6 +23,12 @@ def mute(slug):
     return actions.mute(_moderator(), room, fields["username"], fields["minutes"], fields["reason"]), 201
 
 
+@bp.get("/rooms/<slug>/mutes")
+@login_required(moderator=True)
+def list_mutes(slug):
+    return {"mutes": [entry.to_api() for entry in mutes_in_force(room_or_404(slug))]}
+
+
 @bp.delete("/rooms/<slug>/mutes/<username>")
 @login_required(moderator=True)
 def unmute(slug, username):
@@ -35,6 +41,12 @@ def unmute(slug, username):
 def ban():
     fields = json_body(BanSchema())
     return actions.ban(_moderator(), fields["username"], fields["reason"]).to_api(), 201
+
+
+@bp.get("/bans")
+@login_required(moderator=True)
+def list_bans():
+    return {"bans": [record.to_api() for record in bans_newest_first()]}
 
 
 @bp.delete("/bans/<username>")

@@ -20,6 +20,8 @@ PROTECTED = [
     ("POST", "/api/rooms/nowhere/lock"),
     ("POST", "/api/rooms/nowhere/unlock"),
     ("GET", "/api/moderation/actions"),
+    ("GET", "/api/bans"),
+    ("GET", "/api/rooms/nowhere/mutes"),
 ]
 UNSAFE = [(method, path) for method, path in PROTECTED if method != "GET"]
 # Endpoints that read a JSON body; `{room}` is a room the caller (a moderator) may use.

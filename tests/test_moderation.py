@@ -13,6 +13,8 @@ MODERATOR_ONLY = [
     ("POST", "/api/rooms/{room}/lock", None),
     ("POST", "/api/rooms/{room}/unlock", None),
     ("GET", "/api/moderation/actions", None),
+    ("GET", "/api/bans", None),
+    ("GET", "/api/rooms/{room}/mutes", None),
 ]
 
 
@@ -175,6 +177,49 @@ def test_unban_restores_the_kept_session(moderator, member, room, make_client):
 
 def test_a_ban_needs_a_username(moderator):
     assert_error(moderator.post("/api/bans", json={"reason": "no one"}), 422, "validation_error", ["username"])
+
+
+# Lists of bans and mutes
+
+def test_bans_are_listed_newest_first(moderator, make_client):
+    assert moderator.get("/api/bans").json == {"bans": []}
+    first, second = make_client(), make_client()
+    first.register()
+    second.register()
+    banned = [moderator.ban(first.username, reason="spam").json, moderator.ban(second.username).json]
+    response = moderator.get("/api/bans")
+    assert response.status_code == 200
+    assert response.json["bans"] == banned[::-1]
+    assert_fields(response.json["bans"][1], username=first.username, by=moderator.username, reason="spam")
+    moderator.delete(f"/api/bans/{first.username}")
+    assert [ban["username"] for ban in moderator.get("/api/bans").json["bans"]] == [second.username]
+
+
+def test_mutes_in_force_are_listed_per_room(app, moderator, member, room, make_client):
+    other, elsewhere = make_client(), member.create_room()
+    other.register()
+    assert moderator.get(f"/api/rooms/{room}/mutes").json == {"mutes": []}
+    long = moderator.mute(room, member.username, minutes=60, reason="flooding").json
+    short = moderator.mute(room, other.username, minutes=5).json
+    moderator.mute(elsewhere, other.username, minutes=5)
+    response = moderator.get(f"/api/rooms/{room}/mutes")
+    assert response.status_code == 200
+    assert response.json["mutes"] == [short, long]  # the soonest to end first
+    assert_fields(long, room=room, username=member.username, by=moderator.username, reason="flooding")
+    moderator.delete(f"/api/rooms/{room}/mutes/{other.username}")
+    assert moderator.get(f"/api/rooms/{room}/mutes").json["mutes"] == [long]
+    with app.app_context():  # a mute that ran out is not in force, even before the sweep removes it
+        from chat.extensions import db  # noqa: PLC0415
+        from chat.models import Mute  # noqa: PLC0415
+
+        Mute.query.update({"until": datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=1)})
+        db.session.commit()
+    assert moderator.get(f"/api/rooms/{room}/mutes").json["mutes"] == []
+    assert member.send(room, "free again").status_code == 201
+
+
+def test_listing_the_mutes_of_an_unknown_room_is_404(moderator):
+    assert_error(moderator.get("/api/rooms/nowhere/mutes"), 404, "not_found")
 
 
 # Locks
