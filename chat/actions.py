@@ -8,6 +8,7 @@ leaves a state that a retry with the same client_id completes into exactly one m
 import json
 import os
 import signal
+import uuid
 from datetime import timedelta
 
 from flask import current_app
@@ -92,9 +93,18 @@ def post_message(user: User, room: Room, body: str, client_id: str | None) -> tu
     if room.locked and not user.is_moderator:
         raise ApiError(403, "room_locked", "this room is locked; only moderators may post")
     limit, seconds = current_app.config["CHAT_RATE_LIMIT_PARSED"]
-    retry_after = streams.current().rate_limited(f"post:{user.id}:{room.id}", limit, seconds)
+    rate_scope = f"post:{user.id}:{room.id}"
+    retry_after = streams.current().rate_limited(rate_scope, limit, seconds)
     if retry_after:
         raise ApiError(429, "rate_limited", f"too many messages; wait {retry_after} s", retry_after=retry_after)
+    if room.slow_mode_seconds and not user.is_moderator:
+        # The post is named by its client_id, so a retry after a failure (503) is the same post, not a next one.
+        post = f"client:{client_id}" if client_id else f"once:{uuid.uuid4()}"
+        retry_after = streams.current().slow_mode_wait(room.slug, user.id, room.slow_mode_seconds, post)
+        if retry_after:
+            streams.current().rate_give_back(rate_scope)  # a refused post is not a message
+            raise ApiError(429, "slow_mode", f"this room is in slow mode; wait {retry_after} s",
+                           retry_after=retry_after)
 
     if message is None:  # 1. the pending record
         message = Message(room=room, sender=user, client_id=client_id, body=body, created_at=utcnow())
@@ -240,6 +250,15 @@ def set_locked(moderator: User, room: Room, locked: bool, online_count: int) -> 
     entry = _log(moderator, "lock" if locked else "unlock", room, room.slug)
     _publish_logged(entry, room, "room_updated", {"room": room.to_api(online_count)})
     return room
+
+
+def set_slow_mode(moderator: User, room: Room, seconds: int, online_count: int, reason: str | None) -> dict:
+    """0 turns it off. Returns the room object as published."""
+    room.slow_mode_seconds = seconds
+    entry = _log(moderator, "slow_mode", room, room.slug, reason)
+    data = {"room": room.to_api(online_count)}
+    _publish_logged(entry, room, "room_updated", data)
+    return data["room"]
 
 
 def ban(moderator: User, username: str, reason: str | None) -> Ban:

@@ -6,7 +6,7 @@ from .api import json_body, online_in, room_or_404
 from .auth import current_session, login_required
 from .errors import ApiError
 from .models import ModerationAction, bans_newest_first, mutes_in_force
-from .schemas import BanSchema, MuteSchema
+from .schemas import BanSchema, MuteSchema, SlowModeSchema
 
 bp = Blueprint("moderation", __name__, url_prefix="/api")
 
@@ -60,14 +60,25 @@ def unban(username):
 @login_required(moderator=True)
 def lock(slug):
     room = room_or_404(slug)
-    return {"room": actions.set_locked(_moderator(), room, True, len(online_in([slug])[slug])).to_api()}
+    online_count = len(online_in([slug])[slug])
+    return {"room": actions.set_locked(_moderator(), room, True, online_count).to_api(online_count)}
 
 
 @bp.post("/rooms/<slug>/unlock")
 @login_required(moderator=True)
 def unlock(slug):
     room = room_or_404(slug)
-    return {"room": actions.set_locked(_moderator(), room, False, len(online_in([slug])[slug])).to_api()}
+    online_count = len(online_in([slug])[slug])
+    return {"room": actions.set_locked(_moderator(), room, False, online_count).to_api(online_count)}
+
+
+@bp.post("/rooms/<slug>/slow_mode")
+@login_required(moderator=True)
+def slow_mode(slug):
+    room = room_or_404(slug)
+    fields = json_body(SlowModeSchema())
+    online_count = len(online_in([slug])[slug])
+    return {"room": actions.set_slow_mode(_moderator(), room, fields["seconds"], online_count, fields["reason"])}
 
 
 @bp.get("/moderation/actions")

@@ -93,6 +93,11 @@ class MuteSchema(_Input):
     reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])
 
 
+class SlowModeSchema(_Input):
+    seconds = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=3600))
+    reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])
+
+
 class BanSchema(_Input):
     username = fields.String(required=True, validate=validate.Length(min=1, max=32))
     reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])

@@ -28,3 +28,26 @@ def test_lock_and_unlock_each_emit_one_room_updated_with_the_whole_room(app, mod
     unlocked = moderator.post(f"/api/rooms/{room}/unlock").json["room"]
     assert published(app, room) == [("room_updated", {"room": locked}), ("room_updated", {"room": unlocked})]
     assert locked["slow_mode_seconds"] == 0 and unlocked["locked"] is False
+
+
+def test_slow_mode_emits_one_room_updated_and_a_refused_post_nothing(app, moderator, member, room):
+    slowed = moderator.post(f"/api/rooms/{room}/slow_mode", json={"seconds": 60}).json["room"]
+    first = member.send(room, "first").json["message"]
+    assert member.send(room, "refused").status_code == 429
+    off = moderator.post(f"/api/rooms/{room}/slow_mode", json={"seconds": 0}).json["room"]
+    assert published(app, room) == [
+        ("room_updated", {"room": slowed}),
+        ("message", {k: v for k, v in first.items() if k != "id"}),
+        ("room_updated", {"room": off})]
+    assert (slowed["slow_mode_seconds"], off["slow_mode_seconds"]) == (60, 0)
+
+
+def test_slow_mode_wait_names_posts_so_a_retry_is_not_a_next_post(app):
+    with app.app_context():
+        limits = streams.current()
+        assert limits.slow_mode_wait("r", 1, 60, "client:a") == 0
+        assert limits.slow_mode_wait("r", 1, 60, "client:a") == 0  # the same post, retried
+        assert 59 <= limits.slow_mode_wait("r", 1, 60, "client:b") <= 60
+        assert limits.slow_mode_wait("r", 1, 0, "client:b") == 0  # slow mode lowered to nothing
+        assert limits.slow_mode_wait("r", 2, 60, "client:b") == 0  # another user
+        assert limits.slow_mode_wait("s", 1, 60, "client:c") == 0  # another room

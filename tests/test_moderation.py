@@ -3,7 +3,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.support import BAD_BODIES, TIME_FORMAT, assert_error, assert_fields, assert_refused, unique
+from tests.support import (BAD_BODIES, TIME_FORMAT, AuthActions, assert_error, assert_fields, assert_refused, unique,
+                           wait_until)
 
 MODERATOR_ONLY = [
     ("POST", "/api/rooms/{room}/mutes", {"username": "{user}", "minutes": 5}),
@@ -15,6 +16,7 @@ MODERATOR_ONLY = [
     ("GET", "/api/moderation/actions", None),
     ("GET", "/api/bans", None),
     ("GET", "/api/rooms/{room}/mutes", None),
+    ("POST", "/api/rooms/{room}/slow_mode", {"seconds": 10}),
 ]
 
 
@@ -244,6 +246,99 @@ def test_unlock_opens_the_room_again(moderator, member, room):
 
 def test_locking_an_unknown_room_is_404(moderator):
     assert_refused(lambda action: lock(moderator, "nowhere", action), ["lock", "unlock"], 404, "not_found")
+
+
+# Slow mode
+
+def slow_mode(browser, slug, seconds, **extra):
+    return browser.post(f"/api/rooms/{slug}/slow_mode", json={"seconds": seconds, **extra})
+
+
+def test_slow_mode_answers_the_room_and_every_room_object_shows_it(moderator, member, room):
+    response = slow_mode(moderator, room, 30)
+    assert response.status_code == 200
+    assert_fields(response.json["room"], slug=room, locked=False, slow_mode_seconds=30)
+    assert member.get(f"/api/rooms/{room}").json["room"]["slow_mode_seconds"] == 30
+    assert [r["slow_mode_seconds"] for r in member.get("/api/rooms").json["rooms"]] == [30]
+    assert lock(moderator, room).json["room"]["slow_mode_seconds"] == 30
+    assert slow_mode(moderator, room, 0).json["room"]["slow_mode_seconds"] == 0
+
+
+def test_in_slow_mode_a_users_next_post_waits_that_many_seconds(moderator, member, room, make_client):
+    elsewhere = member.create_room()
+    slow_mode(moderator, room, 60)
+    assert member.send(room, "first").status_code == 201
+    refused = member.send(room, "second")
+    assert_error(refused, 429, "slow_mode")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert member.send(elsewhere, "other rooms are not slow").status_code == 201
+    other = make_client()
+    other.register()
+    assert other.send(room, "each user has their own pace").status_code == 201
+    assert [m["body"] for m in member.history(room).json["messages"]] == ["first", "each user has their own pace"]
+
+
+def test_slow_mode_counts_from_the_last_post_and_retry_after_says_when(moderator, member, room):
+    slow_mode(moderator, room, 1)
+    assert member.send(room, "first").status_code == 201
+    refused = member.send(room, "too soon")
+    assert_error(refused, 429, "slow_mode")
+    assert refused.headers["Retry-After"] == "1"
+    wait_until(lambda: member.send(room, "later").status_code == 201, timeout=3, interval=0.2, what="slow mode to pass")
+    assert_error(member.send(room, "too soon again"), 429, "slow_mode")
+
+
+def test_slow_mode_spares_moderators(moderator, room):
+    slow_mode(moderator, room, 3600)
+    assert [moderator.send(room, f"notice {n}").status_code for n in range(3)] == [201] * 3
+
+
+def test_slow_mode_answers_a_repeated_client_id_with_the_original(moderator, member, room):
+    slow_mode(moderator, room, 3600)
+    first = member.send(room, "once", client_id="c-1")
+    assert first.status_code == 201
+    again = member.send(room, "once", client_id="c-1")
+    assert again.status_code == 200 and again.json == first.json
+    assert_error(member.send(room, "twice", client_id="c-2"), 429, "slow_mode")
+
+
+def test_slow_mode_holds_across_processes(make_app, moderator, member, room):
+    slow_mode(moderator, room, 3600)
+    assert member.send(room, "here").status_code == 201
+    elsewhere = AuthActions(make_app().test_client())
+    assert elsewhere.login(member.username).status_code == 200
+    assert_error(elsewhere.send(room, "and there"), 429, "slow_mode")
+
+
+def test_turning_slow_mode_off_lets_users_post_again(moderator, member, room):
+    slow_mode(moderator, room, 3600)
+    member.send(room, "first")
+    slow_mode(moderator, room, 0)
+    assert [member.send(room, f"then {n}").status_code for n in range(3)] == [201] * 3
+
+
+def test_slow_mode_comes_after_mutes_and_locks(moderator, member, room):
+    slow_mode(moderator, room, 3600)
+    member.send(room, "first")
+    moderator.mute(room, member.username)
+    assert_error(member.send(room, "muted first"), 403, "muted")
+    moderator.delete(f"/api/rooms/{room}/mutes/{member.username}")
+    lock(moderator, room)
+    assert_error(member.send(room, "locked first"), 403, "room_locked")
+
+
+def test_slow_mode_seconds_outside_0_to_3600_are_422(moderator, room):
+    assert_refused(lambda seconds: slow_mode(moderator, room, seconds), [-1, 3601, "5", 2.5, None, True],
+                   422, "validation_error", ["seconds"])
+    assert_error(moderator.post(f"/api/rooms/{room}/slow_mode", json={}), 422, "validation_error", ["seconds"])
+    assert moderator.get(f"/api/rooms/{room}").json["room"]["slow_mode_seconds"] == 0
+    assert slow_mode(moderator, room, 3600).status_code == 200
+
+
+def test_slow_mode_in_an_unknown_room_is_404_before_the_body_is_read(moderator):
+    assert_error(slow_mode(moderator, "nowhere", 10), 404, "not_found")
+    assert_refused(lambda bad: moderator.post("/api/rooms/nowhere/slow_mode", data=bad[0], content_type=bad[1]),
+                   BAD_BODIES, 404, "not_found")
 
 
 # The actions log
