@@ -21,8 +21,9 @@ from .auth import hash_password
 from .errors import ApiError
 from .extensions import db
 from .ids import ZERO, EventId, iso, utcnow
-from .models import Ban, Message, ModerationAction, Mute, Room, User, find_user, latest_event_id, message_payload
-from .schemas import USERNAME, check_event
+from .models import (Ban, Message, ModerationAction, Mute, Room, User, find_room, find_user, latest_event_id,
+                     message_payload)
+from .schemas import SLUG, USERNAME, check_event
 
 
 def _failpoint(name: str) -> None:
@@ -136,13 +137,14 @@ def find_message(room: Room, event_id: EventId) -> Message | None:
     return Message.query.filter_by(room_id=room.id, event_ms=event_id.ms, event_seq=event_id.seq).one_or_none()
 
 
-def delete_message(user: User, message: Message) -> Message:
-    """Tombstone a message (author or moderator) and broadcast message_deleted once."""
+def delete_message(user: User, message: Message, *, log: bool = True) -> Message:
+    """Tombstone a message (author or moderator) and broadcast message_deleted once.
+    `log=False`: the caller logs the deletion in its own moderation entry (a purge)."""
     if not (user.is_moderator or message.sender_id == user.id):
         raise ApiError(403, "forbidden", "only its author or a moderator may delete a message")
     if not message.deleted:
         message.deleted_at, message.deleted_by = utcnow(), user
-        if message.sender_id != user.id:
+        if log and message.sender_id != user.id:
             db.session.add(ModerationAction(moderator_id=user.id, action="delete_message", room_id=message.room_id,
                                             target=str(message.event_id)))
         db.session.commit()
@@ -250,6 +252,25 @@ def set_locked(moderator: User, room: Room, locked: bool, online_count: int) -> 
     entry = _log(moderator, "lock" if locked else "unlock", room, room.slug)
     _publish_logged(entry, room, "room_updated", {"room": room.to_api(online_count)})
     return room
+
+
+def purge(moderator: User, username: str, minutes: int, room_slug: str | None, reason: str | None) -> list[str]:
+    """Delete a user's messages of the last `minutes`, in one room or all, oldest first, each exactly as a
+    single deletion is (a tombstone and its message_deleted); one log entry. Returns their event ids."""
+    user = _target_user(username)
+    room = find_room(room_slug) if room_slug is not None and SLUG.match(room_slug) else None
+    if room_slug is not None and room is None:
+        raise ApiError(404, "not_found", f"no room '{room_slug}'")
+    query = Message.query.filter(
+        Message.sender_id == user.id, Message.created_at >= utcnow() - timedelta(minutes=minutes),
+        Message.event_ms.isnot(None),  # pending messages were never shown
+        or_(Message.deleted_at.is_(None), Message.deleted_event_ms.is_(None)))  # also completes a failed broadcast
+    if room is not None:
+        query = query.filter(Message.room_id == room.id)
+    doomed = query.order_by(Message.created_at, Message.id).all()
+    _log(moderator, "purge", room, user.username, reason)
+    db.session.commit()
+    return [str(delete_message(moderator, message, log=False).event_id) for message in doomed]
 
 
 def set_slow_mode(moderator: User, room: Room, seconds: int, online_count: int, reason: str | None) -> dict:

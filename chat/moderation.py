@@ -1,4 +1,4 @@
-"""Moderators' API: mutes, bans, locks and the log of what moderators did (API.md, "Moderation")."""
+"""Moderators' API: mutes, bans, locks, slow mode, purges and the moderation log (API.md, "Moderation")."""
 from flask import Blueprint, request
 
 from . import actions
@@ -6,7 +6,7 @@ from .api import json_body, online_in, room_or_404
 from .auth import current_session, login_required
 from .errors import ApiError
 from .models import ModerationAction, bans_newest_first, mutes_in_force
-from .schemas import BanSchema, MuteSchema, SlowModeSchema
+from .schemas import BanSchema, MuteSchema, PurgeSchema, SlowModeSchema
 
 bp = Blueprint("moderation", __name__, url_prefix="/api")
 
@@ -79,6 +79,14 @@ def slow_mode(slug):
     fields = json_body(SlowModeSchema())
     online_count = len(online_in([slug])[slug])
     return {"room": actions.set_slow_mode(_moderator(), room, fields["seconds"], online_count, fields["reason"])}
+
+
+@bp.post("/moderation/purge")
+@login_required(moderator=True)
+def purge():
+    fields = json_body(PurgeSchema())
+    deleted = actions.purge(_moderator(), fields["username"], fields["minutes"], fields["room"], fields["reason"])
+    return {"deleted": deleted}
 
 
 @bp.get("/moderation/actions")

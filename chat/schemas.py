@@ -98,6 +98,13 @@ class SlowModeSchema(_Input):
     reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])
 
 
+class PurgeSchema(_Input):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    minutes = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=10080))
+    room = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64))
+    reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])
+
+
 class BanSchema(_Input):
     username = fields.String(required=True, validate=validate.Length(min=1, max=32))
     reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])

@@ -51,3 +51,16 @@ def test_slow_mode_wait_names_posts_so_a_retry_is_not_a_next_post(app):
         assert limits.slow_mode_wait("r", 1, 0, "client:b") == 0  # slow mode lowered to nothing
         assert limits.slow_mode_wait("r", 2, 60, "client:b") == 0  # another user
         assert limits.slow_mode_wait("s", 1, 60, "client:c") == 0  # another room
+
+
+def test_purge_emits_one_message_deleted_per_message_as_a_single_delete_does(app, moderator, member, room):
+    sent = [member.send(room, f"spam {n}").json["message"] for n in range(2)]
+    single = member.send(room, "deleted alone").json["message"]
+    assert moderator.delete(f"/api/rooms/{room}/messages/{single['id']}").status_code == 200
+    deleted = moderator.post("/api/moderation/purge", json={"username": member.username, "minutes": 5}).json["deleted"]
+    assert deleted == [message["id"] for message in sent]
+    events = published(app, room)
+    assert [kind for kind, _ in events] == ["message"] * 3 + ["message_deleted"] * 3
+    assert [data for _, data in events[3:]] == [
+        {"id": message["id"], "room": room, "deleted_by": moderator.username} for message in [single, *sent]]
+    assert all(data["body"] == "" and data["deleted"] for _, data in events[:3])  # replays never show the text

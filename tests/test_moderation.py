@@ -17,6 +17,7 @@ MODERATOR_ONLY = [
     ("GET", "/api/bans", None),
     ("GET", "/api/rooms/{room}/mutes", None),
     ("POST", "/api/rooms/{room}/slow_mode", {"seconds": 10}),
+    ("POST", "/api/moderation/purge", {"username": "{user}", "minutes": 60}),
 ]
 
 
@@ -339,6 +340,83 @@ def test_slow_mode_in_an_unknown_room_is_404_before_the_body_is_read(moderator):
     assert_error(slow_mode(moderator, "nowhere", 10), 404, "not_found")
     assert_refused(lambda bad: moderator.post("/api/rooms/nowhere/slow_mode", data=bad[0], content_type=bad[1]),
                    BAD_BODIES, 404, "not_found")
+
+
+# Purges
+
+def purge(browser, username, minutes=60, **extra):
+    return browser.post("/api/moderation/purge", json={"username": username, "minutes": minutes, **extra})
+
+
+def bodies(browser, slug):
+    return [(m["body"], m["deleted"]) for m in browser.history(slug).json["messages"]]
+
+
+def test_purge_in_one_room_tombstones_that_users_recent_messages_there(moderator, member, room, make_client):
+    elsewhere = member.create_room()
+    other = make_client()
+    other.register()
+    mine = [member.send(room, f"spam {n}").json["message"]["id"] for n in range(3)]
+    other.send(room, "innocent")
+    member.send(elsewhere, "spam elsewhere")
+    response = purge(moderator, member.username, room=room)
+    assert response.status_code == 200
+    assert response.json == {"deleted": mine}
+    assert bodies(other, room) == [("", True)] * 3 + [("innocent", False)]
+    assert bodies(other, elsewhere) == [("spam elsewhere", False)]
+
+
+def test_purge_without_a_room_covers_every_room(moderator, member, room):
+    elsewhere = member.create_room()
+    ids = [member.send(room, "one").json["message"]["id"], member.send(elsewhere, "two").json["message"]["id"]]
+    assert purge(moderator, member.username.upper(), room=None).json == {"deleted": ids}
+    assert bodies(member, room) == bodies(member, elsewhere) == [("", True)]
+
+
+def test_purge_keeps_older_messages_and_skips_those_already_deleted(app, moderator, member, room):
+    old = member.send(room, "old").json["message"]["id"]
+    gone = member.send(room, "gone").json["message"]["id"]
+    recent = member.send(room, "recent").json["message"]["id"]
+    member.delete(f"/api/rooms/{room}/messages/{gone}")
+    with app.app_context():
+        from chat.extensions import db  # noqa: PLC0415
+        from chat.models import Message  # noqa: PLC0415
+
+        ms, seq = map(int, old.split("-"))
+        Message.query.filter_by(event_ms=ms, event_seq=seq).update(
+            {"created_at": datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=61)})
+        db.session.commit()
+    assert purge(moderator, member.username, minutes=60).json == {"deleted": [recent]}
+    assert bodies(member, room) == [("old", False), ("", True), ("", True)]
+    assert purge(moderator, member.username, minutes=60).json == {"deleted": []}  # nothing left to purge
+
+
+def test_purge_is_logged_once_with_its_reason(moderator, member, room):
+    for n in range(3):
+        member.send(room, f"spam {n}")
+    purge(moderator, member.username, room=room, reason="bot")
+    purge(moderator, member.username)
+    entries = moderator.get("/api/moderation/actions").json["actions"]
+    assert [(a["action"], a["room"], a["target"], a["reason"]) for a in entries] == [
+        ("purge", None, member.username, None), ("purge", room, member.username, "bot")]
+
+
+def test_purge_fields_are_checked_before_the_names_are_looked_up(moderator, member):
+    def attempt(payload):
+        return moderator.post("/api/moderation/purge", json=payload)
+
+    assert_refused(lambda minutes: purge(moderator, unique(), minutes), [0, 10081, "5", 2.5, None],
+                   422, "validation_error", ["minutes"])
+    assert_refused(attempt, [{"minutes": 5}, {"username": None, "minutes": 5}, {"username": "x" * 33, "minutes": 5}],
+                   422, "validation_error", ["username"])
+    assert_refused(lambda room: purge(moderator, unique(), room=room), ["", 42, "x" * 65],
+                   422, "validation_error", ["room"])
+    assert_refused(lambda payload: purge(moderator, **payload),
+                   [{"username": unique()}, {"username": "no\x00body"}, {"username": member.username, "room": "nowhere"},
+                    {"username": member.username, "room": "No Where"}],
+                   404, "not_found")
+    assert_refused(lambda bad: moderator.post("/api/moderation/purge", data=bad[0], content_type=bad[1]),
+                   BAD_BODIES[:1], 413, "payload_too_large")
 
 
 # The actions log
