@@ -12,7 +12,7 @@ import uuid
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -225,9 +225,9 @@ def _sanctionable(moderator: User, username: str) -> User:
     return user
 
 
-def mute(moderator: User, room: Room, username: str, minutes: int, reason: str | None) -> dict:
+def mute(moderator: User, room: Room, username: str, duration: timedelta, reason: str | None) -> dict:
     user = _sanctionable(moderator, username)
-    until = utcnow() + timedelta(minutes=minutes)
+    until = utcnow() + duration
     existing = Mute.query.filter_by(room_id=room.id, user_id=user.id).one_or_none()
     if existing:
         existing.until, existing.by_id, existing.reason = until, moderator.id, reason
@@ -245,6 +245,44 @@ def unmute(moderator: User, room: Room, username: str) -> None:
     entry = _log(moderator, "unmute", room, user.username)
     data = {"room": room.slug, "username": user.username, "until": None, "by": moderator.username}
     _publish_logged(entry, room, "user_unmuted", data)
+
+
+def expire_mutes(batch: int = 100) -> int:
+    """Broadcast `user_unmuted` (by null) for each mute that ran out, exactly once across all processes.
+
+    Each expired mute is claimed by a conditional delete, in the transaction that logs its event: only
+    one process deletes the row, and a mute moved into the future by a re-mute, or deleted by an unmute,
+    is not claimed. The event is then published like any other (its log entry names it, so replays and
+    a retry after a failure rebuild it); entries that some process claimed but could not publish (Redis
+    down, a crash) are published by the next run, the append's write key keeping that to one event.
+    Returns how many mutes it ended."""
+    now = utcnow()
+    # Plain values: nothing below reloads a row between a claim's statements.
+    expired = [(mute.id, mute.room_id, mute.room.slug, mute.user.username)
+               for mute in Mute.query.filter(Mute.until <= now).order_by(Mute.until).limit(batch)]
+    db.session.commit()
+    ended = 0
+    for mute_id, room_id, slug, username in expired:
+        claimed = db.session.execute(
+            delete(Mute).where(Mute.id == mute_id, Mute.until <= now).execution_options(synchronize_session=False))
+        if claimed.rowcount != 1:
+            db.session.rollback()
+            continue
+        data = check_event("user_unmuted", {"room": slug, "username": username, "until": None, "by": None})
+        db.session.add(ModerationAction(moderator_id=None, action="mute_expired", room_id=room_id, target=username,
+                                        event_type="user_unmuted", event_data=json.dumps(data)))
+        db.session.commit()
+        ended += 1
+    unpublished = ModerationAction.query.filter(
+        ModerationAction.created_at >= now - timedelta(hours=1),  # the indexed column keeps this cheap
+        ModerationAction.action == "mute_expired", ModerationAction.event_ms.is_(None)).order_by(
+        ModerationAction.id).all()
+    db.session.commit()
+    for entry in unpublished:
+        entry.event_ms, entry.event_seq = publish(entry.room, entry.event_type, json.loads(entry.event_data),
+                                                  write_key=f"action:{entry.id}")
+        db.session.commit()
+    return ended
 
 
 def set_locked(moderator: User, room: Room, locked: bool, online_count: int) -> Room:

@@ -107,7 +107,7 @@ class Mute(db.Model):
     id = db.Column(db.Integer, primary_key=True)
     room_id = db.Column(db.Integer, db.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False)
     user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
-    until = db.Column(db.DateTime, nullable=False)
+    until = db.Column(db.DateTime, nullable=False, index=True)
     by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
     reason = db.Column(db.String(500), nullable=True)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
@@ -137,11 +137,14 @@ class Ban(db.Model):
 
 
 class ModerationAction(db.Model):
-    """The moderation log; `event_*` is the stream event the action caused, if any."""
+    """The moderation log; `event_*` is the stream event the action caused, if any.
+
+    Entries without a moderator record what happened by itself (`mute_expired`): they carry an event
+    for replays, and the log that moderators read leaves them out."""
 
     __tablename__ = "moderation_actions"
     id = db.Column(db.Integer, primary_key=True)
-    moderator_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
+    moderator_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
     action = db.Column(db.String(32), nullable=False)
     room_id = db.Column(db.Integer, db.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=True)
     target = db.Column(db.String(64), nullable=True)
@@ -158,7 +161,7 @@ class ModerationAction(db.Model):
     __table_args__ = (Index("ix_moderation_actions_room_event", "room_id", "event_ms", "event_seq"),)
 
     def to_api(self) -> dict:
-        return {"id": self.id, "moderator": self.moderator.username, "action": self.action,
+        return {"id": self.id, "moderator": self.moderator.username if self.moderator else None, "action": self.action,
                 "room": self.room.slug if self.room else None, "target": self.target,
                 "reason": self.reason, "created_at": iso(self.created_at)}
 
@@ -170,6 +173,12 @@ def bans_newest_first() -> list[Ban]:
 def mutes_in_force(room: Room) -> list[Mute]:
     """The room's mutes that have not run out, the soonest to end first."""
     return Mute.query.filter(Mute.room_id == room.id, Mute.until > utcnow()).order_by(Mute.until, Mute.id).all()
+
+
+def moderation_log(limit: int) -> list[ModerationAction]:
+    """What moderators did, newest first."""
+    return ModerationAction.query.filter(ModerationAction.moderator_id.isnot(None)).order_by(
+        ModerationAction.id.desc()).limit(limit).all()
 
 
 def find_user(username: str) -> User | None:

@@ -1,11 +1,13 @@
 """Moderators' API: mutes, bans, locks, slow mode, purges and the moderation log (API.md, "Moderation")."""
+from datetime import timedelta
+
 from flask import Blueprint, request
 
 from . import actions
 from .api import json_body, online_in, room_or_404
 from .auth import current_session, login_required
 from .errors import ApiError
-from .models import ModerationAction, bans_newest_first, mutes_in_force
+from .models import bans_newest_first, moderation_log, mutes_in_force
 from .schemas import BanSchema, MuteSchema, PurgeSchema, SlowModeSchema
 
 bp = Blueprint("moderation", __name__, url_prefix="/api")
@@ -20,7 +22,8 @@ def _moderator():
 def mute(slug):
     room = room_or_404(slug)
     fields = json_body(MuteSchema())
-    return actions.mute(_moderator(), room, fields["username"], fields["minutes"], fields["reason"]), 201
+    muted = actions.mute(_moderator(), room, fields["username"], timedelta(minutes=fields["minutes"]), fields["reason"])
+    return muted, 201
 
 
 @bp.get("/rooms/<slug>/mutes")
@@ -98,5 +101,4 @@ def list_actions():
         limit = 0
     if not 1 <= limit <= 200:
         raise ApiError(422, "validation_error", "limit must be 1–200", fields={"limit": ["must be 1–200"]})
-    entries = ModerationAction.query.order_by(ModerationAction.id.desc()).limit(limit)
-    return {"actions": [entry.to_api() for entry in entries]}
+    return {"actions": [entry.to_api() for entry in moderation_log(limit)]}

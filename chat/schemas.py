@@ -137,7 +137,7 @@ class MuteEvent(Schema):
     room = fields.String(required=True)
     username = fields.String(required=True)
     until = fields.String(allow_none=True, required=True)
-    by = fields.String(required=True)
+    by = fields.String(allow_none=True, required=True)  # null: a mute that ran out
 
 
 class _Room(Schema):

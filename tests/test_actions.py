@@ -1,7 +1,9 @@
 """Each action emits exactly the events it should (STYLE.md), and a replay from the record rebuilds them as sent."""
+from datetime import timedelta
+
 import pytest
 
-from chat import streams
+from chat import actions, streams
 from chat.ids import ZERO
 from chat.models import events_between, find_room
 
@@ -64,3 +66,74 @@ def test_purge_emits_one_message_deleted_per_message_as_a_single_delete_does(app
     assert [data for _, data in events[3:]] == [
         {"id": message["id"], "room": room, "deleted_by": moderator.username} for message in [single, *sent]]
     assert all(data["body"] == "" and data["deleted"] for _, data in events[:3])  # replays never show the text
+
+
+def run_out(app, slug, username):
+    """Move a mute's end into the past, as time would."""
+    from chat.extensions import db  # noqa: PLC0415
+    from chat.ids import utcnow  # noqa: PLC0415
+    from chat.models import Mute, find_user  # noqa: PLC0415
+
+    with app.app_context():
+        mute = Mute.query.filter_by(room_id=find_room(slug).id, user_id=find_user(username).id).one()
+        mute.until = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+
+
+def expire_mutes(app) -> int:
+    with app.app_context():
+        return actions.expire_mutes()
+
+
+def test_a_mute_that_runs_out_emits_one_user_unmuted_by_no_one(app, moderator, member, room):
+    muted = moderator.mute(room, member.username, minutes=5).json
+    assert expire_mutes(app) == 0  # not yet
+    run_out(app, room, member.username)
+    assert expire_mutes(app) == 1
+    assert expire_mutes(app) == 0  # once
+    unmuted = {"room": room, "username": member.username, "until": None, "by": None}
+    assert published(app, room) == [("user_muted", {k: v for k, v in muted.items() if k != "reason"}),
+                                    ("user_unmuted", unmuted)]
+    assert member.send(room, "free").status_code == 201
+    assert moderator.get("/api/moderation/actions").json["actions"][0]["action"] == "mute"  # no moderator did it
+
+    again = moderator.mute(room, member.username, minutes=5)  # a re-mute after it ran out is a mute again
+    assert again.status_code == 201
+    assert member.send(room, "muted again").status_code == 403
+    run_out(app, room, member.username)
+    assert expire_mutes(app) == 1
+    assert [kind for kind, _ in published(app, room)] == ["user_muted", "user_unmuted", "message", "user_muted",
+                                                          "user_unmuted"]
+
+
+def test_an_unmute_or_a_re_mute_before_the_sweep_leaves_it_nothing_to_end(app, moderator, member, room, make_client):
+    other = make_client()
+    other.register()
+    moderator.mute(room, member.username, minutes=5)
+    moderator.mute(room, other.username, minutes=5)
+    assert moderator.delete(f"/api/rooms/{room}/mutes/{member.username}").status_code == 204
+    run_out(app, room, other.username)
+    moderator.mute(room, other.username, minutes=5)  # ran out, but muted again before the sweep came
+    assert expire_mutes(app) == 0
+    assert [(kind, data["username"], data["by"]) for kind, data in published(app, room)] == [
+        ("user_muted", member.username, moderator.username), ("user_muted", other.username, moderator.username),
+        ("user_unmuted", member.username, moderator.username), ("user_muted", other.username, moderator.username)]
+
+
+def test_an_ended_mute_whose_event_was_not_published_is_published_by_the_next_run(app, moderator, member, room,
+                                                                                  monkeypatch):
+    moderator.mute(room, member.username, minutes=5)
+    run_out(app, room, member.username)
+
+    def redis_down(*args, **kwargs):
+        raise ConnectionError("Redis is down")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(actions, "publish", redis_down)
+        with pytest.raises(ConnectionError):
+            expire_mutes(app)
+    assert [kind for kind, _ in published(app, room)] == ["user_muted"]
+    assert expire_mutes(app) == 0  # nothing more to claim; what was claimed goes out now
+    assert expire_mutes(app) == 0
+    assert [(kind, data["by"]) for kind, data in published(app, room)] == [
+        ("user_muted", moderator.username), ("user_unmuted", None)]
