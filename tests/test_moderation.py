@@ -445,6 +445,20 @@ def test_the_actions_log_lists_what_moderators_did_newest_first(moderator, membe
     assert len({a["id"] for a in actions}) == len(actions)
 
 
+def test_the_actions_log_keeps_each_reason_given(moderator, member, room):
+    member.send(room, "spam")
+    moderator.mute(room, member.username, reason="mute reason")
+    moderator.ban(member.username, reason="ban reason")
+    slow_mode(moderator, room, 30, reason="slow reason")
+    purge(moderator, member.username, room=room, reason="purge reason")
+    slow_mode(moderator, room, 0)
+    entries = moderator.get("/api/moderation/actions").json["actions"]
+    assert [(a["action"], a["room"], a["target"], a["reason"]) for a in entries] == [
+        ("slow_mode", room, room, None), ("purge", room, member.username, "purge reason"),
+        ("slow_mode", room, room, "slow reason"), ("ban", None, member.username, "ban reason"),
+        ("mute", room, member.username, "mute reason")]
+
+
 def test_the_actions_log_names_each_moderator(make_moderator, member, room):
     first, second = make_moderator(), make_moderator()
     first.mute(room, member.username)
