@@ -21,7 +21,7 @@ from .auth import hash_password
 from .errors import ApiError
 from .extensions import db
 from .ids import ZERO, EventId, iso, utcnow
-from .models import (Ban, Message, ModerationAction, Mute, Room, User, find_room, find_user, latest_event_id,
+from .models import (Ban, Message, ModerationAction, Mute, Room, Session, User, find_room, find_user, latest_event_id,
                      message_payload)
 from .schemas import SLUG, USERNAME, check_event
 
@@ -57,6 +57,33 @@ def register_user(username: str, password: str, role: str = "user") -> User:
         db.session.rollback()
         raise ApiError(409, "username_taken", "that username is taken") from None
     return user
+
+
+def set_password(user: User, password: str) -> int:
+    """An operator's reset: the new password, and every session of the user ends (a leaked one with it).
+    Returns how many sessions ended."""
+    user.password_hash = hash_password(password)
+    ended = Session.query.filter_by(user_id=user.id).delete()
+    db.session.commit()
+    streams.current().announce_end(user_id=user.id, reason="logout")
+    return ended
+
+
+def set_role(user: User, role: str) -> None:
+    """Promote or demote. A demoted moderator's streams end, so none keeps reading the moderators' feed
+    (and every process forgets the role it cached); the user reconnects as a user."""
+    demoted = user.role == "moderator" and role != "moderator"
+    user.role = role
+    db.session.commit()
+    if demoted:
+        streams.current().announce_end(user_id=user.id, reason="role_changed")
+
+
+def lift_ban(user: User) -> bool:
+    """An operator's unban (no moderator to log). Whether there was a ban."""
+    lifted = Ban.query.filter_by(user_id=user.id).delete()
+    db.session.commit()
+    return lifted > 0
 
 
 def create_room(name: str, slug: str, creator: User) -> Room:

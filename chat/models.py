@@ -181,6 +181,14 @@ def moderation_log(limit: int) -> list[ModerationAction]:
         ModerationAction.id.desc()).limit(limit).all()
 
 
+def users_by_name(moderators_only: bool = False) -> list[tuple[User, bool]]:
+    """Every user (or moderator) with whether they are banned, by username ignoring case."""
+    query = db.session.query(User, Ban.id.isnot(None)).outerjoin(Ban, Ban.user_id == User.id)
+    if moderators_only:
+        query = query.filter(User.role == "moderator")
+    return [(user, banned) for user, banned in query.order_by(User.username_key)]
+
+
 def find_user(username: str) -> User | None:
     return User.query.filter_by(username_key=username.lower()).one_or_none()
 
