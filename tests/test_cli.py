@@ -230,10 +230,12 @@ def test_db_upgrade_gives_rooms_and_their_stored_room_updated_events_slow_mode(m
                 "INSERT INTO users (id, username, username_key, password_hash, role, created_at) "
                 "VALUES (1, 'mod', 'mod', 'x', 'moderator', '2026-11-25 19:00:00')"))
             connection.execute(sqlalchemy.text(
-                "INSERT INTO rooms (id, slug, name, locked, created_at) VALUES (1, 'old', 'Old', 1, '2026-11-25 19:00:00')"))
+                "INSERT INTO rooms (id, slug, name, locked, created_at) "
+                "VALUES (1, 'old', 'Old', 1, '2026-11-25 19:00:00')"))
             connection.execute(sqlalchemy.text(
-                "INSERT INTO moderation_actions (moderator_id, action, room_id, target, created_at, event_ms, event_seq, "
-                "event_type, event_data) VALUES (1, 'lock', 1, 'old', '2026-11-25 19:00:00', 5, 0, 'room_updated', :data)"),
+                "INSERT INTO moderation_actions (moderator_id, action, room_id, target, created_at, event_ms, "
+                "event_seq, event_type, event_data) "
+                "VALUES (1, 'lock', 1, 'old', '2026-11-25 19:00:00', 5, 0, 'room_updated', :data)"),
                 {"data": json.dumps({"room": room})})
     with logging_kept():
         result = flask_cli("db", "upgrade", on=old)
