@@ -137,3 +137,15 @@ def test_an_ended_mute_whose_event_was_not_published_is_published_by_the_next_ru
     assert expire_mutes(app) == 0
     assert [(kind, data["by"]) for kind, data in published(app, room)] == [
         ("user_muted", moderator.username), ("user_unmuted", None)]
+
+
+def test_a_room_updated_appended_before_slow_mode_existed_reads_with_it_off():
+    from chat.events import from_entry  # noqa: PLC0415
+    from chat.ids import EventId  # noqa: PLC0415
+    from chat.streams import Entry  # noqa: PLC0415
+
+    room = {"slug": "old", "name": "Old", "created_at": "2026-11-25T19:00:00.000Z", "locked": True, "online_count": 0}
+    event = from_entry(Entry(EventId(5, 0), "room_updated", {"room": room}, "old", EventId(5, 0)))
+    assert event.data == {"room": {**room, "slow_mode_seconds": 0}}
+    current = {"room": {**room, "slow_mode_seconds": 30}}
+    assert from_entry(Entry(EventId(6, 0), "room_updated", current, "old", EventId(6, 0))).data == current
