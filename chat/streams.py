@@ -319,9 +319,6 @@ class Streams:
         """Uncount one attempt that `rate_limited` allowed in `scope`'s window (it turned out not to be one)."""
         self._rate_give_back(keys=[self.rate_key(scope)])
 
-    def ping(self) -> bool:
-        return self.redis.ping()
-
     def slow_mode_wait(self, slug: str, user_id: int, seconds: int, post: str) -> int:
         """Slow mode, atomically across processes: 0, and the post named `post` becomes the user's last in
         the room (at Redis's clock), unless their last one, named otherwise, was under `seconds` ago: then
@@ -339,6 +336,9 @@ class Streams:
         return 0
         """
         return int(self.redis.eval(script, 1, f"{self.prefix}:{{room:{slug}}}:slow:{user_id}", post, seconds))
+
+    def ping(self) -> bool:
+        return self.redis.ping()
 
 
 def _tombstoned(data: dict, deleted, kind: str = "message") -> dict:
