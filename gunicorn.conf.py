@@ -68,6 +68,7 @@ def post_worker_init(worker):
 
     gevent.spawn(watch)
     gevent.spawn(_complete_pending_messages, worker.wsgi)
+    gevent.spawn(_expire_mutes, worker.wsgi)
 
 
 def _complete_pending_messages(app):
@@ -84,6 +85,24 @@ def _complete_pending_messages(app):
                     actions.complete_pending_messages()
         except Exception:  # noqa: BLE001 - a dependency may be down; try again next minute
             app.logger.exception("completing pending messages failed")
+
+
+def _expire_mutes(app):
+    """Every second, one process across the deployment (a one-second lease) broadcasts the end of mutes
+    that ran out: API.md wants it within 5 s of `until`. Each mute is ended once even if two runs
+    overlap (actions.expire_mutes claims it in the database); the lease only spares the others the query."""
+    import gevent  # noqa: PLC0415
+
+    from chat import actions, streams  # noqa: PLC0415
+
+    while True:
+        gevent.sleep(1)
+        try:
+            with app.app_context():
+                if streams.current().claim("expire-mutes", 1):
+                    actions.expire_mutes()
+        except Exception:  # noqa: BLE001 - a dependency may be down; what was claimed is published next time
+            app.logger.exception("ending mutes that ran out failed")
 
 
 def on_exit(server):

@@ -8,10 +8,11 @@ leaves a state that a retry with the same client_id completes into exactly one m
 import json
 import os
 import signal
+import uuid
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -20,8 +21,9 @@ from .auth import hash_password
 from .errors import ApiError
 from .extensions import db
 from .ids import ZERO, EventId, iso, utcnow
-from .models import Ban, Message, ModerationAction, Mute, Room, User, find_user, latest_event_id, message_payload
-from .schemas import USERNAME, check_event
+from .models import (Ban, Message, ModerationAction, Mute, Room, Session, User, find_room, find_user, latest_event_id,
+                     message_payload)
+from .schemas import SLUG, USERNAME, check_event
 
 
 def _failpoint(name: str) -> None:
@@ -55,6 +57,33 @@ def register_user(username: str, password: str, role: str = "user") -> User:
         db.session.rollback()
         raise ApiError(409, "username_taken", "that username is taken") from None
     return user
+
+
+def set_password(user: User, password: str) -> int:
+    """An operator's reset: the new password, and every session of the user ends (a leaked one with it).
+    Returns how many sessions ended."""
+    user.password_hash = hash_password(password)
+    ended = Session.query.filter_by(user_id=user.id).delete()
+    db.session.commit()
+    streams.current().announce_end(user_id=user.id, reason="logout")
+    return ended
+
+
+def set_role(user: User, role: str) -> None:
+    """Promote or demote. A demoted moderator's streams end, so none keeps reading the moderators' feed
+    (and every process forgets the role it cached); the user reconnects as a user."""
+    demoted = user.role == "moderator" and role != "moderator"
+    user.role = role
+    db.session.commit()
+    if demoted:
+        streams.current().announce_end(user_id=user.id, reason="role_changed")
+
+
+def lift_ban(user: User) -> bool:
+    """An operator's unban (no moderator to log). Whether there was a ban."""
+    lifted = Ban.query.filter_by(user_id=user.id).delete()
+    db.session.commit()
+    return lifted > 0
 
 
 def create_room(name: str, slug: str, creator: User) -> Room:
@@ -92,9 +121,18 @@ def post_message(user: User, room: Room, body: str, client_id: str | None) -> tu
     if room.locked and not user.is_moderator:
         raise ApiError(403, "room_locked", "this room is locked; only moderators may post")
     limit, seconds = current_app.config["CHAT_RATE_LIMIT_PARSED"]
-    retry_after = streams.current().rate_limited(f"post:{user.id}:{room.id}", limit, seconds)
+    rate_scope = f"post:{user.id}:{room.id}"
+    retry_after = streams.current().rate_limited(rate_scope, limit, seconds)
     if retry_after:
         raise ApiError(429, "rate_limited", f"too many messages; wait {retry_after} s", retry_after=retry_after)
+    if room.slow_mode_seconds and not user.is_moderator:
+        # The post is named by its client_id, so a retry after a failure (503) is the same post, not a next one.
+        post = f"client:{client_id}" if client_id else f"once:{uuid.uuid4()}"
+        retry_after = streams.current().slow_mode_wait(room.slug, user.id, room.slow_mode_seconds, post)
+        if retry_after:
+            streams.current().rate_give_back(rate_scope)  # a refused post is not a message
+            raise ApiError(429, "slow_mode", f"this room is in slow mode; wait {retry_after} s",
+                           retry_after=retry_after)
 
     if message is None:  # 1. the pending record
         message = Message(room=room, sender=user, client_id=client_id, body=body, created_at=utcnow())
@@ -128,13 +166,14 @@ def find_message(room: Room, event_id: EventId) -> Message | None:
     return Message.query.filter_by(room_id=room.id, event_ms=event_id.ms, event_seq=event_id.seq).one_or_none()
 
 
-def delete_message(user: User, message: Message) -> Message:
-    """Tombstone a message (author or moderator) and broadcast message_deleted once."""
+def delete_message(user: User, message: Message, *, log: bool = True) -> Message:
+    """Tombstone a message (author or moderator) and broadcast message_deleted once.
+    `log=False`: the caller logs the deletion in its own moderation entry (a purge)."""
     if not (user.is_moderator or message.sender_id == user.id):
         raise ApiError(403, "forbidden", "only its author or a moderator may delete a message")
     if not message.deleted:
         message.deleted_at, message.deleted_by = utcnow(), user
-        if message.sender_id != user.id:
+        if log and message.sender_id != user.id:
             db.session.add(ModerationAction(moderator_id=user.id, action="delete_message", room_id=message.room_id,
                                             target=str(message.event_id)))
         db.session.commit()
@@ -208,9 +247,17 @@ def _target_user(username: str) -> User:
     return user
 
 
-def mute(moderator: User, room: Room, username: str, minutes: int, reason: str | None) -> dict:
+def _sanctionable(moderator: User, username: str) -> User:
+    """The user a mute or ban names: 404 if unknown, then 403 for a moderator or oneself (API.md)."""
     user = _target_user(username)
-    until = utcnow() + timedelta(minutes=minutes)
+    if user.id == moderator.id or user.is_moderator:
+        raise ApiError(403, "forbidden", "moderators cannot mute or ban a moderator or themselves")
+    return user
+
+
+def mute(moderator: User, room: Room, username: str, duration: timedelta, reason: str | None) -> dict:
+    user = _sanctionable(moderator, username)
+    until = utcnow() + duration
     existing = Mute.query.filter_by(room_id=room.id, user_id=user.id).one_or_none()
     if existing:
         existing.until, existing.by_id, existing.reason = until, moderator.id, reason
@@ -230,6 +277,44 @@ def unmute(moderator: User, room: Room, username: str) -> None:
     _publish_logged(entry, room, "user_unmuted", data)
 
 
+def expire_mutes(batch: int = 100) -> int:
+    """Broadcast `user_unmuted` (by null) for each mute that ran out, exactly once across all processes.
+
+    Each expired mute is claimed by a conditional delete, in the transaction that logs its event: only
+    one process deletes the row, and a mute moved into the future by a re-mute, or deleted by an unmute,
+    is not claimed. The event is then published like any other (its log entry names it, so replays and
+    a retry after a failure rebuild it); entries that some process claimed but could not publish (Redis
+    down, a crash) are published by the next run, the append's write key keeping that to one event.
+    Returns how many mutes it ended."""
+    now = utcnow()
+    # Plain values: nothing below reloads a row between a claim's statements.
+    expired = [(mute.id, mute.room_id, mute.room.slug, mute.user.username)
+               for mute in Mute.query.filter(Mute.until <= now).order_by(Mute.until).limit(batch)]
+    db.session.commit()
+    ended = 0
+    for mute_id, room_id, slug, username in expired:
+        claimed = db.session.execute(
+            delete(Mute).where(Mute.id == mute_id, Mute.until <= now).execution_options(synchronize_session=False))
+        if claimed.rowcount != 1:
+            db.session.rollback()
+            continue
+        data = check_event("user_unmuted", {"room": slug, "username": username, "until": None, "by": None})
+        db.session.add(ModerationAction(moderator_id=None, action="mute_expired", room_id=room_id, target=username,
+                                        event_type="user_unmuted", event_data=json.dumps(data)))
+        db.session.commit()
+        ended += 1
+    unpublished = ModerationAction.query.filter(
+        ModerationAction.created_at >= now - timedelta(hours=1),  # the indexed column keeps this cheap
+        ModerationAction.action == "mute_expired", ModerationAction.event_ms.is_(None)).order_by(
+        ModerationAction.id).all()
+    db.session.commit()
+    for entry in unpublished:
+        entry.event_ms, entry.event_seq = publish(entry.room, entry.event_type, json.loads(entry.event_data),
+                                                  write_key=f"action:{entry.id}")
+        db.session.commit()
+    return ended
+
+
 def set_locked(moderator: User, room: Room, locked: bool, online_count: int) -> Room:
     room.locked = locked
     entry = _log(moderator, "lock" if locked else "unlock", room, room.slug)
@@ -237,10 +322,36 @@ def set_locked(moderator: User, room: Room, locked: bool, online_count: int) -> 
     return room
 
 
-def ban(moderator: User, username: str, reason: str | None) -> Ban:
+def purge(moderator: User, username: str, minutes: int, room_slug: str | None, reason: str | None) -> list[str]:
+    """Delete a user's messages of the last `minutes`, in one room or all, oldest first, each exactly as a
+    single deletion is (a tombstone and its message_deleted); one log entry. Returns their event ids."""
     user = _target_user(username)
-    if user.id == moderator.id:
-        raise ApiError(422, "validation_error", "you cannot ban yourself", fields={"username": ["is yourself"]})
+    room = find_room(room_slug) if room_slug is not None and SLUG.match(room_slug) else None
+    if room_slug is not None and room is None:
+        raise ApiError(404, "not_found", f"no room '{room_slug}'")
+    query = Message.query.filter(
+        Message.sender_id == user.id, Message.created_at >= utcnow() - timedelta(minutes=minutes),
+        Message.event_ms.isnot(None),  # pending messages were never shown
+        or_(Message.deleted_at.is_(None), Message.deleted_event_ms.is_(None)))  # also completes a failed broadcast
+    if room is not None:
+        query = query.filter(Message.room_id == room.id)
+    doomed = query.order_by(Message.created_at, Message.id).all()
+    _log(moderator, "purge", room, user.username, reason)
+    db.session.commit()
+    return [str(delete_message(moderator, message, log=False).event_id) for message in doomed]
+
+
+def set_slow_mode(moderator: User, room: Room, seconds: int, online_count: int, reason: str | None) -> dict:
+    """0 turns it off. Returns the room object as published."""
+    room.slow_mode_seconds = seconds
+    entry = _log(moderator, "slow_mode", room, room.slug, reason)
+    data = {"room": room.to_api(online_count)}
+    _publish_logged(entry, room, "room_updated", data)
+    return data["room"]
+
+
+def ban(moderator: User, username: str, reason: str | None) -> Ban:
+    user = _sanctionable(moderator, username)
     record = Ban.query.filter_by(user_id=user.id).one_or_none()
     if record is None:
         record = Ban(user_id=user.id, by_id=moderator.id, reason=reason)

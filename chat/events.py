@@ -70,6 +70,9 @@ def poll_answer(found: list, cursor, online: bytes) -> bytes:
 def from_entry(entry, position: EventId | None = None) -> LiveEvent:
     """A stream entry as an event; a message's data gets its room event id."""
     data = {**entry.data, "id": str(entry.room_event_id or entry.id)} if entry.type == "message" else entry.data
+    if entry.type == "room_updated" and "slow_mode_seconds" not in data["room"]:
+        # Appended before rooms had slow mode, which was off then (the record's copies are migrated alike).
+        data = {**data, "room": {**data["room"], "slow_mode_seconds": 0}}
     return LiveEvent(position or entry.id, entry.type, data)
 
 

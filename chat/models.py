@@ -44,12 +44,13 @@ class Room(db.Model):
     slug = db.Column(db.String(64), nullable=False, unique=True)
     name = db.Column(db.String(64), nullable=False)
     locked = db.Column(db.Boolean, nullable=False, default=False)
+    slow_mode_seconds = db.Column(db.Integer, nullable=False, default=0, server_default="0")  # 0: off
     created_by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
 
     def to_api(self, online_count: int = 0) -> dict:
         return {"slug": self.slug, "name": self.name, "created_at": iso(self.created_at),
-                "locked": self.locked, "online_count": online_count}
+                "locked": self.locked, "slow_mode_seconds": self.slow_mode_seconds, "online_count": online_count}
 
 
 class Message(db.Model):
@@ -106,11 +107,18 @@ class Mute(db.Model):
     id = db.Column(db.Integer, primary_key=True)
     room_id = db.Column(db.Integer, db.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False)
     user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
-    until = db.Column(db.DateTime, nullable=False)
+    until = db.Column(db.DateTime, nullable=False, index=True)
     by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
     reason = db.Column(db.String(500), nullable=True)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
     __table_args__ = (UniqueConstraint("room_id", "user_id", name="uq_mutes_room_user"),)
+    room = db.relationship(Room, lazy="joined")
+    user = db.relationship(User, foreign_keys=[user_id], lazy="joined")
+    by = db.relationship(User, foreign_keys=[by_id], lazy="joined")
+
+    def to_api(self) -> dict:
+        return {"room": self.room.slug, "username": self.user.username, "until": iso(self.until),
+                "by": self.by.username, "reason": self.reason}
 
 
 class Ban(db.Model):
@@ -129,11 +137,14 @@ class Ban(db.Model):
 
 
 class ModerationAction(db.Model):
-    """The moderation log; `event_*` is the stream event the action caused, if any."""
+    """The moderation log; `event_*` is the stream event the action caused, if any.
+
+    Entries without a moderator record what happened by itself (`mute_expired`): they carry an event
+    for replays, and the log that moderators read leaves them out."""
 
     __tablename__ = "moderation_actions"
     id = db.Column(db.Integer, primary_key=True)
-    moderator_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
+    moderator_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
     action = db.Column(db.String(32), nullable=False)
     room_id = db.Column(db.Integer, db.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=True)
     target = db.Column(db.String(64), nullable=True)
@@ -150,9 +161,32 @@ class ModerationAction(db.Model):
     __table_args__ = (Index("ix_moderation_actions_room_event", "room_id", "event_ms", "event_seq"),)
 
     def to_api(self) -> dict:
-        return {"id": self.id, "moderator": self.moderator.username, "action": self.action,
+        return {"id": self.id, "moderator": self.moderator.username if self.moderator else None, "action": self.action,
                 "room": self.room.slug if self.room else None, "target": self.target,
                 "reason": self.reason, "created_at": iso(self.created_at)}
+
+
+def bans_newest_first() -> list[Ban]:
+    return Ban.query.order_by(Ban.created_at.desc(), Ban.id.desc()).all()
+
+
+def mutes_in_force(room: Room) -> list[Mute]:
+    """The room's mutes that have not run out, the soonest to end first."""
+    return Mute.query.filter(Mute.room_id == room.id, Mute.until > utcnow()).order_by(Mute.until, Mute.id).all()
+
+
+def moderation_log(limit: int) -> list[ModerationAction]:
+    """What moderators did, newest first."""
+    return ModerationAction.query.filter(ModerationAction.moderator_id.isnot(None)).order_by(
+        ModerationAction.id.desc()).limit(limit).all()
+
+
+def users_by_name(moderators_only: bool = False) -> list[tuple[User, bool]]:
+    """Every user (or moderator) with whether they are banned, by username ignoring case."""
+    query = db.session.query(User, Ban.id.isnot(None)).outerjoin(Ban, Ban.user_id == User.id)
+    if moderators_only:
+        query = query.filter(User.role == "moderator")
+    return [(user, banned) for user, banned in query.order_by(User.username_key)]
 
 
 def find_user(username: str) -> User | None:

@@ -1,12 +1,14 @@
-"""Moderators' API: mutes, bans, locks and the log of what moderators did (API.md, "Moderation")."""
+"""Moderators' API: mutes, bans, locks, slow mode, purges and the moderation log (API.md, "Moderation")."""
+from datetime import timedelta
+
 from flask import Blueprint, request
 
 from . import actions
 from .api import json_body, online_in, room_or_404
 from .auth import current_session, login_required
 from .errors import ApiError
-from .models import ModerationAction
-from .schemas import BanSchema, MuteSchema
+from .models import bans_newest_first, moderation_log, mutes_in_force
+from .schemas import BanSchema, MuteSchema, PurgeSchema, SlowModeSchema
 
 bp = Blueprint("moderation", __name__, url_prefix="/api")
 
@@ -20,7 +22,14 @@ def _moderator():
 def mute(slug):
     room = room_or_404(slug)
     fields = json_body(MuteSchema())
-    return actions.mute(_moderator(), room, fields["username"], fields["minutes"], fields["reason"]), 201
+    muted = actions.mute(_moderator(), room, fields["username"], timedelta(minutes=fields["minutes"]), fields["reason"])
+    return muted, 201
+
+
+@bp.get("/rooms/<slug>/mutes")
+@login_required(moderator=True)
+def list_mutes(slug):
+    return {"mutes": [entry.to_api() for entry in mutes_in_force(room_or_404(slug))]}
 
 
 @bp.delete("/rooms/<slug>/mutes/<username>")
@@ -37,6 +46,12 @@ def ban():
     return actions.ban(_moderator(), fields["username"], fields["reason"]).to_api(), 201
 
 
+@bp.get("/bans")
+@login_required(moderator=True)
+def list_bans():
+    return {"bans": [record.to_api() for record in bans_newest_first()]}
+
+
 @bp.delete("/bans/<username>")
 @login_required(moderator=True)
 def unban(username):
@@ -48,14 +63,33 @@ def unban(username):
 @login_required(moderator=True)
 def lock(slug):
     room = room_or_404(slug)
-    return {"room": actions.set_locked(_moderator(), room, True, len(online_in([slug])[slug])).to_api()}
+    online_count = len(online_in([slug])[slug])
+    return {"room": actions.set_locked(_moderator(), room, True, online_count).to_api(online_count)}
 
 
 @bp.post("/rooms/<slug>/unlock")
 @login_required(moderator=True)
 def unlock(slug):
     room = room_or_404(slug)
-    return {"room": actions.set_locked(_moderator(), room, False, len(online_in([slug])[slug])).to_api()}
+    online_count = len(online_in([slug])[slug])
+    return {"room": actions.set_locked(_moderator(), room, False, online_count).to_api(online_count)}
+
+
+@bp.post("/rooms/<slug>/slow_mode")
+@login_required(moderator=True)
+def slow_mode(slug):
+    room = room_or_404(slug)
+    fields = json_body(SlowModeSchema())
+    online_count = len(online_in([slug])[slug])
+    return {"room": actions.set_slow_mode(_moderator(), room, fields["seconds"], online_count, fields["reason"])}
+
+
+@bp.post("/moderation/purge")
+@login_required(moderator=True)
+def purge():
+    fields = json_body(PurgeSchema())
+    deleted = actions.purge(_moderator(), fields["username"], fields["minutes"], fields["room"], fields["reason"])
+    return {"deleted": deleted}
 
 
 @bp.get("/moderation/actions")
@@ -67,5 +101,4 @@ def list_actions():
         limit = 0
     if not 1 <= limit <= 200:
         raise ApiError(422, "validation_error", "limit must be 1–200", fields={"limit": ["must be 1–200"]})
-    entries = ModerationAction.query.order_by(ModerationAction.id.desc()).limit(limit)
-    return {"actions": [entry.to_api() for entry in entries]}
+    return {"actions": [entry.to_api() for entry in moderation_log(limit)]}

@@ -93,6 +93,18 @@ class MuteSchema(_Input):
     reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])
 
 
+class SlowModeSchema(_Input):
+    seconds = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=3600))
+    reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])
+
+
+class PurgeSchema(_Input):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    minutes = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=10080))
+    room = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64))
+    reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])
+
+
 class BanSchema(_Input):
     username = fields.String(required=True, validate=validate.Length(min=1, max=32))
     reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])
@@ -125,7 +137,7 @@ class MuteEvent(Schema):
     room = fields.String(required=True)
     username = fields.String(required=True)
     until = fields.String(allow_none=True, required=True)
-    by = fields.String(required=True)
+    by = fields.String(allow_none=True, required=True)  # null: a mute that ran out
 
 
 class _Room(Schema):
@@ -133,6 +145,7 @@ class _Room(Schema):
     name = fields.String(required=True)
     created_at = fields.String(required=True)
     locked = fields.Boolean(required=True)
+    slow_mode_seconds = fields.Integer(required=True)
     online_count = fields.Integer(required=True)
 
 

@@ -319,6 +319,24 @@ class Streams:
         """Uncount one attempt that `rate_limited` allowed in `scope`'s window (it turned out not to be one)."""
         self._rate_give_back(keys=[self.rate_key(scope)])
 
+    def slow_mode_wait(self, slug: str, user_id: int, seconds: int, post: str) -> int:
+        """Slow mode, atomically across processes: 0, and the post named `post` becomes the user's last in
+        the room (at Redis's clock), unless their last one, named otherwise, was under `seconds` ago: then
+        the seconds left (at least 1). A retry of the same post is never refused. The key outlives the
+        longest slow mode (an hour), so a changed setting applies to posts already made."""
+        script = """
+        local at, now = redis.call('HMGET', KEYS[1], 'post', 'at'), redis.call('TIME')
+        local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+        if at[1] and at[1] ~= ARGV[1] then
+          local left = tonumber(at[2]) + tonumber(ARGV[2]) * 1000 - now_ms
+          if left > 0 then return math.ceil(left / 1000) end
+        end
+        redis.call('HSET', KEYS[1], 'post', ARGV[1], 'at', now_ms)
+        redis.call('EXPIRE', KEYS[1], 3600)
+        return 0
+        """
+        return int(self.redis.eval(script, 1, f"{self.prefix}:{{room:{slug}}}:slow:{user_id}", post, seconds))
+
     def ping(self) -> bool:
         return self.redis.ping()
 

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -358,11 +359,11 @@ class SSEClient:
 _OPERATOR_APPS = {}
 
 
-def live_moderator(server: LiveServer, username=None) -> HttpUser:
-    """A moderator created as an operator does (`register_user(..., role="moderator")` in an app
-    context, what `flask users create --moderator` runs), then signed in over HTTP."""
+@contextmanager
+def operator_context(server: LiveServer):
+    """An app context on the live server's database and Redis, as an operator's `flask` command has;
+    it holds no connection afterwards (the run's database is dropped at the end)."""
     from chat import create_app  # noqa: PLC0415
-    from chat.actions import register_user  # noqa: PLC0415
     from chat.extensions import db  # noqa: PLC0415
 
     services = server.services
@@ -372,11 +373,22 @@ def live_moderator(server: LiveServer, username=None) -> HttpUser:
             {"TESTING": True, "SQLALCHEMY_DATABASE_URI": services["database_url"], "REDIS_URL": services["redis_url"],
              "CHAT_REDIS_PREFIX": services["prefix"], "CHAT_PASSWORD_METHOD": "pbkdf2:sha256:1000", "SECRET_KEY": "test"},
             instance_path=services["instance"])
-    username = username or unique("mod")
     with app.app_context():
+        try:
+            yield app
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
+def live_moderator(server: LiveServer, username=None) -> HttpUser:
+    """A moderator created as an operator does (`register_user(..., role="moderator")` in an app
+    context, what `flask users create --moderator` runs), then signed in over HTTP."""
+    from chat.actions import register_user  # noqa: PLC0415
+
+    username = username or unique("mod")
+    with operator_context(server):
         register_user(username, PASSWORD, role="moderator")
-        db.session.remove()
-        db.engine.dispose()  # hold no connection between tests (the run's database is dropped at the end)
     moderator = HttpUser(server.url)
     response = moderator.login(username)
     response.raise_for_status()

@@ -22,11 +22,16 @@ PROTECTED = [
     ("POST", "/api/rooms/nowhere/lock"),
     ("POST", "/api/rooms/nowhere/unlock"),
     ("GET", "/api/moderation/actions"),
+    ("GET", "/api/bans"),
+    ("GET", "/api/rooms/nowhere/mutes"),
+    ("POST", "/api/rooms/nowhere/slow_mode"),
+    ("POST", "/api/moderation/purge"),
 ]
 UNSAFE = [(method, path) for method, path in PROTECTED if method != "GET"]
 # Endpoints that read a JSON body; `{room}` is a room the caller (a moderator) may use.
 JSON_ENDPOINTS = ["/api/auth/register", "/api/auth/login", "/api/rooms", "/api/rooms/{room}/messages",
-                  "/api/rooms/{room}/mutes", "/api/bans"]
+                  "/api/rooms/{room}/mutes", "/api/bans", "/api/rooms/{room}/slow_mode",
+                  "/api/moderation/purge"]
 
 
 def session_cookie(response) -> dict[str, str | bool]:

@@ -1,4 +1,4 @@
-"""API.md "Command line": `flask --app chat db upgrade` and `flask --app chat users create|promote`."""
+"""API.md "Command line": `flask --app chat db upgrade` and `flask --app chat users ...` (README lists them)."""
 import logging
 from contextlib import contextmanager
 
@@ -101,6 +101,91 @@ def test_users_promote_of_an_unknown_user_fails(flask_cli):
     assert result.exit_code != 0 and username in result.output
 
 
+# users demote
+
+def test_users_demote_makes_a_moderator_a_user_again(flask_cli, make_moderator):
+    moderator = make_moderator()
+    result = flask_cli("users", "demote", moderator.username)
+    assert result.exit_code == 0, result.output
+    assert moderator.get("/api/auth/me").json["user"]["role"] == "user"
+    assert_error(moderator.get("/api/moderation/actions"), 403, "forbidden")
+    assert flask_cli("users", "demote", moderator.username).exit_code == 0  # twice is harmless
+
+
+def test_users_demote_or_unban_or_set_password_of_an_unknown_user_fails(flask_cli):
+    username = unique()
+    for command in ("demote", "unban", "set-password"):
+        result = flask_cli("users", command, username, input=f"{PASSWORD}\n{PASSWORD}\n")
+        assert result.exit_code != 0 and username in result.output, (command, result.output)
+
+
+# users set-password
+
+def test_users_set_password_asks_twice_hides_it_and_ends_the_users_sessions(app, flask_cli, member, make_client):
+    other_browser = make_client()
+    assert other_browser.login(member.username).status_code == 200
+    new_password = "a new password"
+    result = flask_cli("users", "set-password", member.username, input=f"{new_password}\n{new_password}\n")
+    assert result.exit_code == 0, result.output
+    assert new_password not in result.output
+    assert result.output.count("assword") >= 2  # asked, then asked to repeat
+    for browser in (member, other_browser):
+        assert_error(browser.get("/api/auth/me"), 401, "not_authenticated")
+    assert_error(sign_in(app, member.username)[1], 401, "invalid_credentials")
+    assert sign_in(app, member.username, new_password)[1].status_code == 200
+
+
+def test_users_set_password_asks_again_until_both_entries_match(app, flask_cli, member):
+    result = flask_cli("users", "set-password", member.username,
+                       input="first try one\nfirst try two\nsecond try\nsecond try\n")
+    assert result.exit_code == 0, result.output
+    assert sign_in(app, member.username, "second try")[1].status_code == 200
+
+
+def test_users_set_password_refuses_what_registration_would(app, flask_cli, member):
+    for password in ("short", "x" * 257):
+        result = flask_cli("users", "set-password", member.username, input=f"{password}\n{password}\n")
+        assert result.exit_code != 0, password
+    assert member.get("/api/auth/me").status_code == 200  # nothing changed
+    assert sign_in(app, member.username)[1].status_code == 200
+
+
+def test_users_set_password_takes_no_password_argument(flask_cli, member):
+    assert flask_cli("users", "set-password", member.username, "--password", "on the command line").exit_code != 0
+    assert flask_cli("users", "set-password", member.username, "on the command line").exit_code != 0
+
+
+# users unban
+
+def test_users_unban_lifts_a_ban_and_restores_the_kept_session(app, flask_cli, make_moderator, member):
+    make_moderator().ban(member.username)
+    assert_error(member.get("/api/auth/me"), 403, "banned")
+    result = flask_cli("users", "unban", member.username)
+    assert result.exit_code == 0, result.output
+    assert member.get("/api/auth/me").status_code == 200
+    assert sign_in(app, member.username)[1].status_code == 200
+    again = flask_cli("users", "unban", member.username)
+    assert again.exit_code == 0 and "not banned" in again.output
+
+
+# users list
+
+def test_users_list_shows_everyone_by_name_with_role_and_ban(flask_cli, make_moderator, make_client):
+    names = {}
+    for key in ("b_user", "A_mod", "c_banned"):
+        browser = make_client()
+        browser.register(key + unique(""))
+        names[key] = browser.username
+    moderator = make_moderator("a_" + unique(""))
+    flask_cli("users", "promote", names["A_mod"])
+    moderator.ban(names["c_banned"])
+    result = flask_cli("users", "list")
+    assert result.exit_code == 0, result.output
+    moderators = sorted([f"{names['A_mod']}\tmoderator", f"{moderator.username}\tmoderator"], key=str.lower)
+    assert result.output.splitlines() == moderators + [f"{names['b_user']}\tuser", f"{names['c_banned']}\tuser\tbanned"]
+    assert flask_cli("users", "list", "--moderators").output.splitlines() == moderators
+
+
 # db upgrade
 
 def test_db_upgrade_creates_the_schema_and_is_safe_to_run_again(make_app, flask_cli, tmp_path):
@@ -127,3 +212,40 @@ def test_db_upgrade_on_a_current_database_keeps_its_data(app, flask_cli, member,
     assert result.exit_code == 0, result.output
     assert member.get("/api/auth/me").status_code == 200
     assert member.history(room).json["messages"] == [message]
+
+
+def test_db_upgrade_gives_rooms_and_their_stored_room_updated_events_slow_mode(make_app, flask_cli, tmp_path):
+    """A database from before slow mode: its rooms get it off, and replays of its room_updated events show so."""
+    import json  # noqa: PLC0415
+
+    old = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    with logging_kept():
+        assert flask_cli("db", "upgrade", "324ad5dbe05e", on=old).exit_code == 0
+    room = {"slug": "old", "name": "Old", "created_at": "2026-11-25T19:00:00.000Z", "locked": True, "online_count": 2}
+    with old.app_context():
+        from chat.extensions import db  # noqa: PLC0415
+
+        with db.engine.begin() as connection:
+            connection.execute(sqlalchemy.text(
+                "INSERT INTO users (id, username, username_key, password_hash, role, created_at) "
+                "VALUES (1, 'mod', 'mod', 'x', 'moderator', '2026-11-25 19:00:00')"))
+            connection.execute(sqlalchemy.text(
+                "INSERT INTO rooms (id, slug, name, locked, created_at) "
+                "VALUES (1, 'old', 'Old', 1, '2026-11-25 19:00:00')"))
+            connection.execute(sqlalchemy.text(
+                "INSERT INTO moderation_actions (moderator_id, action, room_id, target, created_at, event_ms, "
+                "event_seq, event_type, event_data) "
+                "VALUES (1, 'lock', 1, 'old', '2026-11-25 19:00:00', 5, 0, 'room_updated', :data)"),
+                {"data": json.dumps({"room": room})})
+    with logging_kept():
+        result = flask_cli("db", "upgrade", on=old)
+    assert result.exit_code == 0, result.output
+    with old.app_context():
+        from chat.ids import ZERO, EventId  # noqa: PLC0415
+        from chat.models import events_between, find_room  # noqa: PLC0415
+
+        upgraded = find_room("old")
+        assert upgraded.to_api(2) == {**room, "slow_mode_seconds": 0}
+        assert events_between(upgraded, ZERO, EventId(10, 0), 10) == [
+            (EventId(5, 0), "room_updated", {"room": {**room, "slow_mode_seconds": 0}})]
+        db.session.remove()

@@ -226,7 +226,8 @@ def test_message_deletion_mute_and_lock_events_carry_the_contract_fields(live):
             assert event.event == "room_updated"
             room = event.json()["room"]
             assert room["slug"] == slug and room["locked"] is locked
-            assert set(room) == {"slug", "name", "created_at", "locked", "online_count"}
+            assert set(room) == {"slug", "name", "created_at", "locked", "slow_mode_seconds", "online_count"}
+            assert room == answer.json()["room"]
     finally:
         stream.close()
 

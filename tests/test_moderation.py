@@ -3,7 +3,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.support import BAD_BODIES, TIME_FORMAT, assert_error, assert_fields, assert_refused, unique
+from tests.support import (BAD_BODIES, TIME_FORMAT, AuthActions, assert_error, assert_fields, assert_refused, unique,
+                           wait_until)
 
 MODERATOR_ONLY = [
     ("POST", "/api/rooms/{room}/mutes", {"username": "{user}", "minutes": 5}),
@@ -13,6 +14,10 @@ MODERATOR_ONLY = [
     ("POST", "/api/rooms/{room}/lock", None),
     ("POST", "/api/rooms/{room}/unlock", None),
     ("GET", "/api/moderation/actions", None),
+    ("GET", "/api/bans", None),
+    ("GET", "/api/rooms/{room}/mutes", None),
+    ("POST", "/api/rooms/{room}/slow_mode", {"seconds": 10}),
+    ("POST", "/api/moderation/purge", {"username": "{user}", "minutes": 60}),
 ]
 
 
@@ -177,12 +182,55 @@ def test_a_ban_needs_a_username(moderator):
     assert_error(moderator.post("/api/bans", json={"reason": "no one"}), 422, "validation_error", ["username"])
 
 
+# Lists of bans and mutes
+
+def test_bans_are_listed_newest_first(moderator, make_client):
+    assert moderator.get("/api/bans").json == {"bans": []}
+    first, second = make_client(), make_client()
+    first.register()
+    second.register()
+    banned = [moderator.ban(first.username, reason="spam").json, moderator.ban(second.username).json]
+    response = moderator.get("/api/bans")
+    assert response.status_code == 200
+    assert response.json["bans"] == banned[::-1]
+    assert_fields(response.json["bans"][1], username=first.username, by=moderator.username, reason="spam")
+    moderator.delete(f"/api/bans/{first.username}")
+    assert [ban["username"] for ban in moderator.get("/api/bans").json["bans"]] == [second.username]
+
+
+def test_mutes_in_force_are_listed_per_room(app, moderator, member, room, make_client):
+    other, elsewhere = make_client(), member.create_room()
+    other.register()
+    assert moderator.get(f"/api/rooms/{room}/mutes").json == {"mutes": []}
+    long = moderator.mute(room, member.username, minutes=60, reason="flooding").json
+    short = moderator.mute(room, other.username, minutes=5).json
+    moderator.mute(elsewhere, other.username, minutes=5)
+    response = moderator.get(f"/api/rooms/{room}/mutes")
+    assert response.status_code == 200
+    assert response.json["mutes"] == [short, long]  # the soonest to end first
+    assert_fields(long, room=room, username=member.username, by=moderator.username, reason="flooding")
+    moderator.delete(f"/api/rooms/{room}/mutes/{other.username}")
+    assert moderator.get(f"/api/rooms/{room}/mutes").json["mutes"] == [long]
+    with app.app_context():  # a mute that ran out is not in force, even before the sweep removes it
+        from chat.extensions import db  # noqa: PLC0415
+        from chat.models import Mute  # noqa: PLC0415
+
+        Mute.query.update({"until": datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=1)})
+        db.session.commit()
+    assert moderator.get(f"/api/rooms/{room}/mutes").json["mutes"] == []
+    assert member.send(room, "free again").status_code == 201
+
+
+def test_listing_the_mutes_of_an_unknown_room_is_404(moderator):
+    assert_error(moderator.get("/api/rooms/nowhere/mutes"), 404, "not_found")
+
+
 # Locks
 
 def test_a_locked_room_takes_posts_from_moderators_only(moderator, member, room):
     response = lock(moderator, room)
     assert response.status_code == 200
-    assert response.json["room"]["slug"] == room and response.json["room"]["locked"] is True
+    assert_fields(response.json["room"], slug=room, locked=True, slow_mode_seconds=0)
     assert member.get(f"/api/rooms/{room}").json["room"]["locked"] is True
     assert [r["locked"] for r in member.get("/api/rooms").json["rooms"]] == [True]
     assert_error(member.send(room, "hello?"), 403, "room_locked")
@@ -199,6 +247,176 @@ def test_unlock_opens_the_room_again(moderator, member, room):
 
 def test_locking_an_unknown_room_is_404(moderator):
     assert_refused(lambda action: lock(moderator, "nowhere", action), ["lock", "unlock"], 404, "not_found")
+
+
+# Slow mode
+
+def slow_mode(browser, slug, seconds, **extra):
+    return browser.post(f"/api/rooms/{slug}/slow_mode", json={"seconds": seconds, **extra})
+
+
+def test_slow_mode_answers_the_room_and_every_room_object_shows_it(moderator, member, room):
+    response = slow_mode(moderator, room, 30)
+    assert response.status_code == 200
+    assert_fields(response.json["room"], slug=room, locked=False, slow_mode_seconds=30)
+    assert member.get(f"/api/rooms/{room}").json["room"]["slow_mode_seconds"] == 30
+    assert [r["slow_mode_seconds"] for r in member.get("/api/rooms").json["rooms"]] == [30]
+    assert lock(moderator, room).json["room"]["slow_mode_seconds"] == 30
+    assert slow_mode(moderator, room, 0).json["room"]["slow_mode_seconds"] == 0
+
+
+def test_in_slow_mode_a_users_next_post_waits_that_many_seconds(moderator, member, room, make_client):
+    elsewhere = member.create_room()
+    slow_mode(moderator, room, 60)
+    assert member.send(room, "first").status_code == 201
+    refused = member.send(room, "second")
+    assert_error(refused, 429, "slow_mode")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert member.send(elsewhere, "other rooms are not slow").status_code == 201
+    other = make_client()
+    other.register()
+    assert other.send(room, "each user has their own pace").status_code == 201
+    assert [m["body"] for m in member.history(room).json["messages"]] == ["first", "each user has their own pace"]
+
+
+def test_slow_mode_counts_from_the_last_post_and_retry_after_says_when(moderator, member, room):
+    slow_mode(moderator, room, 1)
+    assert member.send(room, "first").status_code == 201
+    refused = member.send(room, "too soon")
+    assert_error(refused, 429, "slow_mode")
+    assert refused.headers["Retry-After"] == "1"
+    wait_until(lambda: member.send(room, "later").status_code == 201, timeout=3, interval=0.2, what="slow mode to pass")
+    assert_error(member.send(room, "too soon again"), 429, "slow_mode")
+
+
+def test_slow_mode_spares_moderators(moderator, room):
+    slow_mode(moderator, room, 3600)
+    assert [moderator.send(room, f"notice {n}").status_code for n in range(3)] == [201] * 3
+
+
+def test_slow_mode_answers_a_repeated_client_id_with_the_original(moderator, member, room):
+    slow_mode(moderator, room, 3600)
+    first = member.send(room, "once", client_id="c-1")
+    assert first.status_code == 201
+    again = member.send(room, "once", client_id="c-1")
+    assert again.status_code == 200 and again.json == first.json
+    assert_error(member.send(room, "twice", client_id="c-2"), 429, "slow_mode")
+
+
+def test_slow_mode_holds_across_processes(make_app, moderator, member, room):
+    slow_mode(moderator, room, 3600)
+    assert member.send(room, "here").status_code == 201
+    elsewhere = AuthActions(make_app().test_client())
+    assert elsewhere.login(member.username).status_code == 200
+    assert_error(elsewhere.send(room, "and there"), 429, "slow_mode")
+
+
+def test_turning_slow_mode_off_lets_users_post_again(moderator, member, room):
+    slow_mode(moderator, room, 3600)
+    member.send(room, "first")
+    slow_mode(moderator, room, 0)
+    assert [member.send(room, f"then {n}").status_code for n in range(3)] == [201] * 3
+
+
+def test_slow_mode_comes_after_mutes_and_locks(moderator, member, room):
+    slow_mode(moderator, room, 3600)
+    member.send(room, "first")
+    moderator.mute(room, member.username)
+    assert_error(member.send(room, "muted first"), 403, "muted")
+    moderator.delete(f"/api/rooms/{room}/mutes/{member.username}")
+    lock(moderator, room)
+    assert_error(member.send(room, "locked first"), 403, "room_locked")
+
+
+def test_slow_mode_seconds_outside_0_to_3600_are_422(moderator, room):
+    assert_refused(lambda seconds: slow_mode(moderator, room, seconds), [-1, 3601, "5", 2.5, None, True],
+                   422, "validation_error", ["seconds"])
+    assert_error(moderator.post(f"/api/rooms/{room}/slow_mode", json={}), 422, "validation_error", ["seconds"])
+    assert moderator.get(f"/api/rooms/{room}").json["room"]["slow_mode_seconds"] == 0
+    assert slow_mode(moderator, room, 3600).status_code == 200
+
+
+def test_slow_mode_in_an_unknown_room_is_404_before_the_body_is_read(moderator):
+    assert_error(slow_mode(moderator, "nowhere", 10), 404, "not_found")
+    assert_refused(lambda bad: moderator.post("/api/rooms/nowhere/slow_mode", data=bad[0], content_type=bad[1]),
+                   BAD_BODIES, 404, "not_found")
+
+
+# Purges
+
+def purge(browser, username, minutes=60, **extra):
+    return browser.post("/api/moderation/purge", json={"username": username, "minutes": minutes, **extra})
+
+
+def bodies(browser, slug):
+    return [(m["body"], m["deleted"]) for m in browser.history(slug).json["messages"]]
+
+
+def test_purge_in_one_room_tombstones_that_users_recent_messages_there(moderator, member, room, make_client):
+    elsewhere = member.create_room()
+    other = make_client()
+    other.register()
+    mine = [member.send(room, f"spam {n}").json["message"]["id"] for n in range(3)]
+    other.send(room, "innocent")
+    member.send(elsewhere, "spam elsewhere")
+    response = purge(moderator, member.username, room=room)
+    assert response.status_code == 200
+    assert response.json == {"deleted": mine}
+    assert bodies(other, room) == [("", True)] * 3 + [("innocent", False)]
+    assert bodies(other, elsewhere) == [("spam elsewhere", False)]
+
+
+def test_purge_without_a_room_covers_every_room(moderator, member, room):
+    elsewhere = member.create_room()
+    ids = [member.send(room, "one").json["message"]["id"], member.send(elsewhere, "two").json["message"]["id"]]
+    assert purge(moderator, member.username.upper(), room=None).json == {"deleted": ids}
+    assert bodies(member, room) == bodies(member, elsewhere) == [("", True)]
+
+
+def test_purge_keeps_older_messages_and_skips_those_already_deleted(app, moderator, member, room):
+    old = member.send(room, "old").json["message"]["id"]
+    gone = member.send(room, "gone").json["message"]["id"]
+    recent = member.send(room, "recent").json["message"]["id"]
+    member.delete(f"/api/rooms/{room}/messages/{gone}")
+    with app.app_context():
+        from chat.extensions import db  # noqa: PLC0415
+        from chat.models import Message  # noqa: PLC0415
+
+        ms, seq = map(int, old.split("-"))
+        Message.query.filter_by(event_ms=ms, event_seq=seq).update(
+            {"created_at": datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=61)})
+        db.session.commit()
+    assert purge(moderator, member.username, minutes=60).json == {"deleted": [recent]}
+    assert bodies(member, room) == [("old", False), ("", True), ("", True)]
+    assert purge(moderator, member.username, minutes=60).json == {"deleted": []}  # nothing left to purge
+
+
+def test_purge_is_logged_once_with_its_reason(moderator, member, room):
+    for n in range(3):
+        member.send(room, f"spam {n}")
+    purge(moderator, member.username, room=room, reason="bot")
+    purge(moderator, member.username)
+    entries = moderator.get("/api/moderation/actions").json["actions"]
+    assert [(a["action"], a["room"], a["target"], a["reason"]) for a in entries] == [
+        ("purge", None, member.username, None), ("purge", room, member.username, "bot")]
+
+
+def test_purge_fields_are_checked_before_the_names_are_looked_up(moderator, member):
+    def attempt(payload):
+        return moderator.post("/api/moderation/purge", json=payload)
+
+    assert_refused(lambda minutes: purge(moderator, unique(), minutes), [0, 10081, "5", 2.5, None],
+                   422, "validation_error", ["minutes"])
+    assert_refused(attempt, [{"minutes": 5}, {"username": None, "minutes": 5}, {"username": "x" * 33, "minutes": 5}],
+                   422, "validation_error", ["username"])
+    assert_refused(lambda room: purge(moderator, unique(), room=room), ["", 42, "x" * 65],
+                   422, "validation_error", ["room"])
+    assert_refused(lambda payload: purge(moderator, **payload),
+                   [{"username": unique()}, {"username": "no\x00body"},
+                    {"username": member.username, "room": "nowhere"}, {"username": member.username, "room": "No Where"}],
+                   404, "not_found")
+    assert_refused(lambda bad: moderator.post("/api/moderation/purge", data=bad[0], content_type=bad[1]),
+                   BAD_BODIES[:1], 413, "payload_too_large")
 
 
 # The actions log
@@ -227,6 +445,20 @@ def test_the_actions_log_lists_what_moderators_did_newest_first(moderator, membe
     assert len({a["id"] for a in actions}) == len(actions)
 
 
+def test_the_actions_log_keeps_each_reason_given(moderator, member, room):
+    member.send(room, "spam")
+    moderator.mute(room, member.username, reason="mute reason")
+    moderator.ban(member.username, reason="ban reason")
+    slow_mode(moderator, room, 30, reason="slow reason")
+    purge(moderator, member.username, room=room, reason="purge reason")
+    slow_mode(moderator, room, 0)
+    entries = moderator.get("/api/moderation/actions").json["actions"]
+    assert [(a["action"], a["room"], a["target"], a["reason"]) for a in entries] == [
+        ("slow_mode", room, room, None), ("purge", room, member.username, "purge reason"),
+        ("slow_mode", room, room, "slow reason"), ("ban", None, member.username, "ban reason"),
+        ("mute", room, member.username, "mute reason")]
+
+
 def test_the_actions_log_names_each_moderator(make_moderator, member, room):
     first, second = make_moderator(), make_moderator()
     first.mute(room, member.username)
@@ -252,8 +484,33 @@ def test_the_actions_log_limit_outside_1_to_200_is_422(moderator):
                    [0, 201, "many"], 422, "validation_error", ["limit"])
 
 
-def test_moderators_are_refused_like_anyone_when_banned(make_moderator, member):
-    moderator, banned = make_moderator(), make_moderator()
+def test_moderators_are_refused_like_anyone_when_banned(app, make_moderator, member, make_client):
+    moderator, banned = make_moderator(), make_client()
+    banned.register()
     moderator.ban(banned.username)
+    # Moderators cannot be banned through the API: this one was promoted by an operator after the ban.
+    assert app.test_cli_runner().invoke(args=["users", "promote", banned.username]).exit_code == 0
     assert_error(banned.get("/api/moderation/actions"), 403, "banned")
     assert_error(banned.ban(member.username), 403, "banned")
+
+
+# Moderators are not muted or banned
+
+def test_a_moderator_cannot_mute_or_ban_a_moderator_or_themselves(make_moderator, member, room):
+    moderator, other = make_moderator(), make_moderator()
+    for target in (moderator.username, other.username, other.username.upper()):
+        assert_error(moderator.mute(room, target), 403, "forbidden")
+        assert_error(moderator.ban(target, reason="no"), 403, "forbidden")
+    assert other.send(room, "not muted").status_code == 201
+    assert moderator.send(room, "me neither").status_code == 201
+    assert other.get("/api/auth/me").status_code == 200
+    assert moderator.get("/api/moderation/actions").json["actions"] == []  # nothing was done
+
+
+def test_refusing_a_moderator_comes_after_422_and_404(make_moderator, room):
+    moderator = make_moderator()
+    assert_error(moderator.mute(room, moderator.username, minutes=0), 422, "validation_error", ["minutes"])
+    assert_error(moderator.ban(moderator.username, reason="x" * 501), 422, "validation_error", ["reason"])
+    assert_error(moderator.mute(room, unique()), 404, "not_found")
+    assert_error(moderator.mute("nowhere", moderator.username), 404, "not_found")
+    assert_error(moderator.mute(room, moderator.username), 403, "forbidden")

@@ -172,3 +172,23 @@ def test_malformed_positions_are_invalid_cursor(live, bad):
     for response in (moderator.get(POLL, params={"cursor": bad, "timeout": 0}),
                      moderator.get(FEED, headers={"Last-Event-ID": bad})):
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_cursor"
+
+
+def test_a_demoted_moderators_feed_ends_and_is_refused_after(live):
+    """`flask users demote` (actions.set_role) ends the moderator's streams in every process, and the
+    reconnect is refused: no process keeps the role it had cached."""
+    from chat import actions  # noqa: PLC0415
+    from chat.models import find_user  # noqa: PLC0415
+    from tests.support import operator_context  # noqa: PLC0415
+
+    moderator = live_moderator(live)
+    feed = moderator.events(FEED)
+    try:
+        assert feed.next(timeout=5).event == "ready"
+        with operator_context(live):
+            actions.set_role(find_user(moderator.user["username"]), "user")
+        assert feed.wait_closed(timeout=5), "the feed outlived the demotion"
+    finally:
+        feed.close()
+    refused = moderator.get(FEED)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"

@@ -10,7 +10,7 @@ def test_create_room_answers_the_room(member):
     response = create(member, "General")
     assert response.status_code == 201
     room = response.json["room"]
-    assert_fields(room, slug="general", name="General", locked=False, online_count=0)
+    assert_fields(room, slug="general", name="General", locked=False, slow_mode_seconds=0, online_count=0)
     assert TIME_FORMAT.match(room["created_at"])
 
 
@@ -57,7 +57,8 @@ def test_rooms_are_listed_by_name_ignoring_case(member):
     response = member.get("/api/rooms")
     assert response.status_code == 200
     assert [room["name"] for room in response.json["rooms"]] == ["Alpha", "alpha two", "beta", "Delta", "gamma"]
-    assert all(TIME_FORMAT.match(room["created_at"]) and room["locked"] is False for room in response.json["rooms"])
+    assert all(TIME_FORMAT.match(room["created_at"]) and room["locked"] is False and room["slow_mode_seconds"] == 0
+               for room in response.json["rooms"])
 
 
 def test_every_signed_in_user_sees_every_room(member, make_client):

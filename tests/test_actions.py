@@ -1,0 +1,151 @@
+"""Each action emits exactly the events it should (STYLE.md), and a replay from the record rebuilds them as sent."""
+from datetime import timedelta
+
+import pytest
+
+from chat import actions, streams
+from chat.ids import ZERO
+from chat.models import events_between, find_room
+
+
+@pytest.fixture
+def moderator(make_moderator):
+    return make_moderator()
+
+
+def published(app, slug) -> list[tuple[str, dict]]:
+    """Every durable event in the room's stream, oldest first; the record's replay of them must be identical."""
+    with app.app_context():
+        window, entries = streams.current().read_after(slug, ZERO, 1000)
+        sent = [(entry.id, entry.type, entry.data) for entry in entries]
+        if sent:
+            rebuilt = events_between(find_room(slug), ZERO, window.last, 1000)
+            assert [(event_id, kind, data if kind != "message" else {k: v for k, v in data.items() if k != "id"})
+                    for event_id, kind, data in rebuilt] == sent
+    return [(kind, data) for _, kind, data in sent]
+
+
+def test_lock_and_unlock_each_emit_one_room_updated_with_the_whole_room(app, moderator, room):
+    locked = moderator.post(f"/api/rooms/{room}/lock").json["room"]
+    unlocked = moderator.post(f"/api/rooms/{room}/unlock").json["room"]
+    assert published(app, room) == [("room_updated", {"room": locked}), ("room_updated", {"room": unlocked})]
+    assert locked["slow_mode_seconds"] == 0 and unlocked["locked"] is False
+
+
+def test_slow_mode_emits_one_room_updated_and_a_refused_post_nothing(app, moderator, member, room):
+    slowed = moderator.post(f"/api/rooms/{room}/slow_mode", json={"seconds": 60}).json["room"]
+    first = member.send(room, "first").json["message"]
+    assert member.send(room, "refused").status_code == 429
+    off = moderator.post(f"/api/rooms/{room}/slow_mode", json={"seconds": 0}).json["room"]
+    assert published(app, room) == [
+        ("room_updated", {"room": slowed}),
+        ("message", {k: v for k, v in first.items() if k != "id"}),
+        ("room_updated", {"room": off})]
+    assert (slowed["slow_mode_seconds"], off["slow_mode_seconds"]) == (60, 0)
+
+
+def test_slow_mode_wait_names_posts_so_a_retry_is_not_a_next_post(app):
+    with app.app_context():
+        limits = streams.current()
+        assert limits.slow_mode_wait("r", 1, 60, "client:a") == 0
+        assert limits.slow_mode_wait("r", 1, 60, "client:a") == 0  # the same post, retried
+        assert 59 <= limits.slow_mode_wait("r", 1, 60, "client:b") <= 60
+        assert limits.slow_mode_wait("r", 1, 0, "client:b") == 0  # slow mode lowered to nothing
+        assert limits.slow_mode_wait("r", 2, 60, "client:b") == 0  # another user
+        assert limits.slow_mode_wait("s", 1, 60, "client:c") == 0  # another room
+
+
+def test_purge_emits_one_message_deleted_per_message_as_a_single_delete_does(app, moderator, member, room):
+    sent = [member.send(room, f"spam {n}").json["message"] for n in range(2)]
+    single = member.send(room, "deleted alone").json["message"]
+    assert moderator.delete(f"/api/rooms/{room}/messages/{single['id']}").status_code == 200
+    deleted = moderator.post("/api/moderation/purge", json={"username": member.username, "minutes": 5}).json["deleted"]
+    assert deleted == [message["id"] for message in sent]
+    events = published(app, room)
+    assert [kind for kind, _ in events] == ["message"] * 3 + ["message_deleted"] * 3
+    assert [data for _, data in events[3:]] == [
+        {"id": message["id"], "room": room, "deleted_by": moderator.username} for message in [single, *sent]]
+    assert all(data["body"] == "" and data["deleted"] for _, data in events[:3])  # replays never show the text
+
+
+def run_out(app, slug, username):
+    """Move a mute's end into the past, as time would."""
+    from chat.extensions import db  # noqa: PLC0415
+    from chat.ids import utcnow  # noqa: PLC0415
+    from chat.models import Mute, find_user  # noqa: PLC0415
+
+    with app.app_context():
+        mute = Mute.query.filter_by(room_id=find_room(slug).id, user_id=find_user(username).id).one()
+        mute.until = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+
+
+def expire_mutes(app) -> int:
+    with app.app_context():
+        return actions.expire_mutes()
+
+
+def test_a_mute_that_runs_out_emits_one_user_unmuted_by_no_one(app, moderator, member, room):
+    muted = moderator.mute(room, member.username, minutes=5).json
+    assert expire_mutes(app) == 0  # not yet
+    run_out(app, room, member.username)
+    assert expire_mutes(app) == 1
+    assert expire_mutes(app) == 0  # once
+    unmuted = {"room": room, "username": member.username, "until": None, "by": None}
+    assert published(app, room) == [("user_muted", {k: v for k, v in muted.items() if k != "reason"}),
+                                    ("user_unmuted", unmuted)]
+    assert member.send(room, "free").status_code == 201
+    assert moderator.get("/api/moderation/actions").json["actions"][0]["action"] == "mute"  # no moderator did it
+
+    again = moderator.mute(room, member.username, minutes=5)  # a re-mute after it ran out is a mute again
+    assert again.status_code == 201
+    assert member.send(room, "muted again").status_code == 403
+    run_out(app, room, member.username)
+    assert expire_mutes(app) == 1
+    assert [kind for kind, _ in published(app, room)] == ["user_muted", "user_unmuted", "message", "user_muted",
+                                                          "user_unmuted"]
+
+
+def test_an_unmute_or_a_re_mute_before_the_sweep_leaves_it_nothing_to_end(app, moderator, member, room, make_client):
+    other = make_client()
+    other.register()
+    moderator.mute(room, member.username, minutes=5)
+    moderator.mute(room, other.username, minutes=5)
+    assert moderator.delete(f"/api/rooms/{room}/mutes/{member.username}").status_code == 204
+    run_out(app, room, other.username)
+    moderator.mute(room, other.username, minutes=5)  # ran out, but muted again before the sweep came
+    assert expire_mutes(app) == 0
+    assert [(kind, data["username"], data["by"]) for kind, data in published(app, room)] == [
+        ("user_muted", member.username, moderator.username), ("user_muted", other.username, moderator.username),
+        ("user_unmuted", member.username, moderator.username), ("user_muted", other.username, moderator.username)]
+
+
+def test_an_ended_mute_whose_event_was_not_published_is_published_by_the_next_run(app, moderator, member, room,
+                                                                                  monkeypatch):
+    moderator.mute(room, member.username, minutes=5)
+    run_out(app, room, member.username)
+
+    def redis_down(*args, **kwargs):
+        raise ConnectionError("Redis is down")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(actions, "publish", redis_down)
+        with pytest.raises(ConnectionError):
+            expire_mutes(app)
+    assert [kind for kind, _ in published(app, room)] == ["user_muted"]
+    assert expire_mutes(app) == 0  # nothing more to claim; what was claimed goes out now
+    assert expire_mutes(app) == 0
+    assert [(kind, data["by"]) for kind, data in published(app, room)] == [
+        ("user_muted", moderator.username), ("user_unmuted", None)]
+
+
+def test_a_room_updated_appended_before_slow_mode_existed_reads_with_it_off():
+    from chat.events import from_entry  # noqa: PLC0415
+    from chat.ids import EventId  # noqa: PLC0415
+    from chat.streams import Entry  # noqa: PLC0415
+
+    room = {"slug": "old", "name": "Old", "created_at": "2026-11-25T19:00:00.000Z", "locked": True, "online_count": 0}
+    event = from_entry(Entry(EventId(5, 0), "room_updated", {"room": room}, "old", EventId(5, 0)))
+    assert event.data == {"room": {**room, "slow_mode_seconds": 0}}
+    current = {"room": {**room, "slow_mode_seconds": 30}}
+    assert from_entry(Entry(EventId(6, 0), "room_updated", current, "old", EventId(6, 0))).data == current
