@@ -1,7 +1,7 @@
 """HTTP details that the Flask views and the poll fast lane (fastpoll.py) share."""
+import os
 import re
 import time
-import uuid
 
 from flask import request
 
@@ -47,7 +47,7 @@ class RequestIds:
     def __call__(self, environ, start_response):
         started = time.perf_counter()
         given = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _REQUEST_ID.match(given) else os.urandom(16).hex()  # (uuid4 costs 4x as much)
         environ["chat.request_id"] = request_id
 
         def start_with_id(status, headers, exc_info=None):

@@ -512,10 +512,10 @@ def current() -> Hub:
     """This app's hub in this process, created on first use."""
     from flask import current_app  # noqa: PLC0415
 
-    from . import streams  # noqa: PLC0415
-
     app = current_app._get_current_object()
     hub = app.extensions.get("chat_hub")
     if hub is None:
+        from . import streams  # noqa: PLC0415
+
         hub = app.extensions["chat_hub"] = Hub(streams.current(), app.config)
     return hub

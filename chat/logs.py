@@ -10,14 +10,21 @@ import time
 log = logging.getLogger("chat")
 
 
+def _stamp(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment * 1000) % 1000:03d}Z"
+
+
+def _line(moment: float, level: str, logger: str, message: str, fields: dict) -> str:
+    return json.dumps({"time": _stamp(moment), "level": level, "logger": logger, "message": message, **fields},
+                      ensure_ascii=False, default=str)
+
+
 class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) +
-                 f".{int(record.msecs):03d}Z", "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage(), **getattr(record, "fields", {})}
+        fields = dict(getattr(record, "fields", {}))
         if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+            fields["error"] = self.formatException(record.exc_info)
+        return _line(record.created, record.levelname, record.name, record.getMessage(), fields)
 
 
 class _Stderr(logging.StreamHandler):
@@ -42,17 +49,22 @@ def configure(level: str) -> None:
     root.setLevel(level.upper())
 
 
+def _info(message: str, fields: dict) -> None:
+    """The lines written per request: straight to stderr in the same format, without the logging
+    module's per-record work (it was a tenth of a poll's CPU); the level still decides."""
+    if log.isEnabledFor(logging.INFO):
+        sys.stderr.write(_line(time.time(), "INFO", "chat", message, fields) + "\n")
+
+
 def request_line(environ, status: str, seconds: float) -> None:
     """A request answered (for a stream: its first byte; `stream_ended` follows)."""
-    if log.isEnabledFor(logging.INFO):
-        log.info("request", extra={"fields": {
-            "method": environ.get("REQUEST_METHOD"), "path": environ.get("PATH_INFO"), "status": int(status[:3]),
-            "duration_ms": round(seconds * 1000, 2), "user_id": environ.get("chat.user_id"),
-            "request_id": environ.get("chat.request_id"), **environ.get("chat.live", {})}})
+    _info("request", {"method": environ.get("REQUEST_METHOD"), "path": environ.get("PATH_INFO"),
+                      "status": int(status[:3]), "duration_ms": round(seconds * 1000, 2),
+                      "user_id": environ.get("chat.user_id"), "request_id": environ.get("chat.request_id"),
+                      **environ.get("chat.live", {})})
 
 
 def stream_ended(environ, rooms, events: int, seconds: float, reason: str) -> None:
-    if log.isEnabledFor(logging.INFO):
-        log.info("stream ended", extra={"fields": {
-            "path": environ.get("PATH_INFO"), "rooms": rooms, "events": events, "duration_s": round(seconds, 3),
-            "reason": reason, "user_id": environ.get("chat.user_id"), "request_id": environ.get("chat.request_id")}})
+    _info("stream ended", {"path": environ.get("PATH_INFO"), "rooms": rooms, "events": events,
+                           "duration_s": round(seconds, 3), "reason": reason, "user_id": environ.get("chat.user_id"),
+                           "request_id": environ.get("chat.request_id")})

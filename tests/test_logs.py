@@ -7,38 +7,41 @@ from chat.logs import JsonLines
 from tests.support import PASSWORD, wait_until
 
 
-def lines(caplog):
-    """The records as the production handler writes them: one JSON object each."""
-    return [json.loads(JsonLines().format(record)) for record in caplog.records]
+def written(capsys, caplog) -> str:
+    """What went to stderr (request lines are written there directly) and through the logging handler."""
+    return capsys.readouterr().err + "\n".join(JsonLines().format(record) for record in caplog.records)
 
 
-def test_a_line_per_request_with_who_what_and_how_long(member, caplog):
+def lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_a_line_per_request_with_who_what_and_how_long(member, capsys, caplog):
     slug = member.create_room()
-    with caplog.at_level(logging.INFO):
-        member.get(f"/api/rooms/{slug}/messages", query_string={"limit": 7}, headers={"X-Request-ID": "trace-1"})
-        member.get(f"/api/rooms/{slug}/poll", query_string={"timeout": 0})
-    history, poll = [line for line in lines(caplog) if line["message"] == "request"][-2:]
+    capsys.readouterr()
+    member.get(f"/api/rooms/{slug}/messages", query_string={"limit": 7}, headers={"X-Request-ID": "trace-1"})
+    member.get(f"/api/rooms/{slug}/poll", query_string={"timeout": 0})
+    history, poll = [line for line in lines(written(capsys, caplog)) if line["message"] == "request"][-2:]
     assert history["method"] == "GET" and history["path"] == f"/api/rooms/{slug}/messages"  # no query values
     assert history["status"] == 200 and history["request_id"] == "trace-1"
     assert history["user_id"] == member.user["id"] and history["duration_ms"] >= 0
     assert poll["rooms"] == [slug] and poll["events"] == 0 and poll["reason"] == "timeout"
 
 
-def test_no_secrets_in_any_line(make_client, caplog):
+def test_no_secrets_in_any_line(make_client, capsys, caplog):
     user = make_client()
     with caplog.at_level(logging.DEBUG):
         user.register(password="a secret password 1")
+        token = user.client.get_cookie("chat_session").value
         slug = user.create_room()
         user.send(slug, "a private message body")
         user.client.post("/api/auth/login", json={"username": user.username, "password": "wrong secret 2"})
         user.post("/api/auth/logout")
-    token = user.client.get_cookie("chat_session")
-    written = "\n".join(JsonLines().format(record) for record in caplog.records)
-    assert '"request"' in written
-    for secret in ("a secret password 1", "wrong secret 2", "a private message body", user.csrf, PASSWORD):
-        assert secret not in written
-    if token is not None:
-        assert token.value not in written and token_hash(token.value) not in written
+    text = written(capsys, caplog)
+    assert '"request"' in text
+    for secret in ("a secret password 1", "wrong secret 2", "a private message body", user.csrf, PASSWORD, token,
+                   token_hash(token)):
+        assert secret not in text
 
 
 def test_a_stream_logs_its_end(live):
