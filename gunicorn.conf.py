@@ -71,38 +71,34 @@ def post_worker_init(worker):
     gevent.spawn(_expire_mutes, worker.wsgi)
 
 
-def _complete_pending_messages(app):
-    """Once a minute, one process across the deployment acknowledges messages a crash left half-done."""
+def _every(app, seconds: int, lease_seconds: int, job_name: str, description: str):
+    """Run `actions.<job_name>()` every `seconds`, in the one process across the deployment that takes
+    the job's lease in Redis for `lease_seconds`; a failure (a dependency down) is logged and the next
+    round tries again."""
     import gevent  # noqa: PLC0415
 
     from chat import actions, streams  # noqa: PLC0415
 
     while True:
-        gevent.sleep(60)
+        gevent.sleep(seconds)
         try:
             with app.app_context():
-                if streams.current().claim("complete-pending", 55):
-                    actions.complete_pending_messages()
-        except Exception:  # noqa: BLE001 - a dependency may be down; try again next minute
-            app.logger.exception("completing pending messages failed")
+                if streams.current().claim(job_name, lease_seconds):
+                    getattr(actions, job_name)()
+        except Exception:  # noqa: BLE001
+            app.logger.exception("%s failed", description)
+
+
+def _complete_pending_messages(app):
+    """Once a minute: acknowledge messages a crash left half-done."""
+    _every(app, 60, 55, "complete_pending_messages", "completing pending messages")
 
 
 def _expire_mutes(app):
-    """Every second, one process across the deployment (a one-second lease) broadcasts the end of mutes
-    that ran out: API.md wants it within 5 s of `until`. Each mute is ended once even if two runs
-    overlap (actions.expire_mutes claims it in the database); the lease only spares the others the query."""
-    import gevent  # noqa: PLC0415
-
-    from chat import actions, streams  # noqa: PLC0415
-
-    while True:
-        gevent.sleep(1)
-        try:
-            with app.app_context():
-                if streams.current().claim("expire-mutes", 1):
-                    actions.expire_mutes()
-        except Exception:  # noqa: BLE001 - a dependency may be down; what was claimed is published next time
-            app.logger.exception("ending mutes that ran out failed")
+    """Every second: broadcast the end of mutes that ran out (API.md: within 5 s of `until`). Each mute is
+    ended once even if two runs overlap (actions.expire_mutes claims it in the database); the lease only
+    spares the other processes the query."""
+    _every(app, 1, 1, "expire_mutes", "ending mutes that ran out")
 
 
 def on_exit(server):
