@@ -21,11 +21,11 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
         app.config.from_mapping(test_config)
     config.finish(app.config, app.instance_path)
     logs.configure(app.config["CHAT_LOG_LEVEL"])
+    app.wsgi_app = PollFastLane(app, app.wsgi_app)  # polls answered from memory skip Flask's handling
     # Trust X-Forwarded-Proto/For from the platform's router, so cookies get Secure behind HTTPS.
     hops = app.config["CHAT_TRUSTED_PROXIES"]
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    app.wsgi_app = PollFastLane(app, app.wsgi_app)  # polls answered from memory skip Flask's handling
     app.wsgi_app = RequestIds(app.wsgi_app)
 
     db.init_app(app)

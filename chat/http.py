@@ -17,9 +17,16 @@ SECURITY_HEADERS = (
 )
 
 
+# Over HTTPS, browsers are told to use nothing else for a year (never over plain HTTP: it would lock out a
+# deployment that has no certificate yet).
+HSTS = ("Strict-Transport-Security", "max-age=31536000")
+
+
 def add_security_headers(response):
     for name, value in SECURITY_HEADERS:
         response.headers.setdefault(name, value)
+    if request.is_secure:
+        response.headers.setdefault(*HSTS)
     return response
 
 

@@ -15,7 +15,6 @@ from .auth import COOKIE, check_request, token_hash
 from .caches import CachedRoom
 from .errors import ApiError, error_response
 from .extensions import db
-from .http import add_security_headers
 from .ids import EventId
 from .models import room_ids
 from .resume import Plan, plan_firehose, plan_room, resume
@@ -419,7 +418,7 @@ def poll_from_memory(environ, slug: str | None):
         answer = wait_for_events(session, frozenset(rooms), start, timeout, feed=slug is None, environ=environ)
     except ApiError as error:
         if error.status in (401, 403):  # the session ended while the poll waited
-            return add_security_headers(error_response(error))
+            return error_response(error)
         return None  # a bad parameter: the view answers it
     except (LookupError, redis.RedisError):
         return None

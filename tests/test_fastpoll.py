@@ -23,7 +23,7 @@ def by_the_view(app, environ):
     """The request answered by Flask alone (the app behind the lane)."""
     layer = app.wsgi_app
     while not isinstance(layer, PollFastLane):
-        layer = layer.wsgi_app
+        layer = getattr(layer, "wsgi_app", None) or layer.app  # RequestIds, ProxyFix
     return answered(layer.wsgi_app, environ)
 
 

@@ -79,3 +79,14 @@ def test_logs_carry_no_sql_parameters_when_the_database_fails(make_app, member, 
     assert answer.status_code == 503
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "dependency failure" in logged and token_hash(token) not in logged and token not in logged
+
+
+def test_hsts_only_over_https_as_the_trusted_proxy_says(member):
+    slug = member.create_room()
+    for _ in range(2):  # the second is answered by the poll fast lane, which must say it too
+        member.get(f"/api/rooms/{slug}/poll", query_string={"timeout": 0}, headers={"X-Forwarded-Proto": "https"})
+    member.send(slug, "so that memory holds an event")
+    for path in ("/api/auth/me", f"/rooms/{slug}", f"/api/rooms/{slug}/poll?timeout=0"):
+        over_https = member.get(path, headers={"X-Forwarded-Proto": "https"})
+        assert over_https.headers.get("Strict-Transport-Security", "").startswith("max-age="), path
+        assert "Strict-Transport-Security" not in member.get(path).headers, path
