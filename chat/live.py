@@ -289,6 +289,7 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
     subscription = _subscribe(session, rooms=rooms, feed=feed, is_stream=False)
     try:
         remembered = local_hub.recent(slug, start, rooms if feed else None)
+        from_memory = remembered is not None
         if remembered is None:
             if plan_for is None:
                 return None
@@ -312,7 +313,9 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
             finally:
                 metrics.POLLS_WAITING.dec()
         environ["chat.live"] = {"rooms": sorted(rooms) if rooms else "all", "events": len(found),
-                                "reason": "events" if found else (subscription.ended or "timeout")}
+                                "reason": "events" if found else (subscription.ended or "timeout"),
+                                "from": str(start) if start else None, "after": str(after),
+                                "answered_from": "memory" if from_memory else "redis"}
         if subscription.ended == "logout":
             raise ApiError(401, "not_authenticated", "signed out")
         if subscription.ended == "banned":

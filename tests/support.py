@@ -296,8 +296,10 @@ class SSEClient:
         self.queue = queue.Queue()
         self.closed = threading.Event()
         self.first_chunk = None
+        self.reader = None
         if self.status == 200:
-            threading.Thread(target=self._read, daemon=True).start()
+            self.reader = threading.Thread(target=self._read, daemon=True)
+            self.reader.start()
 
     def _read(self):
         try:
@@ -352,6 +354,10 @@ class SSEClient:
             except OSError:
                 pass
         self.response.close()
+        # The session may hand this connection to the next request: the reader must be done with it first
+        # (else the two share it, and the next request fails with "ResponseNotReady").
+        if self.reader is not None:
+            self.reader.join(5)
 
 
 # Helpers for the live-events tests.
