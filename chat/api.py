@@ -167,7 +167,20 @@ def list_rooms():
 @login_required
 def create_room():
     fields = json_body(RoomCreateSchema())
-    room = actions.create_room(fields["name"], fields["slug"], current_session().user)
+    user = current_session().user
+    scope = f"rooms:{user.username_key}"
+    if not user.is_moderator:  # each room costs Redis memory for good: a user may create few (API.md)
+        limit, seconds = current_app.config["CHAT_ROOM_CREATE_LIMIT_PARSED"]
+        retry_after = streams.current().rate_limited(scope, limit, seconds)
+        if retry_after:
+            raise ApiError(429, "rate_limited", f"too many rooms created; wait {retry_after} s",
+                           retry_after=retry_after)
+    try:
+        room = actions.create_room(fields["name"], fields["slug"], user)
+    except ApiError:
+        if not user.is_moderator:
+            streams.current().rate_give_back(scope)  # a refused creation (409) created nothing
+        raise
     return {"room": room.to_api()}, 201
 
 

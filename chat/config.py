@@ -17,6 +17,7 @@ CHAT_DEFAULTS = {
     "CHAT_MAX_STREAMS_PER_USER": 20,
     "CHAT_LOGIN_FAILURE_LIMIT": "10/300",  # failed logins per account (any address), then 429 until the window ends
     "CHAT_REGISTER_LIMIT": "100/60",  # registration requests per client address
+    "CHAT_ROOM_CREATE_LIMIT": "10/3600",  # rooms a user (not a moderator) may create
     "CHAT_TRUSTED_PROXIES": 1,  # hops of X-Forwarded-* to believe (Heroku's router is one; 0: no proxy)
     # Not in API.md: operational knobs of this implementation.
     "CHAT_REDIS_PREFIX": "chat",  # key namespace; tests use one per run
@@ -94,6 +95,7 @@ def finish(config, instance_path: str) -> None:
     config["CHAT_RATE_LIMIT_PARSED"] = rate(config["CHAT_RATE_LIMIT"])
     config["CHAT_LOGIN_FAILURE_LIMIT_PARSED"] = rate(config["CHAT_LOGIN_FAILURE_LIMIT"])
     config["CHAT_REGISTER_LIMIT_PARSED"] = rate(config["CHAT_REGISTER_LIMIT"])
+    config["CHAT_ROOM_CREATE_LIMIT_PARSED"] = rate(config["CHAT_ROOM_CREATE_LIMIT"])
     config["SESSION_COOKIE_HTTPONLY"] = True
     config["SESSION_COOKIE_SAMESITE"] = "Lax"
 

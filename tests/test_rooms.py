@@ -1,5 +1,5 @@
 """API.md "Rooms": creating rooms (names, slugs, conflicts), listing them in order, and one room's page."""
-from tests.support import TIME_FORMAT, assert_error, assert_fields, assert_refused
+from tests.support import TIME_FORMAT, AuthActions, assert_error, assert_fields, assert_refused
 
 
 def create(member, name):
@@ -79,3 +79,19 @@ def test_an_unknown_room_is_404(member):
     create(member, "Lobby")
     assert_refused(lambda slug: member.get(f"/api/rooms/{slug}"), ["nowhere", "lobby-2", "lob%00by", "lobby%0A"],
                    404, "not_found")
+
+
+def test_a_user_may_create_few_rooms_a_moderator_any(make_app, make_moderator):
+    app = make_app(CHAT_ROOM_CREATE_LIMIT="2/3600")
+    user, other = AuthActions(app.test_client()), AuthActions(app.test_client())
+    assert user.register().status_code == 201 and other.register().status_code == 201
+    first = user.create_room("Kept")
+    assert user.post("/api/rooms", json={"name": "kept"}).status_code == 409  # refused: counts for nothing
+    user.create_room()
+    refused = user.post("/api/rooms", json={"name": "one too many"})
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "rate_limited"
+    assert 0 < int(refused.headers["Retry-After"]) <= 3600
+    assert other.post("/api/rooms", json={"name": "someone else's"}).status_code == 201
+    moderator = make_moderator(on=app)
+    assert all(moderator.post("/api/rooms", json={"name": f"mod room {n}"}).status_code == 201 for n in range(3))
+    assert first == "kept"
