@@ -139,7 +139,7 @@ connection.onStatus(showStatus);
 
 room.on('message', (message) => {
   const mine = message.sender?.id === me.id;
-  if (mine) outbox.confirmed(message);
+  if (mine) outbox.shownBy(message);
   const outcome = timeline.receive(message);
   if (outcome === 'new' && !mine) announcer.say(`${message.sender.username}: ${message.body.slice(0, 200)}`);
 });

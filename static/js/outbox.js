@@ -1,11 +1,20 @@
 /**
  * Sending: every message shows at once as pending, is posted in order with its client_id, and becomes sent
  * (by the POST's answer or by its own event, whichever first) or failed with a retry that reuses the client_id.
- * While offline, messages wait here and go out when the connection is live again.
+ * While offline, messages wait here and go out when the connection is live again. A POST that got no
+ * definite answer (503, or none in time) is posted again by itself, with the same client_id and backoff, for
+ * as long as the page is open, even once its own event has shown it: the server makes a repeat one message.
  */
 import { api, ApiError, NetworkError, roomPath } from './api.js';
 
 const POST_TIMEOUT_MS = 8000; // a POST that fails while online shows as failed within 10 s
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 30000;
+
+/** A failure the server may not have meant: it answered 503, or nothing came back in time. */
+function undecided(error) {
+  return (error instanceof ApiError && error.status === 503) || (error instanceof NetworkError && error.timedOut);
+}
 
 /** 1–64 of A-Z a-z 0-9 _ - (API.md); crypto.getRandomValues works outside secure contexts too. */
 export function newClientId() {
@@ -22,8 +31,11 @@ export class Outbox {
     this.onRejected = onRejected;
     this.onSessionEnded = onSessionEnded;
     this.queue = []; // client_ids waiting to be posted, in the order they were written
-    this.bodies = new Map(); // client_id -> body, until confirmed
+    this.bodies = new Map(); // client_id -> body, until the server answered its POST (or refused it)
+    this.shown = new Set(); // client_ids whose own event arrived: shown as sent
+    this.attempts = new Map(); // client_id -> undecided POSTs in a row
     this.pumping = false;
+    this.retryTimer = null;
   }
 
   offline() {
@@ -59,22 +71,29 @@ export class Outbox {
     this.pump();
   }
 
-  /** A message event from the stream: if it is one of ours, it is confirmed. */
+  /** A message event from the stream: if it is one of ours, it shows as sent. */
+  shownBy(message) {
+    if (!message.client_id || !this.bodies.has(message.client_id) || this.shown.has(message.client_id)) return;
+    this.shown.add(message.client_id);
+    this.timeline.confirm(message);
+  }
+
+  /** The server answered the POST (or its event showed it, and no POST is left to answer): done. */
   confirmed(message) {
     if (!message.client_id || !this.bodies.has(message.client_id)) return;
     this.bodies.delete(message.client_id);
-    this.queue = this.queue.filter((clientId) => clientId !== message.client_id);
-    this.timeline.confirm(message);
+    this.attempts.delete(message.client_id);
+    if (!this.shown.delete(message.client_id)) this.timeline.confirm(message);
   }
 
   async pump() {
     if (this.pumping) return;
     this.pumping = true;
     try {
-      while (this.queue.length && !this.offline()) {
+      while (this.queue.length && !this.offline() && this.retryTimer === null) {
         const clientId = this.queue[0];
         const keepWaiting = await this.post(clientId);
-        if (keepWaiting) break; // went offline mid-send: it stays first in line
+        if (keepWaiting) break; // offline, or posted again after a delay: it stays first in line
         if (this.queue[0] === clientId) this.queue.shift();
       }
     } finally {
@@ -82,21 +101,30 @@ export class Outbox {
     }
   }
 
-  /** Post one message; true when it must wait for the connection to come back. */
+  /** Post one message; true when it stays first in line (offline, or to be posted again after a delay). */
   async post(clientId) {
     const body = this.bodies.get(clientId);
-    if (body === undefined) return false; // its own event confirmed it meanwhile
-    this.timeline.retrying(clientId);
+    if (body === undefined) return false;
+    if (!this.shown.has(clientId)) this.timeline.retrying(clientId);
     try {
       const data = await api('POST', roomPath(this.slug, 'messages'),
         { body: { body, client_id: clientId }, timeoutMs: POST_TIMEOUT_MS });
       this.confirmed(data.message);
       return false;
     } catch (error) {
-      if (!this.bodies.has(clientId)) return false; // confirmed by its event while the POST failed
+      if (!this.bodies.has(clientId)) return false;
       if (error instanceof NetworkError && !error.timedOut && this.offline()) {
-        this.timeline.waiting(clientId);
+        if (!this.shown.has(clientId)) this.timeline.waiting(clientId);
         return true;
+      }
+      if (undecided(error)) {
+        this.postAgainLater(clientId, error);
+        return true;
+      }
+      if (this.shown.has(clientId)) { // shown by its event, then refused: what the server recorded stands
+        this.bodies.delete(clientId);
+        this.shown.delete(clientId);
+        return false;
       }
       this.timeline.fail(clientId, this.shortReason(error));
       this.onRejected(error);
@@ -105,6 +133,19 @@ export class Outbox {
       }
       return false;
     }
+  }
+
+  /** Back off (at least the server's Retry-After), then post it again with the same client_id. */
+  postAgainLater(clientId, error) {
+    const attempt = (this.attempts.get(clientId) ?? 0) + 1;
+    this.attempts.set(clientId, attempt);
+    const backoff = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (attempt - 1)) * (0.8 + Math.random() * 0.4);
+    const delay = Math.max(backoff, (error.retryAfter ?? 0) * 1000);
+    if (!this.shown.has(clientId)) this.timeline.retrying(clientId);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.pump();
+    }, delay);
   }
 
   shortReason(error) {

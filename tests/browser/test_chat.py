@@ -253,6 +253,58 @@ def test_deleted_messages_vanish_live_and_the_moderator_feed_sees_every_room(peo
     expect(feed_page.get_by_test_id("login")).to_be_visible()
 
 
+def test_a_503_is_sent_again_by_the_page_with_the_same_client_id(people):
+    """The server answered 503 (or its answer was lost): the page posts again by itself, after Retry-After,
+    with the same client_id, also when the message's own event already showed it; one message results.
+    The 503s here stand for a proxy or a server that failed after the commit: the first is a real post
+    whose answer is replaced, the second never reaches the server."""
+    alice = people()
+    slug = alice.http.create_room()
+    page = alice.open_room(slug)
+    posts = []
+    unavailable = {"status": 503, "headers": {"Retry-After": "1", "Content-Type": "application/json"},
+                   "body": '{"error": {"code": "unavailable", "message": "try again"}}'}
+
+    def answer(route):
+        if route.request.method != "POST":
+            return route.continue_()
+        posts.append(route.request.post_data_json)
+        if len(posts) == 1:
+            route.fetch()  # the server records and broadcasts it; the page is told 503
+            return route.fulfill(**unavailable)
+        if len(posts) == 2:
+            return route.fulfill(**unavailable)
+        return route.continue_()
+
+    page.route(re.compile(r".*/api/rooms/[^/]+/messages$"), answer)
+    send(page, "sent through a flaky proxy")
+    mine = message_with(page, "sent through a flaky proxy")
+    expect(mine).to_have_attribute("data-state", "sent")  # by its own event, while the page posts again
+    until(page, lambda: len(posts) == 3, timeout=15)
+    expect(mine).to_have_attribute("data-state", "sent")
+    expect(mine.get_by_test_id("retry")).to_have_count(0)
+    assert len({post["client_id"] for post in posts}) == 1 and {post["body"] for post in posts} == \
+        {"sent through a flaky proxy"}
+    stored = alice.http.get(f"/api/rooms/{slug}/messages").json()["messages"]
+    assert [(m["body"], m["client_id"]) for m in stored] == [("sent through a flaky proxy", posts[0]["client_id"])]
+    expect(messages(page)).to_have_count(1)
+
+    # Before the server has it at all: pending through the 503, then sent by the retry.
+    posts.clear()
+    page.unroute(re.compile(r".*/api/rooms/[^/]+/messages$"))
+    page.route(re.compile(r".*/api/rooms/[^/]+/messages$"),
+               lambda route: (posts.append(route.request.post_data_json), route.fulfill(**unavailable)
+                              if len(posts) == 1 else route.continue_()) if route.request.method == "POST"
+               else route.continue_())
+    send(page, "refused once")
+    second = message_with(page, "refused once")
+    expect(second).to_have_attribute("data-state", "pending")
+    expect(second).to_have_attribute("data-state", "sent", timeout=10_000)
+    assert len(posts) == 2 and posts[0]["client_id"] == posts[1]["client_id"]
+    assert [m["body"] for m in alice.http.get(f"/api/rooms/{slug}/messages").json()["messages"]] == \
+        ["sent through a flaky proxy", "refused once"]
+
+
 def test_clear_feedback_for_each_rejection(people, promote):
     moderator, alice = people(2)
     promote(moderator.username)
