@@ -67,38 +67,49 @@ def post_worker_init(worker):
         hub.shutdown_all()
 
     gevent.spawn(watch)
-    gevent.spawn(_complete_pending_messages, worker.wsgi)
+    gevent.spawn(_relay, worker.wsgi)
     gevent.spawn(_expire_mutes, worker.wsgi)
 
 
-def _every(app, seconds: int, lease_seconds: int, job_name: str, description: str):
-    """Run `actions.<job_name>()` every `seconds`, in the one process across the deployment that takes
-    the job's lease in Redis for `lease_seconds`; a failure (a dependency down) is logged and the next
-    round tries again."""
+def _every(app, seconds: float, lease_seconds: float, job_name: str, job, description: str):
+    """Run `job()` every `seconds`, in the one process across the deployment that takes the job's lease
+    in Redis for `lease_seconds`; a failure (a dependency down) is logged and the next round tries again."""
     import gevent  # noqa: PLC0415
 
-    from chat import actions, streams  # noqa: PLC0415
+    from chat import streams  # noqa: PLC0415
 
     while True:
         gevent.sleep(seconds)
         try:
             with app.app_context():
                 if streams.current().claim(job_name, lease_seconds):
-                    getattr(actions, job_name)()
+                    job()
         except Exception:  # noqa: BLE001
             app.logger.exception("%s failed", description)
 
 
-def _complete_pending_messages(app):
-    """Once a minute: acknowledge messages a crash left half-done."""
-    _every(app, 60, 55, "complete_pending_messages", "completing pending messages")
+def _relay(app):
+    """Every second: publish what a crash or a Redis failure left committed but unpublished, in the rooms
+    active lately; every minute, in every room (chat/outbox.py)."""
+    from chat import outbox  # noqa: PLC0415
+
+    rounds = 0
+
+    def once():
+        nonlocal rounds
+        rounds += 1
+        outbox.relay(everything=rounds % 60 == 1)
+
+    _every(app, 1, 0.9, "relay", once, "publishing what requests left unpublished")
 
 
 def _expire_mutes(app):
     """Every second: broadcast the end of mutes that ran out (API.md: within 5 s of `until`). Each mute is
     ended once even if two runs overlap (actions.expire_mutes claims it in the database); the lease only
     spares the other processes the query."""
-    _every(app, 1, 1, "expire_mutes", "ending mutes that ran out")
+    from chat import actions  # noqa: PLC0415
+
+    _every(app, 1, 1, "expire_mutes", actions.expire_mutes, "ending mutes that ran out")
 
 
 def on_exit(server):

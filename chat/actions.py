@@ -1,48 +1,23 @@
-"""Everything that changes state: write the record, then publish the event. Nothing else publishes.
-
-The message write path (docs/ARCHITECTURE.md): 1. commit the message as *pending* (no event id,
-invisible); 2. append it to the room's stream under its write key (a retry gets the same id back);
-3. commit the event id. Only then is it acknowledged (201). A failure at any step answers 503 and
-leaves a state that a retry with the same client_id completes into exactly one message.
+"""Everything that changes state. A durable event is recorded with its id in one transaction; the
+commit acknowledges it; then outbox.publish carries it to Redis (docs/ARCHITECTURE.md, "The write
+path"). Nothing else writes a room's events.
 """
 import json
-import os
-import signal
 import uuid
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, delete, or_, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.attributes import set_committed_value
 
-from . import hub, streams
+from . import failpoints, hub, outbox, streams
 from .auth import hash_password
 from .errors import ApiError
 from .extensions import db
-from .ids import ZERO, EventId, iso, utcnow
-from .models import (Ban, Message, ModerationAction, Mute, Room, Session, User, find_room, find_user, latest_event_id,
-                     message_payload)
+from .ids import EventId, iso, utcnow
+from .models import (Ban, Message, ModerationAction, Mute, Room, Session, User, allocate_event_id, find_room,
+                     find_user)
 from .schemas import SLUG, USERNAME, check_event
-
-
-def _failpoint(name: str) -> None:
-    """Test-only fault injection (CHAT_FAILPOINTS): die here as a crashed worker would."""
-    if f"{name}=kill" in current_app.config["CHAT_FAILPOINTS"].split(","):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def publish(room: Room, event_type: str, data: dict, *, write_key=None, tombstone=None) -> EventId:
-    """Append a durable event to the room's stream; restore the stream's floor if Redis lost it."""
-    check_event(event_type, data)
-    room_streams = streams.current()
-    try:
-        return room_streams.append(room.slug, event_type, data, write_key=write_key, tombstone=tombstone)
-    except streams.StreamMissing:
-        floor = latest_event_id(room) or ZERO
-        db.session.commit()  # end the read transaction before waiting on Redis
-        return room_streams.append(room.slug, event_type, data, write_key=write_key, tombstone=tombstone,
-                                   floor=floor)
 
 
 # Accounts and rooms
@@ -111,11 +86,19 @@ def _find_by_client_id(room: Room, user: User, client_id: str) -> Message | None
     return Message.query.filter_by(room_id=room.id, sender_id=user.id, client_id=client_id).one_or_none()
 
 
+def _republished(message: Message) -> Message:
+    """A repeat of a recorded message: published again in case its first request died before it was
+    (nothing happens if it was: publishing is idempotent)."""
+    outbox.publish(message.room_id, message.room.slug, message.event_id, "message", message.to_api())
+    return message
+
+
 def post_message(user: User, room: Room, body: str, client_id: str | None) -> tuple[Message, bool]:
-    """Save and publish a message. Returns (message, created); a repeated client_id returns the original."""
-    message = _find_by_client_id(room, user, client_id) if client_id else None
-    if message is not None and message.event_id is not None:
-        return message, False
+    """Record and publish a message. Returns (message, created); a repeated client_id returns the original."""
+    if client_id:
+        message = _find_by_client_id(room, user, client_id)
+        if message is not None:
+            return _republished(message), False
     if active_mute(room, user):
         raise ApiError(403, "muted", "you are muted in this room")
     if room.locked and not user.is_moderator:
@@ -134,30 +117,19 @@ def post_message(user: User, room: Room, body: str, client_id: str | None) -> tu
             raise ApiError(429, "slow_mode", f"this room is in slow mode; wait {retry_after} s",
                            retry_after=retry_after)
 
-    if message is None:  # 1. the pending record
-        message = Message(room=room, sender=user, client_id=client_id, body=body, created_at=utcnow())
-        db.session.add(message)
-        try:
-            db.session.commit()
-        except IntegrityError:  # the same client_id raced in from another request
-            db.session.rollback()
-            message = _find_by_client_id(room, user, client_id)
-            if message.event_id is not None:
-                return message, False
-    _failpoint("after_pending_insert")
-    # No transaction is open here (commits keep objects loaded): none is held across the Redis call.
-    payload = message_payload(message, event_id=None)
-    del payload["id"]  # the stream entry's own id is the message's id
-    event_id = publish(room, "message", payload, write_key=message.write_key)
-    _failpoint("after_stream_append")
-    # 3. acknowledged, by exactly one request even when repeats of the client_id raced in: they answer 200.
-    claimed = db.session.execute(
-        update(Message).where(Message.id == message.id, Message.event_ms.is_(None))
-        .values(event_ms=event_id.ms, event_seq=event_id.seq).execution_options(synchronize_session=False)).rowcount
-    db.session.commit()
-    set_committed_value(message, "event_ms", event_id.ms)
-    set_committed_value(message, "event_seq", event_id.seq)
-    return message, claimed == 1
+    event_id = allocate_event_id(room.id)
+    message = Message(room=room, sender=user, client_id=client_id, body=body, created_at=utcnow(),
+                      event_ms=event_id.ms, event_seq=event_id.seq)
+    db.session.add(message)
+    try:
+        db.session.commit()  # acknowledged: from here on the message exists, whatever Redis does
+    except IntegrityError:  # the same client_id raced in from another request, which recorded it
+        db.session.rollback()
+        return _republished(_find_by_client_id(room, user, client_id)), False
+    failpoints.hit("after_commit")
+    data = message.to_api()
+    outbox.publish(room.id, room.slug, event_id, "message", check_event("message", data))
+    return message, True
 
 
 def find_message(room: Room, event_id: EventId) -> Message | None:
@@ -167,60 +139,26 @@ def find_message(room: Room, event_id: EventId) -> Message | None:
 
 
 def delete_message(user: User, message: Message, *, log: bool = True) -> Message:
-    """Tombstone a message (author or moderator) and broadcast message_deleted once.
+    """Tombstone a message (author or moderator) and broadcast message_deleted, once however many ask.
     `log=False`: the caller logs the deletion in its own moderation entry (a purge)."""
     if not (user.is_moderator or message.sender_id == user.id):
         raise ApiError(403, "forbidden", "only its author or a moderator may delete a message")
-    if not message.deleted:
-        message.deleted_at, message.deleted_by = utcnow(), user
-        if log and message.sender_id != user.id:
-            db.session.add(ModerationAction(moderator_id=user.id, action="delete_message", room_id=message.room_id,
-                                            target=str(message.event_id)))
-        db.session.commit()
-    if message.deleted_event_ms is None:  # also completes a deletion whose broadcast failed before
-        data = {"id": str(message.event_id), "room": message.room.slug, "deleted_by": message.deleted_by.username}
-        db.session.commit()
-        event_id = publish(message.room, "message_deleted", data, write_key=f"delete:{message.write_key}",
-                           tombstone=str(message.event_id))
-        message.deleted_event_ms, message.deleted_event_seq = event_id
-        db.session.commit()
+    if message.deleted:
+        return message
+    event_id = allocate_event_id(message.room_id)  # locks the room: concurrent deletions queue here
+    if db.session.execute(select(Message.deleted_at).where(Message.id == message.id)).scalar() is not None:
+        db.session.rollback()  # another request deleted it meanwhile, and broadcast that
+        db.session.refresh(message)
+        return message
+    message.deleted_at, message.deleted_by = utcnow(), user
+    message.deleted_event_ms, message.deleted_event_seq = event_id
+    if log and message.sender_id != user.id:
+        db.session.add(ModerationAction(moderator_id=user.id, action="delete_message", room_id=message.room_id,
+                                        target=str(message.event_id)))
+    db.session.commit()
+    outbox.publish(message.room_id, message.room.slug, event_id, "message_deleted",
+                   check_event("message_deleted", message.deletion_api()))
     return message
-
-
-def _deleted_between(room: Room, oldest: EventId, newest: EventId) -> set[EventId]:
-    rows = db.session.query(Message.event_ms, Message.event_seq).filter(
-        Message.room_id == room.id, Message.deleted_at.isnot(None),
-        Message.event_ms >= oldest.ms, Message.event_ms <= newest.ms)
-    return {EventId(ms, seq) for ms, seq in rows}
-
-
-def read_history(room: Room, before: EventId | None, limit: int) -> tuple[list[dict], bool, EventId]:
-    """The newest `limit` messages before `before`, oldest first, whether older ones exist, and the cursor.
-
-    Within Redis's retention the messages come from the stream, read atomically with its position,
-    so a message appended but not yet committed cannot fall between history and cursor. Older ones
-    come from the database.
-    """
-    slug = room.slug
-    window, entries, exhausted = streams.current().history(slug, before, limit + 1)
-    # The record's tombstones too: a deletion whose broadcast failed is still a deletion.
-    deleted = _deleted_between(room, entries[-1].id, entries[0].id) if entries else set()
-    messages = [{**entry.data, "id": str(entry.id), **({"body": "", "deleted": True} if entry.id in deleted else {})}
-                for entry in entries]
-    cursor = window.last
-    if len(messages) <= limit and exhausted:
-        bound = min(filter(None, [before, window.first])) if (before or window.first) else None
-        bound = bound.clamped() if bound else None
-        query = Message.query.filter(Message.room_id == room.id, Message.event_ms.isnot(None))
-        if bound is not None:
-            query = query.filter(or_(Message.event_ms < bound.ms,
-                                     and_(Message.event_ms == bound.ms, Message.event_seq < bound.seq)))
-        older = query.order_by(Message.event_ms.desc(), Message.event_seq.desc()).limit(limit + 1 - len(messages))
-        messages += [message.to_api() for message in older]
-        if cursor is None:  # Redis holds no stream for the room: continue after what the database has
-            cursor = latest_event_id(room) or ZERO
-    has_more = len(messages) > limit
-    return list(reversed(messages[:limit])), has_more, cursor
 
 
 # Moderation
@@ -232,12 +170,15 @@ def _log(moderator: User, action: str, room: Room | None, target: str, reason=No
     return entry
 
 
-def _publish_logged(entry: ModerationAction, room: Room, event_type: str, data: dict) -> None:
-    """Publish a moderation event and note its id on the log entry, so replays can rebuild it."""
+def _commit_with_event(entry: ModerationAction, room: Room, event_type: str, data: dict) -> None:
+    """Commit a moderation action with the event it causes (its id and data on the log entry, so the
+    record can rebuild it), then publish that event."""
+    check_event(event_type, data)
+    event_id = allocate_event_id(room.id)
     entry.event_type, entry.event_data = event_type, json.dumps(data)
+    entry.event_ms, entry.event_seq = event_id
     db.session.commit()
-    entry.event_ms, entry.event_seq = publish(room, event_type, data, write_key=f"action:{entry.id}")
-    db.session.commit()
+    outbox.publish(room.id, room.slug, event_id, event_type, data)
 
 
 def _target_user(username: str) -> User:
@@ -265,7 +206,7 @@ def mute(moderator: User, room: Room, username: str, duration: timedelta, reason
         db.session.add(Mute(room_id=room.id, user_id=user.id, until=until, by_id=moderator.id, reason=reason))
     entry = _log(moderator, "mute", room, user.username, reason)
     data = {"room": room.slug, "username": user.username, "until": iso(until), "by": moderator.username}
-    _publish_logged(entry, room, "user_muted", data)
+    _commit_with_event(entry, room, "user_muted", data)
     return {**data, "reason": reason}
 
 
@@ -274,7 +215,7 @@ def unmute(moderator: User, room: Room, username: str) -> None:
     Mute.query.filter_by(room_id=room.id, user_id=user.id).delete()
     entry = _log(moderator, "unmute", room, user.username)
     data = {"room": room.slug, "username": user.username, "until": None, "by": moderator.username}
-    _publish_logged(entry, room, "user_unmuted", data)
+    _commit_with_event(entry, room, "user_unmuted", data)
 
 
 def expire_mutes(batch: int = 100) -> int:
@@ -282,10 +223,8 @@ def expire_mutes(batch: int = 100) -> int:
 
     Each expired mute is claimed by a conditional delete, in the transaction that logs its event: only
     one process deletes the row, and a mute moved into the future by a re-mute, or deleted by an unmute,
-    is not claimed. The event is then published like any other (its log entry names it, so replays and
-    a retry after a failure rebuild it); entries that some process claimed but could not publish (Redis
-    down, a crash) are published by the next run, the append's write key keeping that to one event.
-    Returns how many mutes it ended."""
+    is not claimed. The log entry holds the event with its id, so the relay publishes it if this run
+    cannot (Redis down, a crash). Returns how many mutes it ended."""
     now = utcnow()
     # Plain values: nothing below reloads a row between a claim's statements.
     expired = [(mute.id, mute.room_id, mute.room.slug, mute.user.username)
@@ -299,26 +238,20 @@ def expire_mutes(batch: int = 100) -> int:
             db.session.rollback()
             continue
         data = check_event("user_unmuted", {"room": slug, "username": username, "until": None, "by": None})
+        event_id = allocate_event_id(room_id)
         db.session.add(ModerationAction(moderator_id=None, action="mute_expired", room_id=room_id, target=username,
-                                        event_type="user_unmuted", event_data=json.dumps(data)))
+                                        event_type="user_unmuted", event_data=json.dumps(data),
+                                        event_ms=event_id.ms, event_seq=event_id.seq))
         db.session.commit()
+        outbox.publish(room_id, slug, event_id, "user_unmuted", data)
         ended += 1
-    unpublished = ModerationAction.query.filter(
-        ModerationAction.created_at >= now - timedelta(hours=1),  # the indexed column keeps this cheap
-        ModerationAction.action == "mute_expired", ModerationAction.event_ms.is_(None)).order_by(
-        ModerationAction.id).all()
-    db.session.commit()
-    for entry in unpublished:
-        entry.event_ms, entry.event_seq = publish(entry.room, entry.event_type, json.loads(entry.event_data),
-                                                  write_key=f"action:{entry.id}")
-        db.session.commit()
     return ended
 
 
 def set_locked(moderator: User, room: Room, locked: bool, online_count: int) -> Room:
     room.locked = locked
     entry = _log(moderator, "lock" if locked else "unlock", room, room.slug)
-    _publish_logged(entry, room, "room_updated", {"room": room.to_api(online_count)})
+    _commit_with_event(entry, room, "room_updated", {"room": room.to_api(online_count)})
     return room
 
 
@@ -331,8 +264,7 @@ def purge(moderator: User, username: str, minutes: int, room_slug: str | None, r
         raise ApiError(404, "not_found", f"no room '{room_slug}'")
     query = Message.query.filter(
         Message.sender_id == user.id, Message.created_at >= utcnow() - timedelta(minutes=minutes),
-        Message.event_ms.isnot(None),  # pending messages were never shown
-        or_(Message.deleted_at.is_(None), Message.deleted_event_ms.is_(None)))  # also completes a failed broadcast
+        Message.deleted_at.is_(None))
     if room is not None:
         query = query.filter(Message.room_id == room.id)
     doomed = query.order_by(Message.created_at, Message.id).all()
@@ -346,7 +278,7 @@ def set_slow_mode(moderator: User, room: Room, seconds: int, online_count: int, 
     room.slow_mode_seconds = seconds
     entry = _log(moderator, "slow_mode", room, room.slug, reason)
     data = {"room": room.to_api(online_count)}
-    _publish_logged(entry, room, "room_updated", data)
+    _commit_with_event(entry, room, "room_updated", data)
     return data["room"]
 
 
@@ -376,20 +308,3 @@ def logout(session) -> None:
     db.session.commit()
     streams.current().announce_end(session_id=session_id, reason="logout")
     hub.current().sessions.forget(session_id=session_id)  # this process at once; the others as they read it
-
-
-def complete_pending_messages(min_age_seconds: int = 30, batch: int = 200) -> int:
-    """Acknowledge pending messages whose append did happen (a worker died or the database failed
-    between steps 2 and 3, and the client never retried): they may have been shown live, so they
-    must be in the record. Messages that were never appended stay pending and invisible."""
-    cutoff = utcnow() - timedelta(seconds=min_age_seconds)
-    pending = Message.query.filter(Message.event_ms.is_(None), Message.created_at < cutoff).limit(batch).all()
-    db.session.commit()
-    completed = 0
-    for message in pending:
-        event_id = streams.current().appended_id(message.room.slug, message.write_key)
-        if event_id is not None:
-            message.event_ms, message.event_seq = event_id
-            completed += 1
-    db.session.commit()
-    return completed

@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import actions, metrics, streams
+from . import actions, history, metrics, streams
 from .auth import check_password, current_session, login_required, set_cookie, start_session
 from .errors import ApiError
 from .ids import EventId
@@ -205,7 +205,7 @@ def list_messages(slug):
         limit = 0
     if not 1 <= limit <= 200:
         raise ApiError(422, "validation_error", "limit must be 1–200", fields={"limit": ["must be 1–200"]})
-    messages, has_more, cursor = actions.read_history(room, before, limit)
+    messages, has_more, cursor = history.read_history(room, before, limit)
     return {"messages": messages, "has_more": has_more, "cursor": str(cursor)}
 
 

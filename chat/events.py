@@ -67,9 +67,17 @@ def poll_answer(found: list, cursor, online: bytes) -> bytes:
         online)
 
 
+def tombstoned(message: dict) -> dict:
+    """A deleted message as everyone sees it from then on: its text gone (the one place this is decided)."""
+    return {**message, "body": "", "deleted": True}
+
+
 def from_entry(entry, position: EventId | None = None) -> LiveEvent:
-    """A stream entry as an event; a message's data gets its room event id."""
-    data = {**entry.data, "id": str(entry.room_event_id or entry.id)} if entry.type == "message" else entry.data
+    """A stream entry as an event. A message's data holds its room event id (entries appended before it
+    did get it from the entry's id)."""
+    data = entry.data
+    if entry.type == "message" and "id" not in data:
+        data = {**data, "id": str(entry.room_event_id or entry.id)}
     if entry.type == "room_updated" and "slow_mode_seconds" not in data["room"]:
         # Appended before rooms had slow mode, which was off then (the record's copies are migrated alike).
         data = {**data, "room": {**data["room"], "slow_mode_seconds": 0}}

@@ -17,7 +17,6 @@ import redis
 from . import events, metrics
 from .caches import Recent, SessionCache
 from .errors import Unavailable
-from .ids import EventId
 
 log = logging.getLogger(__name__)
 _HUBS = weakref.WeakSet()  # every hub of this process, for SIGTERM
@@ -135,8 +134,13 @@ class Hub:
     RECENT_KEPT_SECONDS = 60  # a room's recent events are dropped this long after its last local subscriber
     PRESENCE_REFRESH = 10  # at most this many seconds between re-announcing local members
 
-    def __init__(self, streams, config):
+    INCARNATION_CHECK_SECONDS = 5  # how soon a Redis emptied under a running process (FLUSHALL) is noticed
+
+    def __init__(self, streams, config, verify):
         self.streams = streams
+        # Checks the Redis now answering against the database (outbox.verify, given by the app: the hub
+        # is below the write path): what identifies that check, or None while another process makes it.
+        self.verify = verify
         self.max_streams = config["CHAT_MAX_STREAMS_PER_PROCESS"]
         self.max_queue = config["CHAT_SUBSCRIBER_QUEUE"]
         self.presence_ttl = config["CHAT_PRESENCE_TTL_SECONDS"]
@@ -163,6 +167,8 @@ class Hub:
         self._recent_feed = Recent(self.RECENT_FEED)
         self._followed_at = {}  # room -> when it last had a local subscriber
         self._reading = False  # the reader is running and its last Redis call succeeded
+        self._run = None  # the check of Redis against the database this process last saw (outbox.verify)
+        self._verified = False
         # Streams and polls per user: counted here, published to Redis once a second, and the other
         # processes' counts read back as often, so a subscription is admitted without a Redis call.
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -310,6 +316,8 @@ class Hub:
             if self._started:
                 return
             # Latched only once Redis answered: a failure here leaves the next request to try again.
+            if not self._check_incarnation():
+                raise Unavailable("the event store restarted and is being checked; reconnect", retry_after=1)
             self._firehose_at, self._control_at = self.streams.positions()
             self._started = self._reading = True
             threading.Thread(target=self._read_forever, name="chat-hub-reader", daemon=True).start()
@@ -323,8 +331,14 @@ class Hub:
 
     def _read_until_shutdown(self) -> None:
         reader, backoff = self.streams.reader(), 0.5
+        checked_at = time.monotonic()
         while not self.shutting_down:
             try:
+                if not self._verified or time.monotonic() - checked_at >= self.INCARNATION_CHECK_SECONDS:
+                    if not self._check_incarnation():
+                        time.sleep(0.2)  # another process is checking this Redis against the database
+                        continue
+                    checked_at = time.monotonic()
                 firehose, control = self.streams.read_new(reader, self._firehose_at, self._control_at, self.BLOCK_MS)
                 backoff = 0.5
                 self._reading = True
@@ -332,11 +346,11 @@ class Hub:
                 if self.shutting_down:
                     break
                 self._forget_memory()
+                self._verified = False  # after a failure, check whether Redis restarted before reading on
                 metrics.DEPENDENCY_ERRORS.labels(dependency="redis").inc()
                 log.warning("hub: Redis read failed (%s); retrying in %.1f s", error, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5)
-                self._check_lost_streams()
                 continue
             for position, fields in control:
                 self._control_at = position
@@ -357,16 +371,26 @@ class Hub:
         self._recent.clear()
         self._recent_feed = Recent(self.RECENT_FEED)
 
-    def _check_lost_streams(self) -> None:
-        """After Redis comes back empty, the firehose restarts: read it from its beginning."""
-        try:
-            firehose_end, control_end = self.streams.positions()
-        except redis.RedisError:
-            return
-        if firehose_end < self._firehose_at:
-            self._firehose_at = EventId(0, 0)
-        if control_end < self._control_at:
-            self._control_at = EventId(0, 0)
+    def _check_incarnation(self) -> bool:
+        """Whether the Redis server now answering has been checked against the database (outbox.verify;
+        this process checks it if no other is). When the check is not the one this process last saw (Redis
+        restarted, or lost data), what its subscribers were sent, or planned from, may skip events: each
+        of them is ended, to resume by its position (exactly, or with `reset`), and the reader starts
+        over at the streams' ends. A process serves nothing before its first check; afterwards it goes
+        on serving while it checks again (a subscriber admitted meanwhile is ended if the check differs)."""
+        checked = self.verify()
+        if checked is None:
+            self._verified = False
+            return False
+        if self._run is not None and checked != self._run:
+            log.warning("hub: Redis restarted or lost data (%s, was %s): ending every subscription here",
+                        checked, self._run)
+            self._forget_memory()
+            self._firehose_at, self._control_at = self.streams.positions()
+            for subscription in self._all():
+                subscription.end("redis_restarted")
+        self._run, self._verified = checked, True
+        return True
 
     def _dispatch(self, entry) -> None:
         # Encoded once per process and per kind of position: the same bytes go to every subscriber.
@@ -517,5 +541,11 @@ def current() -> Hub:
     if hub is None:
         from . import streams  # noqa: PLC0415
 
-        hub = app.extensions["chat_hub"] = Hub(streams.current(), app.config)
+        def verify():
+            from . import outbox  # noqa: PLC0415  (the write path, above the hub)
+
+            with app.app_context():
+                return outbox.verify()
+
+        hub = app.extensions["chat_hub"] = Hub(streams.current(), app.config, verify)
     return hub

@@ -33,6 +33,10 @@ class EventId(NamedTuple):
         """Whether the database can hold this id (none it holds is larger)."""
         return self.ms <= MAX_STORED_PART and self.seq <= MAX_STORED_PART
 
+    def just_before(self) -> "EventId":
+        """The greatest id below this one: a bound for "everything before it"."""
+        return EventId(self.ms, self.seq - 1) if self.seq else EventId(self.ms - 1, MAX_STORED_PART)
+
     def clamped(self) -> "EventId":
         """The same bound for a range query on stored ids, within what the database can compare
         (a larger part would overflow SQLite and PostgreSQL alike)."""

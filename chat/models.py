@@ -1,11 +1,12 @@
 """The durable record: users, sessions, rooms, messages and moderation, and how each looks in the API."""
 import json
-import uuid
+import time
 
-from sqlalchemy import BigInteger, Index, UniqueConstraint, and_, or_
+from sqlalchemy import BigInteger, Index, UniqueConstraint, and_, case, or_, select, update
 
+from .events import tombstoned
 from .extensions import db
-from .ids import EventId, iso, utcnow
+from .ids import ZERO, EventId, iso, utcnow
 
 
 class User(db.Model):
@@ -47,6 +48,10 @@ class Room(db.Model):
     slow_mode_seconds = db.Column(db.Integer, nullable=False, default=0, server_default="0")  # 0: off
     created_by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    # The id of the room's last event: the database gives each event its id (allocate_event_id), so
+    # the order of commits is the room's order, and Redis only publishes it.
+    event_ms = db.Column(BigInteger, nullable=False, default=0, server_default="0")
+    event_seq = db.Column(BigInteger, nullable=False, default=0, server_default="0")
 
     def to_api(self, online_count: int = 0) -> dict:
         return {"slug": self.slug, "name": self.name, "created_at": iso(self.created_at),
@@ -54,12 +59,10 @@ class Room(db.Model):
 
 
 class Message(db.Model):
-    """A message. It is *pending* (invisible) until its stream id is written back: see docs/ARCHITECTURE.md."""
+    """A message, with the event id its insert transaction took from the room (docs/ARCHITECTURE.md)."""
 
     __tablename__ = "messages"
     id = db.Column(db.Integer, primary_key=True)
-    # Names the write attempt in Redis, so a retried append returns the first id instead of a second entry.
-    write_key = db.Column(db.String(36), nullable=False, unique=True, default=lambda: str(uuid.uuid4()))
     room_id = db.Column(db.Integer, db.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False)
     sender_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
     client_id = db.Column(db.String(64), nullable=True)
@@ -91,15 +94,15 @@ class Message(db.Model):
         return self.deleted_at is not None
 
     def to_api(self) -> dict:
-        return message_payload(self, event_id=str(self.event_id))
+        """The API's message object: the one place its shape is built (events and history alike)."""
+        data = {"id": str(self.event_id), "room": self.room.slug, "body": self.body,
+                "sender": {"id": self.sender.id, "username": self.sender.username},
+                "created_at": iso(self.created_at), "client_id": self.client_id, "deleted": False}
+        return tombstoned(data) if self.deleted else data
 
-
-def message_payload(message: Message, event_id: str | None) -> dict:
-    """The API's message object; the stream entry holds the same minus `id`."""
-    return {"id": event_id, "room": message.room.slug, "body": "" if message.deleted else message.body,
-            "sender": {"id": message.sender.id, "username": message.sender.username},
-            "created_at": iso(message.created_at), "client_id": message.client_id,
-            "deleted": message.deleted}
+    def deletion_api(self) -> dict:
+        """The data of its `message_deleted` event."""
+        return {"id": str(self.event_id), "room": self.room.slug, "deleted_by": self.deleted_by.username}
 
 
 class Mute(db.Model):
@@ -202,21 +205,23 @@ def room_ids(slugs) -> dict[str, int]:
     return dict(db.session.query(Room.slug, Room.id).filter(Room.slug.in_(list(slugs))))
 
 
-def latest_event_id(room: Room) -> EventId | None:
-    """The highest event id the database holds for a room (to restore a stream Redis lost)."""
-    candidates = [
-        db.session.query(Message.event_ms, Message.event_seq).filter(
-            Message.room_id == room.id, Message.event_ms.isnot(None)
-        ).order_by(Message.event_ms.desc(), Message.event_seq.desc()).first(),
-        db.session.query(Message.deleted_event_ms, Message.deleted_event_seq).filter(
-            Message.room_id == room.id, Message.deleted_event_ms.isnot(None)
-        ).order_by(Message.deleted_event_ms.desc(), Message.deleted_event_seq.desc()).first(),
-        db.session.query(ModerationAction.event_ms, ModerationAction.event_seq).filter(
-            ModerationAction.room_id == room.id, ModerationAction.event_ms.isnot(None)
-        ).order_by(ModerationAction.event_ms.desc(), ModerationAction.event_seq.desc()).first(),
-    ]
-    found = [EventId(*row) for row in candidates if row]
-    return max(found) if found else None
+def allocate_event_id(room_id: int) -> EventId:
+    """The next event id of a room, in the transaction that records the event: `(ms, seq)` where `ms` is
+    now (never less than the last event's) and `seq` counts the room's events one by one. The update
+    locks the room's row until the commit, so commits happen in id order and a reader never sees an
+    event without every earlier one (a prefix of the room's log)."""
+    now_ms = int(time.time() * 1000)
+    ms, seq = db.session.execute(
+        update(Room).where(Room.id == room_id)
+        .values(event_ms=case((Room.event_ms < now_ms, now_ms), else_=Room.event_ms), event_seq=Room.event_seq + 1)
+        .returning(Room.event_ms, Room.event_seq).execution_options(synchronize_session=False)).one()
+    return EventId(ms, seq)
+
+
+def last_event_id(room_id: int) -> EventId:
+    """The id of the room's last committed event (ZERO before its first), read now."""
+    row = db.session.execute(select(Room.event_ms, Room.event_seq).where(Room.id == room_id)).one_or_none()
+    return EventId(*row) if row else ZERO
 
 
 def _in_range(ms_column, seq_column, after: EventId, upto: EventId):
@@ -225,24 +230,52 @@ def _in_range(ms_column, seq_column, after: EventId, upto: EventId):
                 or_(ms_column < upto.ms, and_(ms_column == upto.ms, seq_column <= upto.seq)))
 
 
-def events_between(room: Room, after: EventId, upto: EventId, limit: int) -> list[tuple[EventId, str, dict]] | None:
-    """Rebuild a room's durable events after `after` up to `upto` from the record, in order.
-
-    None when there are more than `limit` (the client should reload history instead).
-    """
+def events_after(room_id: int, after: EventId, upto: EventId, limit: int) -> list[tuple[EventId, str, dict]]:
+    """The first `limit` of a room's durable events after `after` up to `upto`, rebuilt from the record,
+    in order: messages (tombstoned if deleted since), deletions and moderation events."""
+    after, upto = after.clamped(), upto.clamped()
     found = []
-    for message in Message.query.filter(Message.room_id == room.id,
-                                        _in_range(Message.event_ms, Message.event_seq, after, upto)).limit(limit + 1):
+    for message in Message.query.filter(Message.room_id == room_id,
+                                        _in_range(Message.event_ms, Message.event_seq, after, upto)).order_by(
+            Message.event_ms, Message.event_seq).limit(limit):
         found.append((message.event_id, "message", message.to_api()))
     for message in Message.query.filter(
-            Message.room_id == room.id,
-            _in_range(Message.deleted_event_ms, Message.deleted_event_seq, after, upto)).limit(limit + 1):
+            Message.room_id == room_id,
+            _in_range(Message.deleted_event_ms, Message.deleted_event_seq, after, upto)).order_by(
+            Message.deleted_event_ms, Message.deleted_event_seq).limit(limit):
         found.append((EventId(message.deleted_event_ms, message.deleted_event_seq), "message_deleted",
-                      {"id": str(message.event_id), "room": room.slug, "deleted_by": message.deleted_by.username}))
+                      message.deletion_api()))
     for action in ModerationAction.query.filter(
-            ModerationAction.room_id == room.id,
-            _in_range(ModerationAction.event_ms, ModerationAction.event_seq, after, upto)).limit(limit + 1):
+            ModerationAction.room_id == room_id,
+            _in_range(ModerationAction.event_ms, ModerationAction.event_seq, after, upto)).order_by(
+            ModerationAction.event_ms, ModerationAction.event_seq).limit(limit):
         found.append((EventId(action.event_ms, action.event_seq), action.event_type, json.loads(action.event_data)))
-    if len(found) > limit:
-        return None
-    return sorted(found, key=lambda event: event[0])
+    return sorted(found, key=lambda event: event[0])[:limit]
+
+
+def events_before(room_id: int, upto: EventId, limit: int) -> list[tuple[EventId, str, dict]]:
+    """The last `limit` of a room's durable events up to `upto`, from the record, in order."""
+    upto, found = upto.clamped(), []
+    for message in Message.query.filter(Message.room_id == room_id, _in_range(Message.event_ms, Message.event_seq,
+                                                                              ZERO, upto)).order_by(
+            Message.event_ms.desc(), Message.event_seq.desc()).limit(limit):
+        found.append((message.event_id, "message", message.to_api()))
+    for message in Message.query.filter(
+            Message.room_id == room_id,
+            _in_range(Message.deleted_event_ms, Message.deleted_event_seq, ZERO, upto)).order_by(
+            Message.deleted_event_ms.desc(), Message.deleted_event_seq.desc()).limit(limit):
+        found.append((EventId(message.deleted_event_ms, message.deleted_event_seq), "message_deleted",
+                      message.deletion_api()))
+    for action in ModerationAction.query.filter(
+            ModerationAction.room_id == room_id,
+            _in_range(ModerationAction.event_ms, ModerationAction.event_seq, ZERO, upto)).order_by(
+            ModerationAction.event_ms.desc(), ModerationAction.event_seq.desc()).limit(limit):
+        found.append((EventId(action.event_ms, action.event_seq), action.event_type, json.loads(action.event_data)))
+    return sorted(found, key=lambda event: event[0])[-limit:]
+
+
+def events_between(room_id: int, after: EventId, upto: EventId, limit: int) -> list[tuple[EventId, str, dict]] | None:
+    """A room's durable events after `after` up to `upto`, from the record, in order; None when there are
+    more than `limit` (the client should reload history instead)."""
+    found = events_after(room_id, after, upto, limit + 1)
+    return None if len(found) > limit else found

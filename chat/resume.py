@@ -2,10 +2,11 @@
 holds the events, from the database where it no longer does, or with a reset where neither can."""
 from dataclasses import dataclass, field
 
-from . import events, streams
+from . import events, outbox, streams
+from .errors import Unavailable
 from .extensions import db
-from .ids import MAX_STORED_PART, ZERO, EventId
-from .models import events_between, latest_event_id
+from .ids import ZERO, EventId
+from .models import events_between, last_event_id
 
 CATCH_UP_BATCH = 500
 DATABASE_REPLAY_LIMIT = 1000  # a client further behind than this reloads history instead
@@ -32,49 +33,57 @@ class Trimmed(Exception):
     """Redis trimmed entries that a catch-up still needed while it read them: plan again."""
 
 
-def _just_before(event_id: EventId) -> EventId:
-    return EventId(event_id.ms, event_id.seq - 1) if event_id.seq else EventId(event_id.ms - 1, MAX_STORED_PART)
+def _window(slug: str | None) -> streams.Window:
+    """Where a room's stream (or the firehose) stands, read only from a Redis checked against the database
+    (a Redis back from an older snapshot must not be served as it is: outbox.verify)."""
+    window = streams.current().window(slug)
+    if not window.verified:
+        if outbox.verify() is None:
+            raise Unavailable("the event store restarted and is being checked; reconnect", retry_after=1)
+        window = streams.current().window(slug)
+    return window
 
 
 def plan_room(room, start: EventId | None) -> Plan:
-    """Decide how to resume a room exactly: from Redis where it still holds the events, from the
-    database for what Redis no longer holds, or a reset where neither can rebuild the gap."""
-    window = streams.current().window(room.slug)
+    """Decide how to resume a room exactly: from Redis where its stream holds the events, from the
+    database for what it does not (older than its first entry, or not yet published), or a reset
+    where neither can serve it. The database holds every acknowledged event; Redis a gap-free run of
+    them (outbox.py), so the two together never skip one."""
+    window = _window(room.slug)
+    recorded = last_event_id(room.id)  # read after the window: never behind what Redis showed
     if start is None:  # the tail: only what happens after connecting
-        return Plan(window.last or latest_event_id(room) or ZERO, [], window=window)
-    if window.last is None:  # no stream: Redis lost it, or the room is new
-        known = latest_event_id(room) or ZERO
-        if start > known:
-            return Plan(known, [], reset="position unknown to this server")
-        upto = known
-    elif start > window.last:
-        return Plan(window.last, [], reset="position unknown to this server")
-    elif window.first is not None and start >= window.first:
-        return Plan(start, [], window=window)
-    else:  # older than what Redis retains
-        upto = _just_before(window.first) if window.first else window.last
-    rebuilt = events_between(room, start.clamped(), upto, DATABASE_REPLAY_LIMIT)
+        return Plan(max(window.last or ZERO, recorded), [], window=window)
+    if start > recorded:
+        return Plan(recorded, [], reset="position unknown to this server")
+    if window.first is not None and start >= window.first:
+        return Plan(start, [], window=window)  # what is not published yet arrives live
+    upto = window.first.just_before() if window.first else window.last or recorded
+    rebuilt = events_between(room.id, start.clamped(), upto, DATABASE_REPLAY_LIMIT)
     if rebuilt is None:
-        return Plan(window.last or upto, [], reset="too far behind; reload history")
+        return Plan(max(window.last or ZERO, recorded), [], reset="too far behind; reload history")
     replay = [events.LiveEvent(event_id, kind, data) for event_id, kind, data in rebuilt]
-    return Plan(replay[-1].id if replay else start, replay, cursor=start, window=window)
+    return Plan(max(replay[-1].id if replay else start, start), replay, cursor=start, window=window)
 
 
 def plan_firehose(start: EventId | None) -> Plan:
-    """The moderators' feed resumes from the firehose alone; past its retention, a reset.
+    """The feeds resume from the firehose alone; past its retention, or from a position an earlier
+    incarnation of Redis handed out (outbox.verify), a reset.
 
     A position before its oldest entry is served from that entry on while the firehose never was
     trimmed (so a feed that began on an empty firehose, cursor 0-0, resumes exactly).
     """
     room_streams = streams.current()
-    window = room_streams.window(None)
+    window = _window(None)
     if start is None:
         return Plan(window.last or ZERO, [], window=window)
+    since = room_streams.incarnation().get("since")
+    if since and start < EventId.parse(since):
+        return Plan(window.last or ZERO, [], reset="the server's event store restarted; reload history")
     if window.last is None:  # nothing yet (or Redis lost it): only 0-0 was handed out meanwhile
         return Plan(ZERO, [], window=window) if start == ZERO else \
             Plan(ZERO, [], reset="position no longer retained")
     trimmed = window.length >= room_streams.firehose_maxlen
-    if start > window.last or (trimmed and window.first is not None and start < _just_before(window.first)):
+    if start > window.last or (trimmed and window.first is not None and start < window.first.just_before()):
         return Plan(window.last, [], reset="position no longer retained")
     return Plan(start, [], window=window)
 

@@ -118,7 +118,7 @@ class _Sender(Schema):
 
 
 class MessageEvent(Schema):
-    # No `id`: a message's id is its stream entry's id, added when the entry is read.
+    id = fields.String(required=True)  # the room event id the database gave it
     room = fields.String(required=True)
     body = fields.String(required=True)
     sender = fields.Nested(_Sender, required=True)

@@ -1,8 +1,10 @@
 """Redis: the only module that knows a key name or calls an X* command.
 
-Each room has a stream (its ordered log) and a set of deleted message ids (tombstones applied when
-entries are read back). One firehose stream carries every room's durable events, appended in the
-same script as the room's entry: the moderators' feed, and what each process's hub reads.
+Each room has a stream (a gap-free run of its log, with the ids the database gave: outbox.py) and a set
+of deleted message ids (tombstones applied when entries are read back). One firehose stream carries every
+room's durable events, appended in the same script as the room's entry: the feeds, and what each
+process's hub reads. Scripts that publish or read check that this Redis was verified against the database
+since it started (its run_id), so a Redis back from an older snapshot is never served as it is.
 """
 import json
 import time
@@ -10,25 +12,72 @@ from dataclasses import dataclass
 
 import redis
 
+from .events import tombstoned
 from .ids import ZERO, EventId
 
-_FIELDS_APPEND = """
--- KEYS: room stream, firehose, tombstones, write key (or '')
--- ARGV: type, data, room slug, maxlen, firehose maxlen, write key ttl, floor id (or ''), tombstone id (or '')
-if KEYS[4] ~= '' then
-  local done = redis.call('GET', KEYS[4])
-  if done then return done end
+_IDS = """
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  -- New room, or Redis lost the stream: ids must continue after what the database holds.
-  if ARGV[7] == '' then return redis.error_reply('NOSTREAM need the floor id') end
-  if ARGV[7] ~= '0-0' then redis.call('XADD', KEYS[1], 'MAXLEN', '0', ARGV[7], 'type', 'floor') end
+local function below(a, b)  -- stream ids compared as (ms, seq) pairs
+  local ams, aseq = parse(a)
+  local bms, bseq = parse(b)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+local function last_id(key)  -- the stream's last-generated id (also when it is empty), or false
+  if redis.call('EXISTS', key) == 0 then return false end
+  local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if #top > 0 then return top[1][1] end
+  local info = redis.call('XINFO', 'STREAM', key)
+  for i = 1, #info, 2 do if info[i] == 'last-generated-id' then return info[i + 1] end end
+  return false
+end
+local function verified(key)  -- whether this Redis's data has been checked against the database
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  return redis.call('HGET', key, 'run') == run
+end
+"""
+
+_PUBLISH = _IDS + """
+-- Publish one durable event of a room, with the id the database gave it, after the room's previous one.
+-- KEYS: room stream, firehose, tombstones, incarnation
+-- ARGV: id, previous id ('': the event whose seq is one less), type, data, slug, maxlen, firehose maxlen,
+--       tombstone ('' or the deleted message's id), '1' unless the caller is the check itself
+-- Returns {'OK'}, {'DUP'} (published already), {'GAP', last id or ''} (publish what is missing first),
+-- or {'EPOCH'} (this Redis has not been checked against the database yet).
+if ARGV[9] == '1' and not verified(KEYS[4]) then return {'EPOCH'} end
+local last = last_id(KEYS[1])
+local _, seq = parse(ARGV[1])
+if last then
+  if not below(last, ARGV[1]) then return {'DUP'} end
+  local _, last_seq = parse(last)
+  if (ARGV[2] == '' and last_seq ~= seq - 1) or (ARGV[2] ~= '' and last ~= ARGV[2]) then return {'GAP', last} end
+elseif not (ARGV[2] == '0-0' or (ARGV[2] == '' and seq == 1)) then
+  return {'GAP', ''}
 end
 if ARGV[8] ~= '' then redis.call('SADD', KEYS[3], ARGV[8]) end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'type', ARGV[1], 'data', ARGV[2])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'room', ARGV[3], 'id', id, 'type', ARGV[1], 'data', ARGV[2])
-if KEYS[4] ~= '' then redis.call('SET', KEYS[4], id, 'EX', ARGV[6]) end
-return id
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], ARGV[1], 'type', ARGV[3], 'data', ARGV[4])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'room', ARGV[5], 'id', ARGV[1], 'type', ARGV[3], 'data', ARGV[4])
+return {'OK'}
+"""
+
+_FLOOR = _IDS + """
+-- KEYS: room stream. ARGV: the id of the room's last event in the database.
+-- A stream that ends below it (Redis lost or rolled back entries) starts over, empty, at that id:
+-- everything up to it is read from the database. Returns 1 if it did.
+local last = last_id(KEYS[1])
+if last and not below(last, ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('XADD', KEYS[1], 'MAXLEN', '0', ARGV[1], 'type', 'floor')
+return 1
+"""
+
+_LAST_IDS = _IDS + """
+-- KEYS: room streams. Returns each one's last-generated id, or '' where there is none.
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = last_id(key) or '' end
+return out
 """
 
 _STREAM_INFO = """
@@ -50,44 +99,26 @@ local function field(entry, name)
 end
 """
 
-_HISTORY = _STREAM_INFO + """
--- KEYS: room stream, tombstones. ARGV: start ('+' or '(id'), how many messages, batch size
--- Returns {last-generated id, first retained id, {{id, data, deleted}...} newest first, exhausted}
+_READ_AFTER = _STREAM_INFO + _IDS + """
+-- KEYS: stream, tombstones ('' for the firehose: each entry's room names its set), incarnation
+-- ARGV: after id, count, prefix
+-- Returns {last-generated id, first retained id, {{id, type, data, deleted, room, room id}...} oldest first, length,
+-- whether this Redis was checked against the database}
+local checked = verified(KEYS[3]) and 1 or 0
 local bounds = info(KEYS[1])
-if not bounds[1] then return {false, false, {}, 1} end
-local found, start, want, batch = {}, ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local exhausted = 0
-while #found < want do
-  local entries = redis.call('XREVRANGE', KEYS[1], start, '-', 'COUNT', batch)
-  for _, entry in ipairs(entries) do
-    if field(entry, 'type') == 'message' then
-      found[#found + 1] = {entry[1], field(entry, 'data'), redis.call('SISMEMBER', KEYS[2], entry[1])}
-      if #found >= want then break end
-    end
-  end
-  if #entries < batch then exhausted = 1; break end
-  start = '(' .. entries[#entries][1]
-end
-return {bounds[1], bounds[2], found, exhausted}
-"""
-
-_READ_AFTER = _STREAM_INFO + """
--- KEYS: stream, tombstones ('' for the firehose: each entry's room names its set). ARGV: after id, count, prefix
--- Returns {last-generated id, first retained id, {{id, type, data, deleted, room, room id}...} oldest first, length}
-local bounds = info(KEYS[1])
-if not bounds[1] then return {false, false, {}, 0} end
+if not bounds[1] then return {false, false, {}, 0, checked} end
 local out = {}
-if tonumber(ARGV[2]) == 0 then return {bounds[1], bounds[2], out, bounds[3]} end
+if tonumber(ARGV[2]) == 0 then return {bounds[1], bounds[2], out, bounds[3], checked} end
 for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])) do
   local kind = field(entry, 'type')
-  if kind ~= 'floor' then
+  if kind ~= 'floor' and kind ~= 'epoch' then
     local room, room_id = field(entry, 'room') or '', field(entry, 'id') or entry[1]
     local tombstones = KEYS[2]
     if tombstones == '' then tombstones = ARGV[3] .. ':{room:' .. room .. '}:deleted' end
     out[#out + 1] = {entry[1], kind, field(entry, 'data'), redis.call('SISMEMBER', tombstones, room_id), room, room_id}
   end
 end
-return {bounds[1], bounds[2], out, bounds[3]}
+return {bounds[1], bounds[2], out, bounds[3], checked}
 """
 
 _RATE_LIMIT = """
@@ -103,8 +134,8 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end
 """
 
 
-class StreamMissing(Exception):
-    """The room's stream does not exist (new room, or Redis lost it): call again with the floor id."""
+class Refused(Exception):
+    """This Redis has not been checked against the database since it started (outbox.verify)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +156,7 @@ class Window:
     last: EventId | None
     first: EventId | None
     length: int = 0  # entries held; below the stream's MAXLEN, nothing was ever trimmed from it
+    verified: bool = True  # this Redis was checked against the database since it started (outbox.verify)
 
 
 def _parse_id(raw) -> EventId | None:
@@ -134,15 +166,14 @@ def _parse_id(raw) -> EventId | None:
 class Streams:
     """Named operations on the service's Redis keys, for one key prefix."""
 
-    WRITE_KEY_TTL = 7 * 24 * 3600  # a retried write this late still finds its first id
-
     def __init__(self, client: redis.Redis, prefix: str, maxlen: int):
         self.redis = client
         self.prefix = prefix
         self.maxlen = maxlen
         self.firehose_maxlen = max(maxlen * 10, 100000)
-        self._append = client.register_script(_FIELDS_APPEND)
-        self._history = client.register_script(_HISTORY)
+        self._publish = client.register_script(_PUBLISH)
+        self._floor = client.register_script(_FLOOR)
+        self._last_ids = client.register_script(_LAST_IDS)
         self._read_after = client.register_script(_READ_AFTER)
         self._rate_limit = client.register_script(_RATE_LIMIT)
         self._rate_give_back = client.register_script(_RATE_GIVE_BACK)
@@ -154,66 +185,84 @@ class Streams:
     def tombstones_key(self, slug: str) -> str:
         return f"{self.prefix}:{{room:{slug}}}:deleted"
 
-    def write_key(self, slug: str, write_key: str) -> str:
-        return f"{self.prefix}:{{room:{slug}}}:write:{write_key}"
-
     def firehose_key(self) -> str:
         return f"{self.prefix}:firehose"
 
     def control_key(self) -> str:
         return f"{self.prefix}:control"
 
+    def incarnation_key(self) -> str:
+        return f"{self.prefix}:incarnation"
+
     def rate_key(self, scope: str) -> str:
         return f"{self.prefix}:rate:{scope}"
 
-    def append(self, slug: str, event_type: str, data: dict, *, write_key: str | None = None,
-               floor: EventId | None = None, tombstone: str | None = None) -> EventId:
-        """Append a durable event to the room's stream and the firehose, atomically.
-
-        With `write_key`, a repeat returns the first append's id instead of appending again.
-        Raises StreamMissing when the stream does not exist and no `floor` was given; the caller
-        passes the highest id the database holds (or ZERO), so ids never go backwards.
+    def publish(self, slug: str, event_id: EventId, event_type: str, data: dict,
+                previous: EventId | None = None, verifying: bool = False) -> tuple[str, EventId | None]:
+        """Append one durable event, with the id the database gave it, to the room's stream and the
+        firehose, atomically, only right after the room's previous event (`previous`, else the event one
+        `seq` before). Returns ("OK" | "DUP", None), or ("GAP", the stream's last id, None if it has
+        none): the events in between must be published first. Raises Refused before this Redis is verified
+        (unless `verifying`: the check itself restores events).
         """
-        keys = [self.room_stream_key(slug), self.firehose_key(), self.tombstones_key(slug),
-                self.write_key(slug, write_key) if write_key else ""]
-        args = [event_type, json.dumps(data, separators=(",", ":"), ensure_ascii=False), slug, self.maxlen,
-                self.firehose_maxlen, self.WRITE_KEY_TTL, str(floor) if floor else "", tombstone or ""]
-        try:
-            return EventId.parse(self._append(keys=keys, args=args))
-        except redis.ResponseError as error:
-            if "NOSTREAM" in str(error):
-                raise StreamMissing(slug) from None
-            raise
+        keys = [self.room_stream_key(slug), self.firehose_key(), self.tombstones_key(slug), self.incarnation_key()]
+        tombstone = data["id"] if event_type == "message_deleted" else ""
+        args = [str(event_id), str(previous) if previous is not None else "", event_type,
+                json.dumps(data, separators=(",", ":"), ensure_ascii=False), slug, self.maxlen, self.firehose_maxlen,
+                tombstone, "" if verifying else "1"]
+        outcome = self._publish(keys=keys, args=args)
+        if outcome[0] == "EPOCH":
+            raise Refused()
+        if outcome[0] == "GAP":
+            return "GAP", _parse_id(outcome[1])
+        return outcome[0], None
 
-    def appended_id(self, slug: str, write_key: str) -> EventId | None:
-        """The id an append under `write_key` got, if it happened (and Redis still remembers)."""
-        found = self.redis.get(self.write_key(slug, write_key))
-        return EventId.parse(found) if found else None
+    def floor(self, slug: str, last: EventId) -> bool:
+        """Start the room's stream over, empty, at `last` if it ends below it (see _FLOOR)."""
+        return bool(self._floor(keys=[self.room_stream_key(slug)], args=[str(last)]))
 
-    def claim(self, job: str, seconds: int) -> bool:
+    def last_ids(self, slugs: list[str]) -> dict[str, EventId | None]:
+        """Each room stream's last-generated id (None where there is no stream), in one round trip."""
+        if not slugs:
+            return {}
+        found = self._last_ids(keys=[self.room_stream_key(slug) for slug in slugs])
+        return {slug: _parse_id(raw) for slug, raw in zip(slugs, found)}
+
+    # Incarnations: each start of the Redis server (its run_id) is checked against the database once.
+    def run_id(self, client: redis.Redis | None = None) -> str:
+        return (client or self.redis).info("server")["run_id"]
+
+    def incarnation(self) -> dict:
+        """What the check recorded: `run` (the run_id it was made for) and `since` (the firehose position
+        where this incarnation's feeds begin; positions before it were handed out by an older one)."""
+        return self.redis.hgetall(self.incarnation_key())
+
+    def mark_verified(self, run: str, since: EventId) -> None:
+        self.redis.hset(self.incarnation_key(), mapping={"run": run, "since": str(since)})
+
+    def mark_epoch(self) -> EventId:
+        """A marker entry in the firehose: positions before it belong to an older incarnation."""
+        return EventId.parse(self.redis.xadd(self.firehose_key(), {"type": "epoch"}, maxlen=self.firehose_maxlen,
+                                             approximate=True))
+
+    def claim(self, job: str, seconds: float) -> bool:
         """True for one caller across all processes per `seconds` (a lease for periodic jobs)."""
-        return bool(self.redis.set(f"{self.prefix}:lease:{job}", "1", nx=True, ex=seconds))
+        return bool(self.redis.set(f"{self.prefix}:lease:{job}", "1", nx=True, px=int(seconds * 1000)))
 
-    def history(self, slug: str, before: EventId | None, count: int) -> tuple[Window, list[Entry], bool]:
-        """Up to `count` messages before `before` (newest first), read in one atomic step with the
-        stream's position, so nothing can fall between the history and its cursor.
-        Returns the window, the messages and whether the stream was read to its oldest entry."""
-        start = f"({before}" if before else "+"
-        last, first, rows, exhausted = self._history(
-            keys=[self.room_stream_key(slug), self.tombstones_key(slug)], args=[start, count, max(count, 100)])
-        messages = [Entry(EventId.parse(i), "message", _tombstoned(json.loads(d), deleted)) for i, d, deleted in rows]
-        return Window(_parse_id(last), _parse_id(first)), messages, bool(exhausted)
+    def release(self, job: str) -> None:
+        self.redis.delete(f"{self.prefix}:lease:{job}")
 
     def read_after(self, slug: str | None, after: EventId, count: int) -> tuple[Window, list[Entry]]:
         """Durable events after `after`, oldest first, from a room's stream (or the firehose if slug is None)."""
         key = self.room_stream_key(slug) if slug else self.firehose_key()
         tombstones = self.tombstones_key(slug) if slug else ""
-        last, first, rows, length = self._read_after(keys=[key, tombstones], args=[str(after), count, self.prefix])
+        last, first, rows, length, checked = self._read_after(keys=[key, tombstones, self.incarnation_key()],
+                                                              args=[str(after), count, self.prefix])
         entries = []
         for raw_id, kind, data, deleted, room, room_id in rows:
             entries.append(Entry(EventId.parse(raw_id), kind, _tombstoned(json.loads(data), deleted, kind),
                                  room or slug, EventId.parse(room_id)))
-        return Window(_parse_id(last), _parse_id(first), int(length)), entries
+        return Window(_parse_id(last), _parse_id(first), int(length), bool(checked)), entries
 
     def reader(self) -> redis.Redis:
         """A client with one connection of its own, for the hub's blocking reads."""
@@ -241,6 +290,8 @@ class Streams:
         for key, rows in reply:
             for raw_id, fields in rows:
                 if key == self.firehose_key():
+                    if fields["type"] == "epoch":
+                        continue
                     firehose.append(Entry(EventId.parse(raw_id), fields["type"], json.loads(fields["data"]),
                                           fields["room"], EventId.parse(fields["id"])))
                 else:
@@ -347,9 +398,7 @@ class Streams:
 
 def _tombstoned(data: dict, deleted, kind: str = "message") -> dict:
     """Never replay a deleted message's text."""
-    if kind == "message" and deleted:
-        return {**data, "body": "", "deleted": True}
-    return data
+    return tombstoned(data) if kind == "message" and deleted else data
 
 
 def current() -> Streams:

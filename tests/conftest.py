@@ -49,7 +49,8 @@ def app_config(services, **overrides) -> dict:
 
 def reset_state(services) -> None:
     """Empty every table and every per-room Redis key; the firehose and control streams stay,
-    because a live server's hub is reading them."""
+    because a live server's hub is reading them, and so does the record that this Redis was checked
+    against the database (emptying a database does not lose events)."""
     engine = sqlalchemy.create_engine(services["database_url"])
     with engine.begin() as connection:
         tables = [table.name for table in reversed(db.metadata.sorted_tables)]
@@ -60,7 +61,7 @@ def reset_state(services) -> None:
                 connection.execute(sqlalchemy.text(f"DELETE FROM {table}"))
     engine.dispose()
     client = redis.Redis.from_url(services["redis_url"])
-    keep = {f"{services['prefix']}:firehose".encode(), f"{services['prefix']}:control".encode()}
+    keep = {f"{services['prefix']}:{name}".encode() for name in ("firehose", "control", "incarnation")}
     doomed = [key for key in client.scan_iter(f"{services['prefix']}:*", count=1000) if key not in keep]
     if doomed:
         client.delete(*doomed)

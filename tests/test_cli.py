@@ -246,6 +246,6 @@ def test_db_upgrade_gives_rooms_and_their_stored_room_updated_events_slow_mode(m
 
         upgraded = find_room("old")
         assert upgraded.to_api(2) == {**room, "slow_mode_seconds": 0}
-        assert events_between(upgraded, ZERO, EventId(10, 0), 10) == [
+        assert events_between(upgraded.id, ZERO, EventId(10, 0), 10) == [
             (EventId(5, 0), "room_updated", {"room": {**room, "slow_mode_seconds": 0}})]
         db.session.remove()
