@@ -1,7 +1,7 @@
 /**
  * Per-room activity on the dashboard: messages in the last minute (counted live from the feed's `message`
  * events, in one-second buckets) and people online, with each room's lock and slow mode.
- * The table is redrawn once a second, not per message, busiest rooms first.
+ * The table is redrawn once a second (and when a room changes), not per message, busiest rooms first.
  */
 const WINDOW_SECONDS = 60;
 
@@ -36,21 +36,28 @@ export class RoomStats {
 
   /** Rooms as GET /api/rooms answers them (online from `online_count`). */
   setRooms(rooms) {
-    for (const room of rooms) this.roomUpdated(room, { online: true });
+    for (const room of rooms) this.update(room, { online: true });
+    this.render();
   }
 
-  /** A `room` object (from the list or a `room_updated` event); `online`: take its `online_count` too. */
-  roomUpdated(room, { online = false } = {}) {
+  /** A `room_updated` event's room: its lock and slow mode, shown at once. */
+  roomUpdated(room) {
+    this.update(room);
+    this.render();
+  }
+
+  /** A presence event's count of who is online in a room (shown with the next tick: they come often). */
+  setOnline(slug, count) {
+    this.entry(slug).online = count;
+  }
+
+  /** A `room` object (from the list or an event); `online`: take its `online_count` too. */
+  update(room, { online = false } = {}) {
     const entry = this.entry(room.slug);
     entry.name = room.name ?? entry.name;
     entry.locked = Boolean(room.locked);
     entry.slowMode = Number(room.slow_mode_seconds) || 0;
     if (online && Number.isFinite(room.online_count)) entry.online = room.online_count;
-  }
-
-  /** A `presence` event's list of who is online in a room. */
-  setOnline(slug, count) {
-    this.entry(slug).online = count;
   }
 
   noteMessage(slug) {

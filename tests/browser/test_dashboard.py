@@ -102,7 +102,7 @@ def test_a_mute_appears_live_with_its_reason_and_one_click_lifts_it(people, live
     expect(dashboard.get_by_test_id("mod-feed")).to_contain_text(f"{alice.username}’s mute in #{slug} ran out.")
 
 
-def test_ban_and_delete_the_last_hour_then_unban_in_one_click(people, promote):
+def test_ban_and_delete_the_last_hour_then_unban_in_one_click(people, promote, artifacts):
     moderator, bob = people(2)
     promote(moderator.username)
     garden, kitchen = bob.http.create_room(), bob.http.create_room()
@@ -117,6 +117,7 @@ def test_ban_and_delete_the_last_hour_then_unban_in_one_click(people, promote):
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text(f"Ban {bob.username} everywhere?")
     expect(dialog.get_by_test_id("ban-dialog-reason")).to_have_value("spam links")  # the feed's reason, to edit
+    dashboard.screenshot(path=str(artifacts / "moderate-ban-dialog.png"))
     dialog.get_by_test_id("ban-and-purge").click()
     expect(dialog).to_be_hidden()
 
