@@ -2,13 +2,15 @@
  * The moderators' dashboard, for people who keep it open all day: one live feed of every room
  * (/api/moderation/events, same Connection as the chat) with room and text filters, per-room activity,
  * the bans and mutes in force, the audit log, and the controls. This module wires the parts together:
- * mod-feed.js (the feed), room-stats.js, sanctions.js (bans and mutes), audit-log.js, mod-actions.js (the calls).
+ * mod-feed.js (the feed), room-stats.js, sanctions.js (bans and mutes), audit-log.js, mod-actions.js (the calls)
+ * and mod-controls.js (the forms).
  */
 import { api, ApiError, loadSession, roomPath } from './api.js';
 import { AuditLog } from './audit-log.js';
 import './auth.js'; // the logout button
 import { Connection } from './connection.js';
 import { ModActions } from './mod-actions.js';
+import { fillRoomSelect, wireControls } from './mod-controls.js';
 import { ModFeed } from './mod-feed.js';
 import { Announcer, compareIds, localTime, renderStatus } from './render.js';
 import { RoomStats } from './room-stats.js';
@@ -176,72 +178,9 @@ for (const name of ['user_muted', 'user_unmuted', 'room_updated', 'message_delet
 // The reports queue goes here: `report_created` / `report_resolved` on this same feed (API.md), a card in
 // moderate.html above "In force", and a module of its own beside sanctions.js. Not built: no reports API yet.
 
-// Controls
-
-function submitterOf(event) {
-  return event.submitter?.value;
-}
-
-function formReason(form) {
-  return form.elements.reason.value.trim() || null;
-}
-
-function onSubmit(selector, handler) {
-  document.querySelector(selector).addEventListener('submit', (event) => {
-    event.preventDefault();
-    handler(event.currentTarget, submitterOf(event));
-  });
-}
-
-onSubmit('[data-role=mute-form]', (form, button) => {
-  const room = form.elements.room.value;
-  const username = form.elements.target.value.trim();
-  const minutes = Number(form.elements.minutes.value);
-  if (!room || !username) return actions.say('Pick a room and enter a username.');
-  if (button === 'unmute') return actions.unmute(room, username);
-  return actions.mute(room, username, minutes, formReason(form));
-});
-
-onSubmit('[data-role=ban-form]', (form, button) => {
-  const username = form.elements.target.value.trim();
-  if (!username) return actions.say('Enter a username.');
-  if (button === 'unban') return actions.unban(username);
-  return actions.ban(username, formReason(form), { purgeLastHour: form.elements.purge.checked });
-});
-
-onSubmit('[data-role=lock-form]', (form, button) => {
-  const room = form.elements.room.value;
-  if (!room) return actions.say('Pick a room.');
-  return actions.setLocked(room, button !== 'unlock', formReason(form));
-});
-
-onSubmit('[data-testid=slow-mode-form]', (form) => {
-  const room = form.elements.room.value;
-  const seconds = Number(form.elements.seconds.value);
-  if (!room) return actions.say('Pick a room.');
-  return actions.slowMode(room, seconds, formReason(form));
-});
-
-onSubmit('[data-testid=purge-form]', (form) => {
-  const username = form.elements.target.value.trim();
-  if (!username) return actions.say('Enter a username.');
-  return actions.purge(username, Number(form.elements.minutes.value), form.elements.room.value || null,
-    formReason(form));
-});
+wireControls(actions);
 
 // Rooms, and what is loaded once then kept fresh
-
-/** Fill a room `<select>` (an "All rooms" first option where it has `data-rooms=all`), keeping its choice. */
-function fillRoomSelect(select, rooms) {
-  const options = rooms.map((room) => [room.slug, room.locked ? `${room.name} (locked)` : room.name]);
-  if (select.dataset.rooms === 'all') options.unshift(['', 'All rooms']);
-  const current = [...select.options].map((option) => `${option.value}\n${option.textContent}`);
-  if (current.join('\n\n') === options.map(([value, text]) => `${value}\n${text}`).join('\n\n')) return;
-  const chosen = select.value;
-  select.replaceChildren(...options.map(([value, text]) => Object.assign(document.createElement('option'),
-    { value, textContent: text })));
-  if (options.some(([value]) => value === chosen)) select.value = chosen;
-}
 
 let roomsLoaded = false;
 
