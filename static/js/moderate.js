@@ -1,128 +1,130 @@
 /**
- * The moderators' dashboard: one live feed of every room (/api/moderation/events, same Connection as the chat),
- * delete / mute / ban on each message, and simple mute, ban and lock controls.
+ * The moderators' dashboard, for people who keep it open all day: one live feed of every room
+ * (/api/moderation/events, same Connection as the chat) with room and text filters, per-room activity,
+ * the bans and mutes in force, the audit log, and the controls. This module wires the parts together:
+ * mod-feed.js (the feed), room-stats.js, sanctions.js (bans and mutes), audit-log.js, mod-actions.js (the calls)
+ * and mod-controls.js (the forms).
  */
 import { api, ApiError, loadSession, roomPath } from './api.js';
+import { AuditLog } from './audit-log.js';
 import './auth.js'; // the logout button
 import { Connection } from './connection.js';
-import { Announcer, compareIds, localTime, renderMessage, renderNotice, renderStatus, setTime } from './render.js';
+import { ModActions } from './mod-actions.js';
+import { fillRoomSelect, wireControls } from './mod-controls.js';
+import { ModFeed } from './mod-feed.js';
+import { Announcer, compareIds, localTime, renderStatus } from './render.js';
+import { RoomStats } from './room-stats.js';
+import { Sanctions } from './sanctions.js';
 
-const FEED_LIMIT = 500;
 const RECENT_ROOMS = 30; // on load, the feed starts with the latest messages of this many rooms
 const RECENT_PER_ROOM = 20;
-const NEAR_BOTTOM_PX = 64;
+const ROOMS_EVERY_MS = 10 * 1000; // people online (the moderators' feed carries no presence) and new rooms
+const BANS_EVERY_MS = 30 * 1000; // no event announces a ban
+const LOG_EVERY_MS = 30 * 1000; // bans, unbans and purges without deletions announce nothing either
+const FEED_MUTE_MINUTES = 10;
 
-const feed = document.querySelector('[data-role=feed]');
-const scroller = document.querySelector('[data-role=scroller]');
-const statusElement = document.querySelector('[data-testid=connection-status]');
-const feedbackBox = document.querySelector('[data-role=mod-feedback]');
+const byTestId = (id) => document.querySelector(`[data-testid=${id}]`);
+const feedList = byTestId('mod-feed');
+const feedFilters = { room: byTestId('feed-filter-room'), text: byTestId('feed-filter-text') };
+const feedReason = byTestId('feed-reason');
+const feedCount = byTestId('feed-count');
 const announcer = new Announcer(document.querySelector('[data-role=announcer]'));
 
-function say(text, kind = 'error') {
-  feedbackBox.textContent = text;
-  feedbackBox.dataset.kind = kind;
+/** The most feed items kept: the page's default, or `?feed_cap=` (50–10000) on a slow machine or in a test. */
+function feedCap() {
+  const asked = Number(new URLSearchParams(location.search).get('feed_cap'));
+  const cap = Number.isInteger(asked) && asked > 0 ? asked : Number(feedList.dataset.cap);
+  return Math.min(10000, Math.max(50, cap || 2000));
 }
 
-function problem(error) {
-  if (error instanceof ApiError) {
-    const fields = Object.entries(error.fields ?? {}).map(([field, why]) => `${field} ${[].concat(why).join(', ')}`);
-    return fields.length ? `${error.message}: ${fields.join('; ')}` : error.message;
-  }
-  return 'no connection to the server';
+const feed = new ModFeed({
+  list: feedList,
+  scroller: document.querySelector('[data-role=scroller]'),
+  cap: feedCap(),
+  onDrawn: () => {
+    const { total, shown } = feed.counts();
+    const kept = `the newest ${feed.cap.toLocaleString()} are kept`;
+    feedCount.textContent = total === shown ? `${total.toLocaleString()} shown; ${kept}.`
+      : `${shown.toLocaleString()} of ${total.toLocaleString()} match the filters; ${kept}.`;
+  },
+});
+const stats = new RoomStats({
+  body: document.querySelector('[data-role=room-stats]'),
+  onPick: (slug) => {
+    feedFilters.room.value = slug;
+    feed.setFilter({ room: slug });
+  },
+});
+const actions = new ModActions({
+  feedback: byTestId('mod-feedback'),
+  onDone: (kind) => {
+    log.refresh();
+    if (kind === 'ban' || kind === 'unban') refreshBans();
+  },
+});
+const sanctions = new Sanctions({
+  bansList: byTestId('bans-list'),
+  mutesList: byTestId('mutes-list'),
+  onLift: (kind, { room, username }) => (kind === 'unban' ? actions.unban(username) : actions.unmute(room, username)),
+});
+const log = new AuditLog({
+  list: byTestId('audit-log'),
+  count: byTestId('audit-count'),
+  selects: { moderator: byTestId('audit-filter-moderator'), room: byTestId('audit-filter-room'),
+    action: byTestId('audit-filter-action') },
+  // Another moderator's ban or unban shows in the log before any timer re-reads the bans.
+  onNew: (entries) => { if (entries.some((entry) => ['ban', 'unban'].includes(entry.action))) refreshBans(); },
+});
+
+function refreshBans() {
+  sanctions.loadBans().catch(() => actions.say('Could not load the bans.'));
 }
 
-/** Run a moderation call and report its outcome in the feedback line. */
-async function act(description, call) {
-  say(`${description}…`, 'info');
-  try {
-    await call();
-    say(`Done: ${description}.`, 'info');
-    refreshLog();
-    return true;
-  } catch (error) {
-    say(`Could not ${description}: ${problem(error)}.`);
-    return false;
-  }
+feedFilters.room.addEventListener('change', () => feed.setFilter({ room: feedFilters.room.value }));
+let typing = null;
+feedFilters.text.addEventListener('input', () => {
+  clearTimeout(typing); // a filter over thousands of items runs once the typing pauses
+  typing = setTimeout(() => feed.setFilter({ text: feedFilters.text.value }), 120);
+});
+
+// The feed's buttons: one click for a deletion or a 10-minute mute (with the feed's reason); a ban asks first.
+
+const banDialog = byTestId('ban-dialog');
+let banTarget = null;
+
+function askToBan(username) {
+  banTarget = username;
+  banDialog.querySelector('[data-role=ban-dialog-user]').textContent = username;
+  banDialog.querySelector('[name=reason]').value = feedReason.value.trim();
+  banDialog.returnValue = 'cancel';
+  banDialog.showModal();
 }
 
-// The feed
+banDialog.addEventListener('close', () => {
+  const choice = banDialog.returnValue;
+  if (!banTarget || (choice !== 'ban' && choice !== 'ban-purge')) return;
+  const reason = banDialog.querySelector('[name=reason]').value.trim() || null;
+  actions.ban(banTarget, reason, { purgeLastHour: choice === 'ban-purge' });
+  banTarget = null;
+});
 
-function feedKey(room, id) {
-  return `${room}/${id}`;
-}
-const feedItems = new Map();
-
-function append(item) {
-  const stay = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight <= NEAR_BOTTOM_PX;
-  feed.append(item);
-  while (feed.childElementCount > FEED_LIMIT) {
-    const oldest = feed.firstElementChild;
-    feedItems.delete(oldest.dataset.key);
-    oldest.remove();
-  }
-  if (stay) scroller.scrollTop = scroller.scrollHeight;
-}
-
-/** Add a message to the feed: at the end, announced (live), or quietly before `before` (recent history). */
-function addMessage(message, { recent = false, before = null } = {}) {
-  const key = feedKey(message.room, message.id);
-  if (feedItems.has(key) || message.deleted) return;
-  const item = renderMessage('feed-item-template', message);
-  item.dataset.key = key;
-  const roomLink = item.querySelector('.feed-room');
-  roomLink.href = `/rooms/${encodeURIComponent(message.room)}`;
-  roomLink.textContent = `#${message.room}`;
-  const who = message.sender.username;
-  item.querySelector('[data-action=delete]').setAttribute('aria-label', `Delete message from ${who} in ${message.room}`);
-  item.querySelector('[data-action=mute]').setAttribute('aria-label', `Mute ${who} in ${message.room} for 10 minutes`);
-  item.querySelector('[data-action=ban]').setAttribute('aria-label', `Ban ${who}`);
-  feedItems.set(key, item);
-  if (recent) {
-    feed.insertBefore(item, before); // before the first live item, or at the end if none came yet
-    return;
-  }
-  append(item);
-  announcer.say(`${who} in ${message.room}: ${message.body.slice(0, 120)}`);
-}
-
-/** Start the feed with recent messages, older than anything the live feed has shown since. */
-async function loadRecent(rooms) {
-  const pages = await Promise.all(rooms.slice(0, RECENT_ROOMS).map((room) =>
-    api('GET', `${roomPath(room.slug, 'messages')}?limit=${RECENT_PER_ROOM}`).then((page) => page.messages, () => [])));
-  const recent = pages.flat().sort((a, b) => compareIds(a.id, b.id)).slice(-FEED_LIMIT);
-  const firstLive = feed.firstElementChild;
-  for (const message of recent) addMessage(message, { recent: true, before: firstLive });
-  scroller.scrollTop = scroller.scrollHeight;
-}
-
-function note(text) {
-  append(renderNotice('notice-template', text));
-}
-
-feed.addEventListener('click', async (event) => {
+feedList.addEventListener('click', async (event) => {
   const button = event.target.closest('button[data-action]');
   if (!button) return;
-  const item = button.closest('[data-testid=message]');
-  const { room, id, sender } = item.dataset;
+  const { room, id, sender } = button.closest('[data-testid=message]').dataset;
+  const reason = feedReason.value.trim() || null;
+  if (button.dataset.action === 'ban') {
+    askToBan(sender);
+    return;
+  }
   button.disabled = true;
   if (button.dataset.action === 'delete') {
-    const done = await act(`delete ${sender}’s message in #${room}`,
-      () => api('DELETE', roomPath(room, 'messages', id)));
-    if (done) removeMessage(room, id);
+    if (await actions.deleteMessage(room, id, sender, reason)) feed.remove(room, id);
   } else if (button.dataset.action === 'mute') {
-    await act(`mute ${sender} in #${room} for 10 minutes`,
-      () => api('POST', roomPath(room, 'mutes'), { body: { username: sender, minutes: 10 } }));
-  } else if (button.dataset.action === 'ban') {
-    await act(`ban ${sender}`, () => api('POST', '/api/bans', { body: { username: sender } }));
+    await actions.mute(room, sender, FEED_MUTE_MINUTES, reason);
   }
   if (button.isConnected) button.disabled = false;
 });
-
-function removeMessage(room, id) {
-  const key = feedKey(room, id);
-  feedItems.get(key)?.remove();
-  feedItems.delete(key);
-}
 
 // The live connection
 
@@ -131,100 +133,84 @@ const connection = new Connection({
   pollUrl: '/api/moderation/poll',
   pollPresence: false,
   onReset: async () => {
-    note('The feed was too far behind and restarted from now.');
+    feed.note('The feed was too far behind and restarted from now.');
+    reloadLists();
     return null; // the tail
   },
-  onSessionEnded: (reason) => say(reason === 'banned' ? 'This account is banned.' : 'You have been signed out.'),
+  onSessionEnded: (reason) => actions.say(reason === 'banned' ? 'This account is banned.' : 'You have been signed out.'),
 });
-connection.onStatus((status) => renderStatus(statusElement, status));
+connection.onStatus((status) => renderStatus(byTestId('connection-status'), status));
 
-connection.on('message', (message) => addMessage(message));
+connection.on('message', (message) => {
+  if (!feed.add(message)) return;
+  stats.noteMessage(message.room);
+  announcer.say(`${message.sender.username} in ${message.room}: ${message.body.slice(0, 120)}`);
+});
 connection.on('message_deleted', (data) => {
-  const item = feedItems.get(feedKey(data.room, data.id));
-  const whose = item ? `${item.dataset.sender}’s message` : 'A message';
-  removeMessage(data.room, data.id);
-  note(`${whose} in #${data.room} was deleted by ${data.deleted_by}.`);
+  const sender = feed.remove(data.room, data.id);
+  feed.note(`${sender ? `${sender}’s message` : 'A message'} in #${data.room} was deleted by ${data.deleted_by}.`,
+    data.room);
 });
 connection.on('user_muted', (data) => {
-  note(`${data.username} was muted in #${data.room} by ${data.by}${data.until ? ` until ${localTime(data.until)}` : ''}.`);
+  sanctions.muted(data);
+  feed.note(`${data.username} was muted in #${data.room} by ${data.by}${data.until ? ` until ${localTime(data.until)}` : ''}.`,
+    data.room);
 });
-connection.on('user_unmuted', (data) => note(`${data.username} was unmuted in #${data.room} by ${data.by}.`));
-connection.on('room_updated', (data) => {
-  note(`#${data.room.slug} was ${data.room.locked ? 'locked' : 'unlocked'}.`);
+connection.on('user_unmuted', (data) => {
+  sanctions.unmuted(data);
+  feed.note(data.by ? `${data.username} was unmuted in #${data.room} by ${data.by}.`
+    : `${data.username}’s mute in #${data.room} ran out.`, data.room);
 });
-for (const name of ['user_muted', 'user_unmuted', 'room_updated', 'message_deleted']) connection.on(name, () => refreshLog());
-
-// Controls
-
-function submitterOf(event) {
-  return event.submitter?.value;
-}
-
-document.querySelector('[data-role=mute-form]').addEventListener('submit', (event) => {
-  event.preventDefault();
-  const form = event.currentTarget;
-  const room = form.elements.room.value;
-  const username = form.elements.target.value.trim();
-  const minutes = Number(form.elements.minutes.value);
-  if (!room || !username) return say('Pick a room and enter a username.');
-  if (submitterOf(event) === 'unmute') {
-    act(`unmute ${username} in #${room}`, () => api('DELETE', roomPath(room, 'mutes', username)));
-  } else {
-    act(`mute ${username} in #${room} for ${minutes} minutes`,
-      () => api('POST', roomPath(room, 'mutes'), { body: { username, minutes } }));
-  }
+connection.on('room_updated', ({ room }) => {
+  const before = stats.rooms.get(room.slug);
+  let what = 'was updated';
+  if (before && before.locked !== room.locked) what = room.locked ? 'was locked' : 'was unlocked';
+  else if (before && before.slowMode !== room.slow_mode_seconds) {
+    what = room.slow_mode_seconds ? `is in slow mode: ${room.slow_mode_seconds} s between posts` : 'left slow mode';
+  } else if (!before) what = room.locked ? 'was locked' : 'was unlocked';
+  stats.roomUpdated(room);
+  feed.note(`#${room.slug} ${what}.`, room.slug);
 });
+// The moderators' feed carries no presence today; if it does one day, the counts follow it live.
+connection.on('presence', (data) => { if (data?.room) stats.setOnline(data.room, data.online?.length ?? 0); });
+for (const name of ['user_muted', 'user_unmuted', 'room_updated', 'message_deleted']) connection.on(name, () => log.refresh());
 
-document.querySelector('[data-role=ban-form]').addEventListener('submit', (event) => {
-  event.preventDefault();
-  const form = event.currentTarget;
-  const username = form.elements.target.value.trim();
-  const reason = form.elements.reason.value.trim() || null;
-  if (!username) return say('Enter a username.');
-  if (submitterOf(event) === 'unban') {
-    act(`unban ${username}`, () => api('DELETE', `/api/bans/${encodeURIComponent(username)}`));
-  } else {
-    act(`ban ${username}`, () => api('POST', '/api/bans', { body: { username, reason } }));
-  }
-});
+// The reports queue goes here: `report_created` / `report_resolved` on this same feed (API.md), a card in
+// moderate.html above "In force", and a module of its own beside sanctions.js. Not built: no reports API yet.
 
-document.querySelector('[data-role=lock-form]').addEventListener('submit', (event) => {
-  event.preventDefault();
-  const room = event.currentTarget.elements.room.value;
-  if (!room) return say('Pick a room.');
-  const verb = submitterOf(event) === 'unlock' ? 'unlock' : 'lock';
-  act(`${verb} #${room}`, () => api('POST', roomPath(room, verb)));
-});
+wireControls(actions);
+
+// Rooms, and what is loaded once then kept fresh
+
+let roomsLoaded = false;
 
 async function loadRooms() {
   const { rooms } = await api('GET', '/api/rooms');
-  loadRecent(rooms).catch(() => say('Could not load recent messages.'));
-  for (const select of document.querySelectorAll('[data-role=room-select]')) {
-    select.replaceChildren(...rooms.map((room) => {
-      const option = document.createElement('option');
-      option.value = room.slug;
-      option.textContent = room.locked ? `${room.name} (locked)` : room.name;
-      return option;
-    }));
+  for (const select of [...document.querySelectorAll('[data-role=room-select]'), feedFilters.room]) {
+    fillRoomSelect(select, rooms);
   }
+  stats.setRooms(rooms);
+  if (roomsLoaded) return;
+  roomsLoaded = true;
+  loadRecent(rooms).catch(() => actions.say('Could not load recent messages.'));
+  sanctions.loadMutes(rooms.map((room) => room.slug));
 }
 
-async function refreshLog() {
-  try {
-    const { actions } = await api('GET', '/api/moderation/actions?limit=20');
-    const log = document.querySelector('[data-role=action-log]');
-    log.replaceChildren(...actions.map((entry) => {
-      const item = document.createElement('li');
-      const when = document.createElement('time');
-      setTime(when, entry.created_at);
-      const what = document.createElement('span');
-      const where = entry.room ? ` in #${entry.room}` : '';
-      what.textContent = `${entry.moderator}: ${entry.action.replace('_', ' ')} ${entry.target ?? ''}${where}`;
-      item.append(when, ' ', what);
-      return item;
-    }));
-    if (!actions.length) log.replaceChildren(Object.assign(document.createElement('li'), { textContent: 'Nothing yet.' }));
-  } catch { /* the log is a convenience; the feed matters */ }
+/** Start the feed with recent messages, older than anything the live feed has shown since. */
+async function loadRecent(rooms) {
+  const pages = await Promise.all(rooms.slice(0, RECENT_ROOMS).map((room) =>
+    api('GET', `${roomPath(room.slug, 'messages')}?limit=${RECENT_PER_ROOM}`).then((page) => page.messages, () => [])));
+  feed.addRecent(pages.flat().sort((a, b) => compareIds(a.id, b.id)));
+}
+
+function reloadLists() {
+  refreshBans();
+  log.refresh();
+  api('GET', '/api/rooms').then(({ rooms }) => sanctions.loadMutes(rooms.map((room) => room.slug)), () => null);
+}
+
+function every(ms, task) {
+  setInterval(() => { if (document.visibilityState === 'visible') task(); }, ms);
 }
 
 async function start() {
@@ -232,12 +218,24 @@ async function start() {
     await loadSession();
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) location.assign('/?next=/moderate');
-    else say('Could not load your session. Reload the page.');
+    else actions.say('Could not load your session. Reload the page.');
     return;
   }
   connection.start();
-  loadRooms().catch(() => say('Could not load the rooms list.'));
-  refreshLog();
+  loadRooms().catch(() => actions.say('Could not load the rooms list.'));
+  refreshBans();
+  log.read();
+  stats.start();
+  every(ROOMS_EVERY_MS, () => loadRooms().catch(() => null));
+  every(BANS_EVERY_MS, refreshBans);
+  every(LOG_EVERY_MS, () => log.refresh());
+  // Back from a hidden stretch: read what the timers skipped.
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState !== 'visible') return;
+    loadRooms().catch(() => null);
+    refreshBans();
+    log.refresh();
+  });
 }
 
 start();
