@@ -4,19 +4,25 @@ import hashlib
 import hmac
 import secrets
 import time
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app, g, request
 from flask.sessions import SessionInterface
+from sqlalchemy import delete, update
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import hub
 from .caches import CachedSession, CachedUser
 from .errors import ApiError
 from .extensions import db
+from .ids import utcnow
 from .models import Ban, Session, User
 
 COOKIE = "chat_session"
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+# Activity is written at most this often per session (and at most every tenth of the idle timeout).
+ACTIVITY_WRITE_SECONDS = 300
 
 
 class ServerSessionsOnly(SessionInterface):
@@ -89,10 +95,14 @@ def set_cookie(response, token: str) -> None:
 
 
 def current_session(cached: bool = False) -> Session | CachedSession | None:
-    """The request's session, if its cookie names one that still exists (kept for the request).
+    """The request's session, if its cookie names one that still exists and has not expired (kept for
+    the request). A session read from the database is checked against CHAT_SESSION_IDLE_MINUTES and
+    CHAT_SESSION_MAX_DAYS: an expired one is deleted and the request is anonymous; a live one has its
+    activity noted (a write at most every few minutes).
 
     `cached`: the live endpoints may take it from this process's session cache, which the control
-    stream keeps honest (caches.py); they get a CachedSession, with no database row behind it."""
+    stream keeps honest (caches.py); they get a CachedSession, with no database row behind it, which
+    the cache never serves past the session's end."""
     if "chat_session" not in g:
         token = request.cookies.get(COOKIE)
         g.chat_session = None
@@ -105,7 +115,7 @@ def current_session(cached: bool = False) -> Session | CachedSession | None:
                 loaded_at = time.monotonic()
                 row = db.session.query(Session, Ban.id).outerjoin(Ban, Ban.user_id == Session.user_id).filter(
                     Session.token_hash == hashed).one_or_none()
-                if row:
+                if row and _still_valid(row[0]):
                     g.chat_session, g.chat_banned = row[0], row[1] is not None
                     if cache and not g.chat_banned:
                         cache.put(hashed, _snapshot(row[0]), loaded_at)
@@ -114,9 +124,47 @@ def current_session(cached: bool = False) -> Session | CachedSession | None:
     return g.chat_session
 
 
+def _lifetimes() -> tuple[timedelta, timedelta]:
+    config = current_app.config
+    return timedelta(minutes=config["CHAT_SESSION_IDLE_MINUTES"]), timedelta(days=config["CHAT_SESSION_MAX_DAYS"])
+
+
+def _still_valid(session: Session) -> bool:
+    """False (and the row deleted) when the session has expired; else note its activity, writing
+    `last_seen_at` only when it is older than ACTIVITY_WRITE_SECONDS (or a tenth of the idle timeout):
+    a busy session costs one write every few minutes, not one per request."""
+    idle, lifetime = _lifetimes()
+    now = utcnow()
+    if session.expires_at(idle, lifetime) <= now:
+        db.session.execute(delete(Session).where(Session.id == session.id).execution_options(
+            synchronize_session=False))
+        db.session.commit()
+        db.session.expunge(session)
+        return False
+    if now - session.last_seen_at >= min(timedelta(seconds=ACTIVITY_WRITE_SECONDS), idle / 10):
+        # A plain UPDATE: a logout racing in deletes the row, and then this updates nothing (no error).
+        db.session.execute(update(Session).where(Session.id == session.id).values(last_seen_at=now)
+                           .execution_options(synchronize_session=False))
+        db.session.commit()
+        set_committed_value(session, "last_seen_at", now)
+    return True
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.replace(tzinfo=timezone.utc).timestamp()
+
+
+def expires_at(session: Session | CachedSession) -> float:
+    """When the session ends (epoch seconds), as of its read: activity since only moves it later."""
+    if isinstance(session, CachedSession):
+        return session.expires_at
+    return _epoch(session.expires_at(*_lifetimes()))
+
+
 def _snapshot(session: Session) -> CachedSession:
     user = session.user
-    return CachedSession(session.id, session.user_id, session.csrf_token, CachedUser(user.id, user.username, user.role))
+    return CachedSession(session.id, session.user_id, session.csrf_token, CachedUser(user.id, user.username, user.role),
+                         expires_at(session))
 
 
 def current_user() -> User | None:

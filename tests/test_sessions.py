@@ -1,0 +1,166 @@
+"""Sessions beyond API.md's login and logout (docs/API.md, "What this implementation adds"): the idle timeout
+and absolute lifetime."""
+import json
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from chat import live
+from chat.auth import ACTIVITY_WRITE_SECONDS
+from chat.caches import CachedSession, CachedUser, SessionCache
+from chat.extensions import db
+from chat.ids import utcnow
+from chat.models import Session
+from tests.support import assert_error, events_path, operator_context, wait_until
+from tests.test_fastpoll import by_the_view, from_memory
+from tests.test_live_poll import cursor_of, waiting_poll
+
+IDLE = timedelta(minutes=7 * 24 * 60)  # the defaults, which these tests run with
+LIFETIME = timedelta(days=30)
+
+
+@contextmanager
+def app_database(app):
+    with app.app_context():
+        try:
+            yield
+        finally:
+            db.session.remove()
+
+
+def set_session_times(context, user_id: int, **times) -> None:
+    """Move the user's sessions' `created_at` / `last_seen_at` as the database holds them."""
+    with context:
+        db.session.execute(update(Session).where(Session.user_id == user_id).values(**times))
+        db.session.commit()
+
+
+def session_rows(context, user_id: int) -> list[tuple]:
+    with context:
+        return db.session.execute(select(Session.id, Session.created_at, Session.last_seen_at)
+                                  .where(Session.user_id == user_id)).all()
+
+
+# The idle timeout and the absolute lifetime
+
+def test_a_session_idle_for_longer_than_the_idle_timeout_is_refused_and_deleted(app, member):
+    set_session_times(app_database(app), member.user["id"], last_seen_at=utcnow() - IDLE - timedelta(minutes=1))
+    assert_error(member.get("/api/auth/me"), 401, "not_authenticated")
+    assert session_rows(app_database(app), member.user["id"]) == []
+    assert_error(member.post("/api/rooms", json={"name": "after"}), 401, "not_authenticated")
+
+
+def test_a_session_used_just_within_the_idle_timeout_stays(app, member):
+    set_session_times(app_database(app), member.user["id"], last_seen_at=utcnow() - IDLE + timedelta(minutes=1))
+    assert member.get("/api/auth/me").status_code == 200
+
+
+def test_a_session_past_its_absolute_lifetime_is_refused_however_busy(app, member):
+    set_session_times(app_database(app), member.user["id"], created_at=utcnow() - LIFETIME - timedelta(seconds=1),
+                      last_seen_at=utcnow())
+    assert_error(member.get("/api/auth/me"), 401, "not_authenticated")
+    assert session_rows(app_database(app), member.user["id"]) == []
+
+
+def test_an_expired_session_is_refused_by_every_endpoint_kind(app, member):
+    slug = member.create_room()
+    set_session_times(app_database(app), member.user["id"], created_at=utcnow() - LIFETIME)
+    for response in (member.get(f"/api/rooms/{slug}/poll", query_string={"timeout": 0}),
+                     member.get(f"/api/rooms/{slug}/events"), member.send(slug), member.get("/")):
+        if response.mimetype == "application/json":
+            assert_error(response, 401, "not_authenticated")
+        else:
+            assert b'data-testid="login"' in response.data  # the page offers sign-in
+
+
+def test_activity_is_written_at_most_every_few_minutes(app, member):
+    """A request notes the session's activity only when the last note is older than ACTIVITY_WRITE_SECONDS."""
+    user_id = member.user["id"]
+    recent = utcnow() - timedelta(seconds=ACTIVITY_WRITE_SECONDS - 60)
+    set_session_times(app_database(app), user_id, last_seen_at=recent)
+    assert member.get("/api/auth/me").status_code == 200
+    assert session_rows(app_database(app), user_id)[0][2] == recent  # no write
+    stale = utcnow() - timedelta(seconds=ACTIVITY_WRITE_SECONDS + 60)
+    set_session_times(app_database(app), user_id, last_seen_at=stale)
+    before = utcnow()
+    assert member.get("/api/auth/me").status_code == 200
+    assert session_rows(app_database(app), user_id)[0][2] >= before  # written: the idle clock starts again
+
+
+def test_the_session_cache_never_serves_an_expired_session():
+    cache, now = SessionCache(), time.time()
+    user = CachedUser(1, "someone", "user")
+    cache.put("live", CachedSession(1, 1, "csrf", user, expires_at=now + 60), time.monotonic())
+    cache.put("ended", CachedSession(2, 1, "csrf", user, expires_at=now - 0.001), time.monotonic())
+    assert cache.get("live") is not None
+    assert cache.get("ended") is None
+
+
+def test_the_poll_fast_lane_stops_answering_when_the_session_expires(app, member):
+    """The lane answers from the cache; the cached session carries its end, so the lane stops at it and
+    the view answers 401 (and deletes the session)."""
+    from werkzeug.test import EnvironBuilder  # noqa: PLC0415
+
+    slug = member.create_room()
+    ends_in = 4.0
+    set_session_times(app_database(app), member.user["id"],
+                      created_at=utcnow() - LIFETIME + timedelta(seconds=ends_in))
+    ends_at = time.monotonic() + ends_in
+    path, token = f"/api/rooms/{slug}/poll", member.client.get_cookie("chat_session").value
+    for _ in range(2):  # the first live request starts the hub; the second is remembered
+        member.get(path, query_string={"timeout": 0})
+    cursor = member.send(slug).json["message"]["id"]
+
+    def environ():
+        return EnvironBuilder(path=path, query_string={"cursor": cursor, "timeout": 0},
+                              headers={"Cookie": f"chat_session={token}"}).get_environ()
+
+    wait_until(lambda: from_memory(app, environ(), slug), timeout=ends_in, what="the lane answers")
+    wait_until(lambda: from_memory(app, environ(), slug) is None, timeout=ends_in + 2, what="the lane stops")
+    assert time.monotonic() >= ends_at - 0.5  # not before the session's end (the cache reads the wall clock)
+    status, _, body = by_the_view(app, environ())
+    assert status.startswith("401") and json.loads(body)["error"]["code"] == "not_authenticated"
+    assert session_rows(app_database(app), member.user["id"]) == []
+
+
+def test_a_stream_lasts_at_most_half_the_idle_timeout_so_its_reconnect_keeps_the_session(make_app, member):
+    app = make_app(CHAT_SESSION_IDLE_MINUTES=10, CHAT_STREAM_MAX_SECONDS=3600)
+    with app.app_context():
+        row = db.session.execute(select(Session).where(Session.user_id == member.user["id"])).scalar_one()
+        assert live._stream_lifetime(row) == (300, "CHAT_STREAM_MAX_SECONDS")
+        row.created_at = utcnow() - LIFETIME + timedelta(seconds=60)
+        lifetime, reason = live._stream_lifetime(row)
+        assert 55 < lifetime <= 60 and reason == "session_expired"
+        db.session.rollback()
+
+
+def test_the_settings_must_be_positive(make_app):
+    for setting in ("CHAT_SESSION_IDLE_MINUTES", "CHAT_SESSION_MAX_DAYS"):
+        with pytest.raises(RuntimeError, match=setting):
+            make_app(**{setting: 0})
+
+
+def test_an_expiring_session_ends_its_stream_and_its_waiting_poll(live):
+    """At the session's absolute end its stream closes and its waiting poll answers 401, in every process."""
+    user = live.user()
+    slug = user.create_room()
+    cursor = cursor_of(user, slug)
+    ends_in = 4.0
+    set_session_times(operator_context(live), user.user["id"],
+                      created_at=utcnow() - LIFETIME + timedelta(seconds=ends_in))
+    ends_at = time.monotonic() + ends_in
+    stream = user.events(events_path(slug))
+    try:
+        assert stream.status == 200 and stream.next(timeout=3).event == "ready"
+        poll = waiting_poll(live, user, slug, cursor=cursor, timeout=20)
+        assert stream.wait_closed(ends_in + 2), "the stream outlived its session"
+        assert time.monotonic() >= ends_at - 0.5
+        answer = poll.result(timeout=max(0.1, ends_at - time.monotonic()) + 2)
+        assert answer.status_code == 401 and answer.json()["error"]["code"] == "not_authenticated"
+    finally:
+        stream.close()
+    assert user.get("/api/auth/me").status_code == 401
+    assert session_rows(operator_context(live), user.user["id"]) == []
