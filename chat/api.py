@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import actions, metrics, streams
+from . import actions, auth, metrics, streams
 from .auth import check_password, current_session, login_required, set_cookie, start_session
 from .errors import ApiError
 from .ids import EventId
@@ -142,7 +142,7 @@ def login():
 def logout():
     actions.logout(current_session())
     response = current_app.response_class(status=204)
-    response.delete_cookie("chat_session", path="/")
+    auth.clear_cookie(response)
     return response
 
 

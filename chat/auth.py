@@ -20,6 +20,9 @@ from .ids import utcnow
 from .models import Ban, Session, User
 
 COOKIE = "chat_session"
+# Over HTTPS: a browser takes a `__Host-` cookie only with Secure, Path=/ and no Domain, so no other
+# host (a sibling subdomain) and no plain-HTTP page can plant or overwrite it (session fixation).
+SECURE_COOKIE = "__Host-" + COOKIE
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 # Activity is written at most this often per session (and at most every tenth of the idle timeout).
 ACTIVITY_WRITE_SECONDS = 300
@@ -90,8 +93,32 @@ def start_session(user: User) -> tuple[str, Session]:
     return token, session
 
 
+def cookie_name(https: bool) -> str:
+    """The session cookie's name for a request over HTTPS (as the trusted proxy says) or plain HTTP.
+
+    Only the name that matches the request's scheme is read: over HTTPS a plain `chat_session` could
+    have been planted by anyone who can answer the site's plain-HTTP requests. A deployment that moves
+    to HTTPS therefore asks everyone to sign in once more (and expires the old cookie as it goes)."""
+    return SECURE_COOKIE if https else COOKIE
+
+
 def set_cookie(response, token: str) -> None:
-    response.set_cookie(COOKIE, token, httponly=True, samesite="Lax", secure=request.is_secure, path="/")
+    secure = request.is_secure
+    response.set_cookie(cookie_name(secure), token, httponly=True, samesite="Lax", secure=secure, path="/")
+    _expire_plain_cookie(response)
+
+
+def clear_cookie(response) -> None:
+    """Tell the browser to drop the session cookie (the ended session's token is refused anyway)."""
+    secure = request.is_secure
+    response.delete_cookie(cookie_name(secure), path="/", secure=secure, httponly=True, samesite="Lax")
+    _expire_plain_cookie(response)
+
+
+def _expire_plain_cookie(response) -> None:
+    """Over HTTPS, drop a plain-HTTP cookie the browser still holds (from before the site moved to HTTPS)."""
+    if request.is_secure and COOKIE in request.cookies:
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Lax")
 
 
 def current_session(cached: bool = False) -> Session | CachedSession | None:
@@ -104,7 +131,7 @@ def current_session(cached: bool = False) -> Session | CachedSession | None:
     stream keeps honest (caches.py); they get a CachedSession, with no database row behind it, which
     the cache never serves past the session's end."""
     if "chat_session" not in g:
-        token = request.cookies.get(COOKIE)
+        token = request.cookies.get(cookie_name(request.is_secure))
         g.chat_session = None
         g.chat_banned = False
         if token:

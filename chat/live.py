@@ -11,7 +11,7 @@ from werkzeug.http import parse_cookie
 
 from . import events, hub, logs, metrics
 from .api import parse_event_id, room_or_404
-from .auth import COOKIE, check_request, expires_at, token_hash
+from .auth import check_request, cookie_name, expires_at, token_hash
 from .caches import CachedRoom
 from .errors import ApiError, error_response
 from .extensions import db
@@ -418,7 +418,7 @@ def poll_from_memory(environ, slug: str | None):
     knows, well-formed parameters and a cursor within the recent events."""
     local_hub = hub.current()
     sessions = local_hub.cached_sessions()
-    token = parse_cookie(environ.get("HTTP_COOKIE", "")).get(COOKIE)
+    token = parse_cookie(environ.get("HTTP_COOKIE", "")).get(cookie_name(environ.get("wsgi.url_scheme") == "https"))
     session = sessions.get(token_hash(token)) if sessions is not None and token else None
     if session is None:
         return None

@@ -1,5 +1,5 @@
 """Sessions beyond API.md's login and logout (docs/API.md, "What this implementation adds"): the idle timeout
-and absolute lifetime."""
+and absolute lifetime, and the `__Host-` cookie over HTTPS."""
 import json
 import time
 from contextlib import contextmanager
@@ -9,17 +9,18 @@ import pytest
 from sqlalchemy import select, update
 
 from chat import live
-from chat.auth import ACTIVITY_WRITE_SECONDS
+from chat.auth import ACTIVITY_WRITE_SECONDS, SECURE_COOKIE
 from chat.caches import CachedSession, CachedUser, SessionCache
 from chat.extensions import db
 from chat.ids import utcnow
 from chat.models import Session
-from tests.support import assert_error, events_path, operator_context, wait_until
+from tests.support import PASSWORD, AuthActions, assert_error, events_path, operator_context, unique, wait_until
 from tests.test_fastpoll import by_the_view, from_memory
 from tests.test_live_poll import cursor_of, waiting_poll
 
 IDLE = timedelta(minutes=7 * 24 * 60)  # the defaults, which these tests run with
 LIFETIME = timedelta(days=30)
+HTTPS = {"X-Forwarded-Proto": "https"}
 
 
 @contextmanager
@@ -164,3 +165,93 @@ def test_an_expiring_session_ends_its_stream_and_its_waiting_poll(live):
         stream.close()
     assert user.get("/api/auth/me").status_code == 401
     assert session_rows(operator_context(live), user.user["id"]) == []
+
+
+# The cookie over HTTPS
+
+def set_cookie_headers(response, name: str) -> list[str]:
+    return [value for value in response.headers.getlist("Set-Cookie") if value.startswith(f"{name}=")]
+
+
+def cookie_attributes(header: str) -> dict:
+    attributes = {}
+    for part in header.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        attributes[name.lower()] = value or True
+    return attributes
+
+
+@pytest.mark.parametrize("how", ["register", "login"])
+def test_over_https_the_cookie_is_a_host_cookie(make_app, how):
+    app = make_app(CHAT_TRUSTED_PROXIES=1)
+    browser = AuthActions(app.test_client())
+    if how == "login":
+        username = unique()
+        assert AuthActions(app.test_client()).register(username).status_code == 201
+        response = browser.client.post("/api/auth/login", json={"username": username, "password": PASSWORD},
+                                       headers=HTTPS)
+    else:
+        response = browser.client.post("/api/auth/register", json={"username": unique(), "password": PASSWORD},
+                                       headers=HTTPS)
+    assert response.status_code in (200, 201)
+    assert set_cookie_headers(response, "chat_session") == []
+    [header] = set_cookie_headers(response, SECURE_COOKIE)
+    attributes = cookie_attributes(header)
+    # What a browser demands of `__Host-`: Secure, Path=/, no Domain.
+    assert attributes["secure"] is True and attributes["path"] == "/" and "domain" not in attributes
+    assert attributes["httponly"] is True and attributes["samesite"].lower() == "lax"
+    assert browser.client.get("/api/auth/me", headers=HTTPS).status_code == 200
+    # Over plain HTTP only the plain name is read.
+    assert_error(browser.client.get("/api/auth/me"), 401, "not_authenticated")
+
+
+def test_over_https_a_plain_cookie_is_not_read_and_is_expired_at_sign_in(app, member):
+    """A plain-HTTP cookie over HTTPS could have been planted (session fixation): not read. A deployment that
+    moves to HTTPS signs its users in again, and the old cookie goes."""
+    assert member.get("/api/auth/me").status_code == 200
+    assert_error(member.client.get("/api/auth/me", headers=HTTPS), 401, "not_authenticated")
+    response = member.client.post("/api/auth/login", json={"username": member.username, "password": PASSWORD},
+                                  headers=HTTPS)
+    assert response.status_code == 200
+    [expired] = set_cookie_headers(response, "chat_session")
+    assert expired.startswith("chat_session=;") and "expires=thu, 01 jan 1970" in expired.lower()
+    assert set_cookie_headers(response, SECURE_COOKIE)
+
+
+def test_logout_over_https_drops_the_host_cookie(app):
+    browser = AuthActions(app.test_client())
+    response = browser.client.post("/api/auth/register", json={"username": unique(), "password": PASSWORD},
+                                   headers=HTTPS)
+    csrf = response.json["csrf_token"]
+    response = browser.client.post("/api/auth/logout", headers={**HTTPS, "X-CSRF-Token": csrf})
+    assert response.status_code == 204
+    [dropped] = set_cookie_headers(response, SECURE_COOKIE)
+    assert "secure" in cookie_attributes(dropped) and cookie_attributes(dropped)["path"] == "/"
+    assert_error(browser.client.get("/api/auth/me", headers=HTTPS), 401, "not_authenticated")
+
+
+def test_the_poll_fast_lane_reads_the_host_cookie_over_https(app):
+    from werkzeug.test import EnvironBuilder  # noqa: PLC0415
+
+    browser = AuthActions(app.test_client())
+    response = browser.client.post("/api/auth/register", json={"username": unique(), "password": PASSWORD},
+                                   headers=HTTPS)
+    browser.csrf = response.json["csrf_token"]
+    token = browser.client.get_cookie(SECURE_COOKIE).value
+    slug = browser.client.post("/api/rooms", json={"name": unique("room")},
+                               headers={**HTTPS, **browser.headers()}).json["room"]["slug"]
+    path = f"/api/rooms/{slug}/poll"
+    for _ in range(2):  # the first live request starts the hub; the second is remembered
+        assert browser.client.get(path, query_string={"timeout": 0}, headers=HTTPS).status_code == 200
+    cursor = browser.client.post(f"/api/rooms/{slug}/messages", json={"body": "hi"},
+                                 headers={**HTTPS, **browser.headers()}).json["message"]["id"]
+
+    def environ(cookie_name, scheme):
+        return EnvironBuilder(path=path, query_string={"cursor": cursor, "timeout": 0},
+                              base_url=f"{scheme}://localhost/", headers={"Cookie": f"{cookie_name}={token}"}
+                              ).get_environ()
+
+    wait_until(lambda: from_memory(app, environ(SECURE_COOKIE, "https"), slug), what="the lane answers over HTTPS")
+    # The same token under the other scheme's name is not read.
+    assert from_memory(app, environ("chat_session", "https"), slug) is None
+    assert from_memory(app, environ(SECURE_COOKIE, "http"), slug) is None
