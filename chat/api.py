@@ -146,6 +146,16 @@ def logout():
     return response
 
 
+@bp.post("/auth/logout_all")
+@login_required
+def logout_all():
+    """Every session of the user ends, this one included, with every stream and poll (within 2 s)."""
+    auth.end_all_sessions(current_session().user_id)
+    response = current_app.response_class(status=204)
+    auth.clear_cookie(response)
+    return response
+
+
 @bp.get("/auth/me")
 @login_required
 def me():

@@ -12,7 +12,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import hub
+from . import hub, streams
 from .caches import CachedSession, CachedUser
 from .errors import ApiError
 from .extensions import db
@@ -91,6 +91,15 @@ def start_session(user: User) -> tuple[str, Session]:
     db.session.add(session)
     db.session.commit()
     return token, session
+
+
+def end_all_sessions(user_id: int) -> None:
+    """Sign a user out everywhere: every session ends, this request's included, and every process ends
+    their streams and waiting polls (which answer 401) as it reads the control stream."""
+    db.session.execute(delete(Session).where(Session.user_id == user_id).execution_options(synchronize_session=False))
+    db.session.commit()
+    streams.current().announce_end(user_id=user_id, reason="logout")
+    hub.current().sessions.forget(user_id=user_id)  # this process at once; the others as they read it
 
 
 def cookie_name(https: bool) -> str:

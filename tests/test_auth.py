@@ -9,6 +9,7 @@ from tests.support import BAD_BODIES, PASSWORD, AuthActions, assert_error, asser
 PROTECTED = [
     ("GET", "/api/auth/me"),
     ("POST", "/api/auth/logout"),
+    ("POST", "/api/auth/logout_all"),
     ("GET", "/api/rooms"),
     ("POST", "/api/rooms"),
     ("GET", "/api/rooms/nowhere"),

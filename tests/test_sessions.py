@@ -1,5 +1,5 @@
 """Sessions beyond API.md's login and logout (docs/API.md, "What this implementation adds"): the idle timeout
-and absolute lifetime, and the `__Host-` cookie over HTTPS."""
+and absolute lifetime, signing out everywhere, and the `__Host-` cookie over HTTPS."""
 import json
 import time
 from contextlib import contextmanager
@@ -14,7 +14,8 @@ from chat.caches import CachedSession, CachedUser, SessionCache
 from chat.extensions import db
 from chat.ids import utcnow
 from chat.models import Session
-from tests.support import PASSWORD, AuthActions, assert_error, events_path, operator_context, unique, wait_until
+from tests.support import (PASSWORD, AuthActions, HttpUser, assert_error, events_path, operator_context, posted, unique,
+                           wait_until)
 from tests.test_fastpoll import by_the_view, from_memory
 from tests.test_live_poll import cursor_of, waiting_poll
 
@@ -165,6 +166,54 @@ def test_an_expiring_session_ends_its_stream_and_its_waiting_poll(live):
         stream.close()
     assert user.get("/api/auth/me").status_code == 401
     assert session_rows(operator_context(live), user.user["id"]) == []
+
+
+# Sign out everywhere
+
+def test_logout_all_ends_every_session_of_the_user_only(make_client, member):
+    second, stranger = make_client(), make_client()
+    assert second.login(member.username).status_code == 200
+    assert stranger.register().status_code == 201
+    response = member.post("/api/auth/logout_all")
+    assert response.status_code == 204 and response.data == b""
+    assert "chat_session=;" in response.headers["Set-Cookie"]  # the browser drops it
+    for ended in (member, second):
+        assert_error(ended.get("/api/auth/me"), 401, "not_authenticated")
+    assert stranger.get("/api/auth/me").status_code == 200
+    assert member.login(member.username).status_code == 200  # signing in again works
+
+
+def test_logout_all_ends_the_streams_and_polls_of_every_session_within_2_seconds(live):
+    """Two workers; one session holds a stream, another a waiting poll; a third user's stream stays."""
+    first = live.user()
+    second = HttpUser(live.url)
+    assert second.login(first.user["username"]).status_code == 200
+    bystander = live.user()
+    slug = first.create_room()
+    cursor = cursor_of(first, slug)
+    streams = [first.events(events_path(slug)) for _ in range(2)]  # two: both workers are likely involved
+    theirs = bystander.events(events_path(slug))
+    try:
+        for stream in [*streams, theirs]:
+            assert stream.next(timeout=3).event == "ready"
+        poll = waiting_poll(live, second, slug, cursor=cursor, timeout=20)
+        started = time.monotonic()
+        assert first.post("/api/auth/logout_all").status_code == 204
+        for stream in streams:
+            assert stream.wait_closed(2), "logout_all did not end a stream within 2 s"
+        answer = poll.result(timeout=2.5)
+        assert answer.status_code == 401 and answer.json()["error"]["code"] == "not_authenticated"
+        assert poll.finished_at - started < 2
+        print(f"logout_all ended the streams and the poll in {time.monotonic() - started:.3f} s")
+        assert not theirs.closed.is_set()
+        message = posted(bystander, slug)
+        assert theirs.next_durable().id == message["id"]
+        for ended in (first, second):
+            assert ended.get("/api/auth/me").status_code == 401
+            assert ended.get(events_path(slug)).status_code == 401
+    finally:
+        for stream in [*streams, theirs]:
+            stream.close()
 
 
 # The cookie over HTTPS
