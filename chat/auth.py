@@ -102,6 +102,28 @@ def end_all_sessions(user_id: int) -> None:
     hub.current().sessions.forget(user_id=user_id)  # this process at once; the others as they read it
 
 
+def change_password(session: Session, new_password: str) -> int:
+    """Set the user's new password and end every *other* session of theirs, with their streams and
+    polls; `session` stays signed in, with its CSRF token. Returns how many sessions ended.
+
+    The other sessions are ended one by one on the control stream (not by user), so that this
+    session's own streams stay open."""
+    user = session.user
+    user.password_hash = hash_password(new_password)
+    db.session.commit()  # from here a sign-in needs the new password
+    others = [session_id for (session_id,) in db.session.query(Session.id).filter(
+        Session.user_id == user.id, Session.id != session.id)]
+    if others:
+        db.session.execute(delete(Session).where(Session.id.in_(others)).execution_options(
+            synchronize_session=False))
+    db.session.commit()
+    sessions = hub.current().sessions
+    for session_id in others:
+        streams.current().announce_end(session_id=session_id, reason="logout")
+        sessions.forget(session_id=session_id)
+    return len(others)
+
+
 def cookie_name(https: bool) -> str:
     """The session cookie's name for a request over HTTPS (as the trusted proxy says) or plain HTTP.
 

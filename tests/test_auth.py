@@ -10,6 +10,7 @@ PROTECTED = [
     ("GET", "/api/auth/me"),
     ("POST", "/api/auth/logout"),
     ("POST", "/api/auth/logout_all"),
+    ("POST", "/api/auth/password"),
     ("GET", "/api/rooms"),
     ("POST", "/api/rooms"),
     ("GET", "/api/rooms/nowhere"),
@@ -30,8 +31,8 @@ PROTECTED = [
 ]
 UNSAFE = [(method, path) for method, path in PROTECTED if method != "GET"]
 # Endpoints that read a JSON body; `{room}` is a room the caller (a moderator) may use.
-JSON_ENDPOINTS = ["/api/auth/register", "/api/auth/login", "/api/rooms", "/api/rooms/{room}/messages",
-                  "/api/rooms/{room}/mutes", "/api/bans", "/api/rooms/{room}/slow_mode",
+JSON_ENDPOINTS = ["/api/auth/register", "/api/auth/login", "/api/auth/password", "/api/rooms",
+                  "/api/rooms/{room}/messages", "/api/rooms/{room}/mutes", "/api/bans", "/api/rooms/{room}/slow_mode",
                   "/api/moderation/purge"]
 
 

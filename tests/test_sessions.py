@@ -1,5 +1,5 @@
 """Sessions beyond API.md's login and logout (docs/API.md, "What this implementation adds"): the idle timeout
-and absolute lifetime, signing out everywhere, and the `__Host-` cookie over HTTPS."""
+and absolute lifetime, signing out everywhere, changing the password, and the `__Host-` cookie over HTTPS."""
 import json
 import time
 from contextlib import contextmanager
@@ -14,14 +14,15 @@ from chat.caches import CachedSession, CachedUser, SessionCache
 from chat.extensions import db
 from chat.ids import utcnow
 from chat.models import Session
-from tests.support import (PASSWORD, AuthActions, HttpUser, assert_error, events_path, operator_context, posted, unique,
-                           wait_until)
+from tests.support import (PASSWORD, AuthActions, HttpUser, assert_error, assert_refused, events_path, operator_context,
+                           poll_path, posted, unique, wait_until)
 from tests.test_fastpoll import by_the_view, from_memory
 from tests.test_live_poll import cursor_of, waiting_poll
 
 IDLE = timedelta(minutes=7 * 24 * 60)  # the defaults, which these tests run with
 LIFETIME = timedelta(days=30)
 HTTPS = {"X-Forwarded-Proto": "https"}
+NEW_PASSWORD = "a new passphrase"
 
 
 @contextmanager
@@ -44,6 +45,10 @@ def session_rows(context, user_id: int) -> list[tuple]:
     with context:
         return db.session.execute(select(Session.id, Session.created_at, Session.last_seen_at)
                                   .where(Session.user_id == user_id)).all()
+
+
+def change_password(user, current=PASSWORD, new=NEW_PASSWORD, **kwargs):
+    return user.post("/api/auth/password", json={"current_password": current, "new_password": new}, **kwargs)
 
 
 # The idle timeout and the absolute lifetime
@@ -213,6 +218,90 @@ def test_logout_all_ends_the_streams_and_polls_of_every_session_within_2_seconds
             assert ended.get(events_path(slug)).status_code == 401
     finally:
         for stream in [*streams, theirs]:
+            stream.close()
+
+
+# Changing the password
+
+def test_change_password_keeps_this_session_and_ends_the_others(make_client, member):
+    other = make_client()
+    assert other.login(member.username).status_code == 200
+    response = change_password(member)
+    assert response.status_code == 204 and response.data == b""
+    assert member.get("/api/auth/me").json == {"user": member.user, "csrf_token": member.csrf}
+    assert member.post("/api/rooms", json={"name": unique("room")}).status_code == 201  # the CSRF token holds
+    assert_error(other.get("/api/auth/me"), 401, "not_authenticated")
+    assert_error(make_client().login(member.username), 401, "invalid_credentials")
+    assert make_client().login(member.username, NEW_PASSWORD).status_code == 200
+
+
+def test_a_wrong_current_password_is_403_and_changes_nothing(make_client, member):
+    other = make_client()
+    assert other.login(member.username).status_code == 200
+    assert_error(change_password(member, current="not my password"), 403, "invalid_credentials")
+    assert member.get("/api/auth/me").status_code == 200  # still signed in: 403, not 401
+    assert other.get("/api/auth/me").status_code == 200
+    assert make_client().login(member.username).status_code == 200
+
+
+def test_change_password_validates_like_registration(member):
+    assert_refused(lambda new: change_password(member, new=new), ["x" * 7, "x" * 257, None, 12345678],
+                   422, "validation_error", ["new_password"])
+    assert_error(member.post("/api/auth/password", json={}), 422, "validation_error",
+                 ["current_password", "new_password"])
+    # Validation comes before the password check: a wrong current password with a bad new one is 422.
+    assert_error(change_password(member, current="wrong", new="short"), 422, "validation_error", ["new_password"])
+    assert change_password(member).status_code == 204
+
+
+def test_guesses_at_the_current_password_count_in_the_accounts_login_limit(make_app):
+    app = make_app(CHAT_LOGIN_FAILURE_LIMIT="3/60")
+    member = AuthActions(app.test_client())
+    assert member.register().status_code == 201
+    assert_error(change_password(member, current="wrong 1"), 403, "invalid_credentials")
+    assert change_password(member, new=PASSWORD).status_code == 204  # right: gives its count back
+    assert_error(change_password(member, current="wrong 2"), 403, "invalid_credentials")
+    assert_error(change_password(member, current="wrong 3"), 403, "invalid_credentials")
+    refused = change_password(member)
+    assert_error(refused, 429, "rate_limited")
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    # One limit per account: sign-ins are blocked too, and the right current password waits as well.
+    assert_error(AuthActions(app.test_client()).login(member.username), 429, "rate_limited")
+    assert_error(change_password(member), 429, "rate_limited")
+
+
+def test_change_password_ends_the_other_sessions_streams_within_2_seconds_and_keeps_this_ones(live):
+    mine = live.user()
+    username = mine.user["username"]
+    others = [HttpUser(live.url), HttpUser(live.url)]
+    for other in others:
+        assert other.login(username).status_code == 200
+    slug = mine.create_room()
+    cursor = cursor_of(mine, slug)
+    my_streams = [mine.events(events_path(slug)) for _ in range(2)]
+    their_streams = [others[0].events(events_path(slug)) for _ in range(2)]
+    try:
+        for stream in [*my_streams, *their_streams]:
+            assert stream.next(timeout=3).event == "ready"
+        poll = waiting_poll(live, others[1], slug, cursor=cursor, timeout=20)
+        started = time.monotonic()
+        assert mine.post("/api/auth/password", json={"current_password": PASSWORD,
+                                                     "new_password": NEW_PASSWORD}).status_code == 204
+        for stream in their_streams:
+            assert stream.wait_closed(2), "the password change did not end another session's stream within 2 s"
+        answer = poll.result(timeout=2.5)
+        assert answer.status_code == 401 and answer.json()["error"]["code"] == "not_authenticated"
+        assert poll.finished_at - started < 2
+        print(f"the password change ended the other sessions' streams and poll in {time.monotonic() - started:.3f} s")
+        message = posted(mine, slug)  # this session's CSRF token still holds
+        for stream in my_streams:
+            assert not stream.closed.is_set()
+            assert stream.next_durable().id == message["id"]
+        for other in others:
+            assert other.get("/api/auth/me").status_code == 401
+        assert HttpUser(live.url).login(username, NEW_PASSWORD).status_code == 200
+    finally:
+        for stream in [*my_streams, *their_streams]:
             stream.close()
 
 
