@@ -69,6 +69,7 @@ def post_worker_init(worker):
     gevent.spawn(watch)
     gevent.spawn(_complete_pending_messages, worker.wsgi)
     gevent.spawn(_expire_mutes, worker.wsgi)
+    gevent.spawn(_delete_expired_sessions, worker.wsgi)
 
 
 def _every(app, seconds: int, lease_seconds: int, job_name: str, description: str):
@@ -99,6 +100,11 @@ def _expire_mutes(app):
     ended once even if two runs overlap (actions.expire_mutes claims it in the database); the lease only
     spares the other processes the query."""
     _every(app, 1, 1, "expire_mutes", "ending mutes that ran out")
+
+
+def _delete_expired_sessions(app):
+    """Hourly: delete sessions that expired and were never presented again (presented ones go at once)."""
+    _every(app, 3600, 3500, "delete_expired_sessions", "deleting expired sessions")
 
 
 def on_exit(server):

@@ -393,3 +393,16 @@ def complete_pending_messages(min_age_seconds: int = 30, batch: int = 200) -> in
             completed += 1
     db.session.commit()
     return completed
+
+
+def delete_expired_sessions() -> int:
+    """Delete the sessions past CHAT_SESSION_IDLE_MINUTES or CHAT_SESSION_MAX_DAYS that nobody presented
+    again (one that is presented is refused and deleted then, in auth.py); gunicorn.conf.py runs this
+    hourly. Nothing to announce: an expired session's streams and polls have ended by themselves.
+    Returns how many it deleted."""
+    config, now = current_app.config, utcnow()
+    deleted = Session.query.filter(or_(
+        Session.last_seen_at <= now - timedelta(minutes=config["CHAT_SESSION_IDLE_MINUTES"]),
+        Session.created_at <= now - timedelta(days=config["CHAT_SESSION_MAX_DAYS"]))).delete(synchronize_session=False)
+    db.session.commit()
+    return deleted

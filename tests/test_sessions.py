@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from chat import live
+from chat import actions, live
 from chat.auth import ACTIVITY_WRITE_SECONDS, SECURE_COOKIE
 from chat.caches import CachedSession, CachedUser, SessionCache
 from chat.extensions import db
@@ -95,6 +95,20 @@ def test_activity_is_written_at_most_every_few_minutes(app, member):
     before = utcnow()
     assert member.get("/api/auth/me").status_code == 200
     assert session_rows(app_database(app), user_id)[0][2] >= before  # written: the idle clock starts again
+
+
+def test_the_hourly_job_deletes_expired_sessions_nobody_presents_again(app, make_client):
+    idle, busy_but_old, fresh = make_client(), make_client(), make_client()
+    for browser in (idle, busy_but_old, fresh):
+        assert browser.register().status_code == 201
+    set_session_times(app_database(app), idle.user["id"], last_seen_at=utcnow() - IDLE)
+    set_session_times(app_database(app), busy_but_old.user["id"], created_at=utcnow() - LIFETIME)
+    with app_database(app):
+        assert actions.delete_expired_sessions() == 2
+    for browser in (idle, busy_but_old):
+        assert session_rows(app_database(app), browser.user["id"]) == []
+    assert len(session_rows(app_database(app), fresh.user["id"])) == 1
+    assert fresh.get("/api/auth/me").status_code == 200
 
 
 def test_the_session_cache_never_serves_an_expired_session():
