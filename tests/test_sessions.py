@@ -15,7 +15,7 @@ from chat.extensions import db
 from chat.ids import utcnow
 from chat.models import Session
 from tests.support import (PASSWORD, AuthActions, HttpUser, assert_error, assert_refused, events_path, operator_context,
-                           poll_path, posted, unique, wait_until)
+                           posted, unique, wait_until)
 from tests.test_fastpoll import by_the_view, from_memory
 from tests.test_live_poll import cursor_of, waiting_poll
 
