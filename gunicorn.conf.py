@@ -69,6 +69,7 @@ def post_worker_init(worker):
     gevent.spawn(watch)
     gevent.spawn(_relay, worker.wsgi)
     gevent.spawn(_expire_mutes, worker.wsgi)
+    gevent.spawn(_delete_expired_sessions, worker.wsgi)
 
 
 def _every(app, seconds: float, lease_seconds: float, job_name: str, job, description: str):
@@ -110,6 +111,13 @@ def _expire_mutes(app):
     from chat import actions  # noqa: PLC0415
 
     _every(app, 1, 1, "expire_mutes", actions.expire_mutes, "ending mutes that ran out")
+
+
+def _delete_expired_sessions(app):
+    """Hourly: delete sessions that expired and were never presented again (presented ones go at once)."""
+    from chat import actions  # noqa: PLC0415
+
+    _every(app, 3600, 3500, "delete_expired_sessions", actions.delete_expired_sessions, "deleting expired sessions")
 
 
 def on_exit(server):

@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from . import failpoints, hub, outbox, streams
@@ -308,3 +308,16 @@ def logout(session) -> None:
     db.session.commit()
     streams.current().announce_end(session_id=session_id, reason="logout")
     hub.current().sessions.forget(session_id=session_id)  # this process at once; the others as they read it
+
+
+def delete_expired_sessions() -> int:
+    """Delete the sessions past CHAT_SESSION_IDLE_MINUTES or CHAT_SESSION_MAX_DAYS that nobody presented
+    again (one that is presented is refused and deleted then, in auth.py); gunicorn.conf.py runs this
+    hourly. Nothing to announce: an expired session's streams and polls have ended by themselves.
+    Returns how many it deleted."""
+    config, now = current_app.config, utcnow()
+    deleted = Session.query.filter(or_(
+        Session.last_seen_at <= now - timedelta(minutes=config["CHAT_SESSION_IDLE_MINUTES"]),
+        Session.created_at <= now - timedelta(days=config["CHAT_SESSION_MAX_DAYS"]))).delete(synchronize_session=False)
+    db.session.commit()
+    return deleted

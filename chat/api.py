@@ -5,12 +5,12 @@ from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import actions, history, metrics, streams
+from . import actions, auth, history, metrics, streams
 from .auth import check_password, current_session, login_required, set_cookie, start_session
 from .errors import ApiError
 from .ids import EventId
 from .models import Room, User, find_room, find_user
-from .schemas import SLUG, CredentialsSchema, MessageCreateSchema, RoomCreateSchema
+from .schemas import SLUG, CredentialsSchema, MessageCreateSchema, PasswordChangeSchema, RoomCreateSchema
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -79,9 +79,10 @@ def _limit_registrations() -> None:
     _refuse_if_limited(streams.current().rate_limited(f"register:{request.remote_addr}", limit, seconds))
 
 
-def _user_with_password(username: str, password: str) -> User:
-    """The user whose password this is, else 401; guesses are limited per account, from any address
-    (offices share one), and unknown names alike, so the answer does not tell which exist.
+def _user_with_password(username: str, password: str) -> User | None:
+    """The user whose password this is, else None; guesses are limited per account (429), from any address
+    (offices share one), and unknown names alike, so the answer does not tell which exist. A signed-in
+    user's guesses at their current password (`POST /api/auth/password`) count in the same limit.
 
     Each attempt counts as a failure *before* the password is hashed: a blocked account costs no
     hashing, and concurrent guesses cannot overshoot the limit. A right password takes its count back,
@@ -99,9 +100,7 @@ def _user_with_password(username: str, password: str) -> User:
     finally:
         if not failed:  # a right password, or the database failing: neither is a guess
             limits.rate_give_back(scope)
-    if failed:
-        raise ApiError(401, "invalid_credentials", "wrong username or password")
-    return user
+    return None if failed else user
 
 
 def _signed_in(user, status: int):
@@ -132,6 +131,8 @@ def login():
         # A name or password that could never register cannot match: same answer as a wrong one.
         raise ApiError(401, "invalid_credentials", "wrong username or password") from None
     user = _user_with_password(credentials["username"], credentials["password"])
+    if user is None:
+        raise ApiError(401, "invalid_credentials", "wrong username or password")
     if actions.is_banned(user):
         raise ApiError(403, "banned", "this account is banned")
     return _signed_in(user, 200)
@@ -142,8 +143,34 @@ def login():
 def logout():
     actions.logout(current_session())
     response = current_app.response_class(status=204)
-    response.delete_cookie("chat_session", path="/")
+    auth.clear_cookie(response)
     return response
+
+
+@bp.post("/auth/logout_all")
+@login_required
+def logout_all():
+    """Every session of the user ends, this one included, with every stream and poll (within 2 s)."""
+    auth.end_all_sessions(current_session().user_id)
+    response = current_app.response_class(status=204)
+    auth.clear_cookie(response)
+    return response
+
+
+@bp.post("/auth/password")
+@login_required
+def change_password():
+    """The current password and a new one: the user's other sessions end; this one stays (204).
+
+    A wrong current password is `403 invalid_credentials`, not `401`: the session is valid (a 401 tells
+    a client it is signed out), it just may not do this. The guesses count in the account's
+    login-failure limit, checked first (`429`), so a stolen session cannot guess faster than a login."""
+    fields = json_body(PasswordChangeSchema())
+    session = current_session()
+    if _user_with_password(session.user.username, fields["current_password"]) is None:
+        raise ApiError(403, "invalid_credentials", "the current password is wrong")
+    auth.change_password(session, fields["new_password"])
+    return current_app.response_class(status=204)
 
 
 @bp.get("/auth/me")

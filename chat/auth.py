@@ -4,19 +4,28 @@ import hashlib
 import hmac
 import secrets
 import time
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app, g, request
 from flask.sessions import SessionInterface
+from sqlalchemy import delete, update
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import hub
+from . import hub, streams
 from .caches import CachedSession, CachedUser
 from .errors import ApiError
 from .extensions import db
+from .ids import utcnow
 from .models import Ban, Session, User
 
 COOKIE = "chat_session"
+# Over HTTPS: a browser takes a `__Host-` cookie only with Secure, Path=/ and no Domain, so no other
+# host (a sibling subdomain) and no plain-HTTP page can plant or overwrite it (session fixation).
+SECURE_COOKIE = "__Host-" + COOKIE
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+# Activity is written at most this often per session (and at most every tenth of the idle timeout).
+ACTIVITY_WRITE_SECONDS = 300
 
 
 class ServerSessionsOnly(SessionInterface):
@@ -84,17 +93,76 @@ def start_session(user: User) -> tuple[str, Session]:
     return token, session
 
 
+def end_all_sessions(user_id: int) -> None:
+    """Sign a user out everywhere: every session ends, this request's included, and every process ends
+    their streams and waiting polls (which answer 401) as it reads the control stream."""
+    db.session.execute(delete(Session).where(Session.user_id == user_id).execution_options(synchronize_session=False))
+    db.session.commit()
+    streams.current().announce_end(user_id=user_id, reason="logout")
+    hub.current().sessions.forget(user_id=user_id)  # this process at once; the others as they read it
+
+
+def change_password(session: Session, new_password: str) -> int:
+    """Set the user's new password and end every *other* session of theirs, with their streams and
+    polls; `session` stays signed in, with its CSRF token. Returns how many sessions ended.
+
+    The other sessions are ended one by one on the control stream (not by user), so that this
+    session's own streams stay open."""
+    user = session.user
+    user.password_hash = hash_password(new_password)
+    db.session.commit()  # from here a sign-in needs the new password
+    others = [session_id for (session_id,) in db.session.query(Session.id).filter(
+        Session.user_id == user.id, Session.id != session.id)]
+    if others:
+        db.session.execute(delete(Session).where(Session.id.in_(others)).execution_options(
+            synchronize_session=False))
+    db.session.commit()
+    sessions = hub.current().sessions
+    for session_id in others:
+        streams.current().announce_end(session_id=session_id, reason="logout")
+        sessions.forget(session_id=session_id)
+    return len(others)
+
+
+def cookie_name(https: bool) -> str:
+    """The session cookie's name for a request over HTTPS (as the trusted proxy says) or plain HTTP.
+
+    Only the name that matches the request's scheme is read: over HTTPS a plain `chat_session` could
+    have been planted by anyone who can answer the site's plain-HTTP requests. A deployment that moves
+    to HTTPS therefore asks everyone to sign in once more (and expires the old cookie as it goes)."""
+    return SECURE_COOKIE if https else COOKIE
+
+
 def set_cookie(response, token: str) -> None:
-    response.set_cookie(COOKIE, token, httponly=True, samesite="Lax", secure=request.is_secure, path="/")
+    secure = request.is_secure
+    response.set_cookie(cookie_name(secure), token, httponly=True, samesite="Lax", secure=secure, path="/")
+    _expire_plain_cookie(response)
+
+
+def clear_cookie(response) -> None:
+    """Tell the browser to drop the session cookie (the ended session's token is refused anyway)."""
+    secure = request.is_secure
+    response.delete_cookie(cookie_name(secure), path="/", secure=secure, httponly=True, samesite="Lax")
+    _expire_plain_cookie(response)
+
+
+def _expire_plain_cookie(response) -> None:
+    """Over HTTPS, drop a plain-HTTP cookie the browser still holds (from before the site moved to HTTPS)."""
+    if request.is_secure and COOKIE in request.cookies:
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Lax")
 
 
 def current_session(cached: bool = False) -> Session | CachedSession | None:
-    """The request's session, if its cookie names one that still exists (kept for the request).
+    """The request's session, if its cookie names one that still exists and has not expired (kept for
+    the request). A session read from the database is checked against CHAT_SESSION_IDLE_MINUTES and
+    CHAT_SESSION_MAX_DAYS: an expired one is deleted and the request is anonymous; a live one has its
+    activity noted (a write at most every few minutes).
 
     `cached`: the live endpoints may take it from this process's session cache, which the control
-    stream keeps honest (caches.py); they get a CachedSession, with no database row behind it."""
+    stream keeps honest (caches.py); they get a CachedSession, with no database row behind it, which
+    the cache never serves past the session's end."""
     if "chat_session" not in g:
-        token = request.cookies.get(COOKIE)
+        token = request.cookies.get(cookie_name(request.is_secure))
         g.chat_session = None
         g.chat_banned = False
         if token:
@@ -105,7 +173,7 @@ def current_session(cached: bool = False) -> Session | CachedSession | None:
                 loaded_at = time.monotonic()
                 row = db.session.query(Session, Ban.id).outerjoin(Ban, Ban.user_id == Session.user_id).filter(
                     Session.token_hash == hashed).one_or_none()
-                if row:
+                if row and _still_valid(row[0]):
                     g.chat_session, g.chat_banned = row[0], row[1] is not None
                     if cache and not g.chat_banned:
                         cache.put(hashed, _snapshot(row[0]), loaded_at)
@@ -114,9 +182,47 @@ def current_session(cached: bool = False) -> Session | CachedSession | None:
     return g.chat_session
 
 
+def _lifetimes() -> tuple[timedelta, timedelta]:
+    config = current_app.config
+    return timedelta(minutes=config["CHAT_SESSION_IDLE_MINUTES"]), timedelta(days=config["CHAT_SESSION_MAX_DAYS"])
+
+
+def _still_valid(session: Session) -> bool:
+    """False (and the row deleted) when the session has expired; else note its activity, writing
+    `last_seen_at` only when it is older than ACTIVITY_WRITE_SECONDS (or a tenth of the idle timeout):
+    a busy session costs one write every few minutes, not one per request."""
+    idle, lifetime = _lifetimes()
+    now = utcnow()
+    if session.expires_at(idle, lifetime) <= now:
+        db.session.execute(delete(Session).where(Session.id == session.id).execution_options(
+            synchronize_session=False))
+        db.session.commit()
+        db.session.expunge(session)
+        return False
+    if now - session.last_seen_at >= min(timedelta(seconds=ACTIVITY_WRITE_SECONDS), idle / 10):
+        # A plain UPDATE: a logout racing in deletes the row, and then this updates nothing (no error).
+        db.session.execute(update(Session).where(Session.id == session.id).values(last_seen_at=now)
+                           .execution_options(synchronize_session=False))
+        db.session.commit()
+        set_committed_value(session, "last_seen_at", now)
+    return True
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.replace(tzinfo=timezone.utc).timestamp()
+
+
+def expires_at(session: Session | CachedSession) -> float:
+    """When the session ends (epoch seconds), as of its read: activity since only moves it later."""
+    if isinstance(session, CachedSession):
+        return session.expires_at
+    return _epoch(session.expires_at(*_lifetimes()))
+
+
 def _snapshot(session: Session) -> CachedSession:
     user = session.user
-    return CachedSession(session.id, session.user_id, session.csrf_token, CachedUser(user.id, user.username, user.role))
+    return CachedSession(session.id, session.user_id, session.csrf_token, CachedUser(user.id, user.username, user.role),
+                         expires_at(session))
 
 
 def current_user() -> User | None:

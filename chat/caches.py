@@ -5,6 +5,7 @@ Each is kept by the hub, whose reader applies the control stream: a session or u
 forgotten by every process within its next read, and nothing is served from memory while that reader
 is not running (its view of what ended could be stale).
 """
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class CachedSession:
     user_id: int
     csrf_token: str
     user: CachedUser
+    expires_at: float = math.inf  # epoch seconds: the session's end as of its read (it only moves later)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,7 @@ class CachedRoom:
 
 class SessionCache:
     """Sessions by token hash. An entry loaded before its session or user was announced ended is
-    never served, even if it was stored after the announcement arrived."""
+    never served, even if it was stored after the announcement arrived, nor one past its `expires_at`."""
 
     TTL = 30.0  # a backstop for what the control stream does not announce (a role changed by the CLI)
     MAX_ENTRIES = 100_000
@@ -59,7 +61,8 @@ class SessionCache:
         if found is None:
             return None
         session, loaded_at = found
-        if time.monotonic() - loaded_at > self.TTL or self._ended_since(session, loaded_at):
+        if (time.monotonic() - loaded_at > self.TTL or time.time() >= session.expires_at
+                or self._ended_since(session, loaded_at)):
             self._by_token.pop(token_hash, None)
             return None
         return session

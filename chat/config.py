@@ -19,6 +19,10 @@ CHAT_DEFAULTS = {
     "CHAT_REGISTER_LIMIT": "100/60",  # registration requests per client address
     "CHAT_ROOM_CREATE_LIMIT": "10/3600",  # rooms a user (not a moderator) may create
     "CHAT_TRUSTED_PROXIES": 1,  # hops of X-Forwarded-* to believe (Heroku's router is one; 0: no proxy)
+    # A session ends after this long without a request (an open stream or poll counts: it reconnects)...
+    "CHAT_SESSION_IDLE_MINUTES": 7 * 24 * 60,  # a week: survives weekends and long weekends, not a forgotten machine
+    # ...and at the latest this long after sign-in, however busy (bounds the life of a stolen cookie).
+    "CHAT_SESSION_MAX_DAYS": 30,
     # Not in API.md: operational knobs of this implementation.
     "CHAT_REDIS_PREFIX": "chat",  # key namespace; tests use one per run
     "CHAT_EMBEDDED_REDIS_MAXMEMORY": "512mb",
@@ -92,6 +96,9 @@ def finish(config, instance_path: str) -> None:
     # Logs never carry SQL parameters (token hashes, CSRF tokens, message text), also when the database fails.
     config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault("hide_parameters", True)
     config["MAX_CONTENT_LENGTH"] = config["CHAT_MAX_REQUEST_BYTES"]
+    for key in ("CHAT_SESSION_IDLE_MINUTES", "CHAT_SESSION_MAX_DAYS"):
+        if config[key] < 1:
+            raise RuntimeError(f"{key} must be at least 1")
     config["CHAT_RATE_LIMIT_PARSED"] = rate(config["CHAT_RATE_LIMIT"])
     config["CHAT_LOGIN_FAILURE_LIMIT_PARSED"] = rate(config["CHAT_LOGIN_FAILURE_LIMIT"])
     config["CHAT_REGISTER_LIMIT_PARSED"] = rate(config["CHAT_REGISTER_LIMIT"])

@@ -11,7 +11,7 @@ from werkzeug.http import parse_cookie
 
 from . import events, hub, logs, metrics
 from .api import parse_event_id, room_or_404
-from .auth import COOKIE, check_request, token_hash
+from .auth import check_request, cookie_name, expires_at, token_hash
 from .caches import CachedRoom
 from .errors import ApiError, error_response
 from .extensions import db
@@ -146,12 +146,24 @@ def _direct_fd(environ) -> int | None:
     return client.fileno()
 
 
-def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], ready_rooms: list[str] | None = None):
+def _stream_lifetime(session) -> tuple[float, str]:
+    """How long a stream may stay open, and why it ends then: CHAT_STREAM_MAX_SECONDS, at most half the
+    idle timeout (its reconnect is the request that keeps an open page's session alive), or sooner
+    when the session reaches its absolute end."""
+    config = current_app.config
+    lifetime = min(config["CHAT_STREAM_MAX_SECONDS"], config["CHAT_SESSION_IDLE_MINUTES"] * 30)
+    session_left = expires_at(session) - time.time()
+    return (lifetime, "CHAT_STREAM_MAX_SECONDS") if lifetime <= session_left else (max(0.0, session_left),
+                                                                                  "session_expired")
+
+
+def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], ready_rooms: list[str] | None,
+                     lifetime: tuple[float, str]):
     config = current_app.config
     client = request.environ.get("gunicorn.socket")
     direct_fd = _direct_fd(request.environ)
     retry_ms, heartbeat = config["CHAT_RETRY_MS"], config["CHAT_HEARTBEAT_SECONDS"]
-    max_age, local_hub = config["CHAT_STREAM_MAX_SECONDS"], hub.current()
+    (max_age, max_age_reason), local_hub = lifetime, hub.current()
 
     environ, started = request.environ, time.monotonic()
 
@@ -178,7 +190,7 @@ def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], rea
             while not subscription.ended:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    reason = "CHAT_STREAM_MAX_SECONDS"
+                    reason = max_age_reason
                     break
                 items = subscription.take(min(heartbeat, remaining), direct_fd)
                 if subscription.written:  # what the hub wrote to the socket meanwhile
@@ -229,7 +241,7 @@ def _open_stream(session, rooms: frozenset | None, plan_for, *, feed: bool, pres
         hub.current().unsubscribe(subscription)
         raise
     db.session.remove()  # a stream holds no database connection
-    return _stream_response(subscription, plan, online, ready_rooms)
+    return _stream_response(subscription, plan, online, ready_rooms, _stream_lifetime(session))
 
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
@@ -282,10 +294,13 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
     """A poll: what exists after the cursor at once, else the first durable events within `timeout`.
     Near the tail, what exists comes from the hub's memory of recent events (no Redis round trip);
     otherwise from `plan_for` (Redis, then the database). Without `plan_for` (the fast lane), None
-    when memory cannot answer. Raises ApiError when logout or a ban ends the wait. What it answered is
-    noted in `environ` for the request's log line."""
+    when memory cannot answer. Raises ApiError when logout, a ban or the session's expiry ends the wait
+    (it waits no longer than the session lasts). What it answered is noted in `environ` for the
+    request's log line."""
     local_hub, client = hub.current(), environ.get("gunicorn.socket")
     slug = None if feed else next(iter(rooms))
+    session_ends = expires_at(session)
+    timeout = min(timeout, max(0.0, session_ends - time.time()))  # a session that expires meanwhile ends the wait
     subscription = _subscribe(session, rooms=rooms, feed=feed, is_stream=False)
     try:
         remembered = local_hub.recent(slug, start, rooms if feed else None)
@@ -318,6 +333,8 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
                                 "answered_from": "memory" if from_memory else "redis"}
         if subscription.ended == "logout":
             raise ApiError(401, "not_authenticated", "signed out")
+        if not found and time.time() >= session_ends:
+            raise ApiError(401, "not_authenticated", "the session expired; sign in again")
         if subscription.ended == "banned":
             raise ApiError(403, "banned", "this account is banned")
         found = found[:POLL_MAX_EVENTS]
@@ -401,7 +418,7 @@ def poll_from_memory(environ, slug: str | None):
     knows, well-formed parameters and a cursor within the recent events."""
     local_hub = hub.current()
     sessions = local_hub.cached_sessions()
-    token = parse_cookie(environ.get("HTTP_COOKIE", "")).get(COOKIE)
+    token = parse_cookie(environ.get("HTTP_COOKIE", "")).get(cookie_name(environ.get("wsgi.url_scheme") == "https"))
     session = sessions.get(token_hash(token)) if sessions is not None and token else None
     if session is None:
         return None

@@ -1,6 +1,7 @@
 """The durable record: users, sessions, rooms, messages and moderation, and how each looks in the API."""
 import json
 import time
+from datetime import datetime, timedelta
 
 from sqlalchemy import BigInteger, Index, UniqueConstraint, and_, case, or_, select, update
 
@@ -36,7 +37,13 @@ class Session(db.Model):
     user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
     csrf_token = db.Column(db.String(64), nullable=False)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    # Written at most every few minutes (auth.py), not on every request: precise enough for an idle timeout.
+    last_seen_at = db.Column(db.DateTime, nullable=False, default=utcnow)
     user = db.relationship(User, lazy="joined")
+
+    def expires_at(self, idle: timedelta, lifetime: timedelta) -> datetime:
+        """When this session ends: `idle` after it was last seen, or `lifetime` after sign-in if sooner."""
+        return min(self.last_seen_at + idle, self.created_at + lifetime)
 
 
 class Room(db.Model):

@@ -168,3 +168,13 @@ def check_event(event_type: str, data: dict) -> dict:
     if errors:
         raise ValidationError(errors)
     return data
+
+
+# Sessions (added by the sessions work; kept at the end of the file)
+
+class PasswordChangeSchema(_Input):
+    """`POST /api/auth/password`: the new password follows registration's rule. The current one is only
+    bounded (a longer one was never a password here); whether it is right is checked after validation."""
+
+    current_password = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    new_password = fields.String(required=True, validate=validate.Length(min=8, max=256))

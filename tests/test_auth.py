@@ -9,6 +9,8 @@ from tests.support import BAD_BODIES, PASSWORD, AuthActions, assert_error, asser
 PROTECTED = [
     ("GET", "/api/auth/me"),
     ("POST", "/api/auth/logout"),
+    ("POST", "/api/auth/logout_all"),
+    ("POST", "/api/auth/password"),
     ("GET", "/api/rooms"),
     ("POST", "/api/rooms"),
     ("GET", "/api/rooms/nowhere"),
@@ -29,14 +31,14 @@ PROTECTED = [
 ]
 UNSAFE = [(method, path) for method, path in PROTECTED if method != "GET"]
 # Endpoints that read a JSON body; `{room}` is a room the caller (a moderator) may use.
-JSON_ENDPOINTS = ["/api/auth/register", "/api/auth/login", "/api/rooms", "/api/rooms/{room}/messages",
-                  "/api/rooms/{room}/mutes", "/api/bans", "/api/rooms/{room}/slow_mode",
+JSON_ENDPOINTS = ["/api/auth/register", "/api/auth/login", "/api/auth/password", "/api/rooms",
+                  "/api/rooms/{room}/messages", "/api/rooms/{room}/mutes", "/api/bans", "/api/rooms/{room}/slow_mode",
                   "/api/moderation/purge"]
 
 
-def session_cookie(response) -> dict[str, str | bool]:
+def session_cookie(response, name="chat_session") -> dict[str, str | bool]:
     """The attributes of the chat session's Set-Cookie header, lower-cased (`{"httponly": True, ...}`)."""
-    headers = [value for value in response.headers.getlist("Set-Cookie") if value.startswith("chat_session=")]
+    headers = [value for value in response.headers.getlist("Set-Cookie") if value.startswith(f"{name}=")]
     assert len(headers) == 1, response.headers
     attributes = {}
     for part in headers[0].split(";")[1:]:
@@ -86,7 +88,8 @@ def test_session_cookie_is_httponly_and_samesite_lax_and_not_secure_over_http(cl
 
 @pytest.mark.parametrize("how", ["register", "login"])
 def test_session_cookie_is_secure_when_the_proxy_says_https(client, how):
-    cookie = session_cookie(sign_in(client, how, headers={"X-Forwarded-Proto": "https"}))
+    """Named `__Host-chat_session` there (tests/test_sessions.py): Secure, Path=/, no Domain."""
+    cookie = session_cookie(sign_in(client, how, headers={"X-Forwarded-Proto": "https"}), "__Host-chat_session")
     assert cookie["secure"] is True and cookie["httponly"] is True and cookie["samesite"].lower() == "lax"
 
 

@@ -249,3 +249,45 @@ def test_db_upgrade_gives_rooms_and_their_stored_room_updated_events_slow_mode(m
         assert events_between(upgraded.id, ZERO, EventId(10, 0), 10) == [
             (EventId(5, 0), "room_updated", {"room": {**room, "slow_mode_seconds": 0}})]
         db.session.remove()
+
+
+def test_db_upgrade_starts_existing_sessions_idle_clocks_at_the_upgrade(make_app, flask_cli, tmp_path):
+    """A database from before the idle timeout: nobody knows when its sessions were last used, so their
+    idle clock starts at the upgrade (not at sign-in, which would sign out everyone who signed in over a
+    week ago); the absolute lifetime still counts from sign-in."""
+    from datetime import datetime, timedelta  # noqa: PLC0415
+
+    from chat.auth import token_hash  # noqa: PLC0415
+    from chat.ids import utcnow  # noqa: PLC0415
+
+    old = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    with logging_kept():
+        assert flask_cli("db", "upgrade", "c4d2a7e91f03", on=old).exit_code == 0
+    with old.app_context():
+        from chat.extensions import db  # noqa: PLC0415
+
+        with db.engine.begin() as connection:
+            connection.execute(sqlalchemy.text(
+                "INSERT INTO users (id, username, username_key, password_hash, role, created_at) "
+                "VALUES (1, 'old', 'old', 'x', 'user', '2026-01-01 00:00:00')"))
+            for token, age in (("ten-days", timedelta(days=10)), ("forty-days", timedelta(days=40))):
+                connection.execute(sqlalchemy.text(
+                    "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at) VALUES (:hash, 1, 'c', :at)"),
+                    {"hash": token_hash(token), "at": utcnow() - age})
+        db.session.remove()
+    upgraded_at = utcnow()
+    with logging_kept():
+        result = flask_cli("db", "upgrade", on=old)
+    assert result.exit_code == 0, result.output
+    with old.app_context():
+        seen = db.session.execute(sqlalchemy.text("SELECT last_seen_at FROM sessions")).scalars().all()
+        db.session.remove()
+    assert len(seen) == 2 and all(datetime.fromisoformat(str(value)) >= upgraded_at for value in seen), seen
+
+    def me(token):
+        browser = old.test_client()
+        browser.set_cookie("chat_session", token)
+        return browser.get("/api/auth/me")
+
+    assert me("ten-days").status_code == 200
+    assert_error(me("forty-days"), 401, "not_authenticated")

@@ -6,7 +6,7 @@ import pytest
 
 from chat.auth import token_hash
 
-from tests.support import unique
+from tests.support import PASSWORD, unique
 
 FRAMING = ("X-Frame-Options", "DENY")
 
@@ -81,12 +81,18 @@ def test_logs_carry_no_sql_parameters_when_the_database_fails(make_app, member, 
     assert "dependency failure" in logged and token_hash(token) not in logged and token not in logged
 
 
-def test_hsts_only_over_https_as_the_trusted_proxy_says(member):
+def test_hsts_only_over_https_as_the_trusted_proxy_says(member, make_client):
+    # A second browser of the same user signs in over HTTPS: its cookie is `__Host-chat_session` (test_sessions.py).
+    https = {"X-Forwarded-Proto": "https"}
+    secure = make_client().client
+    assert secure.post("/api/auth/login", json={"username": member.username, "password": PASSWORD},
+                       headers=https).status_code == 200
     slug = member.create_room()
     for _ in range(2):  # the second is answered by the poll fast lane, which must say it too
-        member.get(f"/api/rooms/{slug}/poll", query_string={"timeout": 0}, headers={"X-Forwarded-Proto": "https"})
+        assert secure.get(f"/api/rooms/{slug}/poll", query_string={"timeout": 0}, headers=https).status_code == 200
     member.send(slug, "so that memory holds an event")
     for path in ("/api/auth/me", f"/rooms/{slug}", f"/api/rooms/{slug}/poll?timeout=0"):
-        over_https = member.get(path, headers={"X-Forwarded-Proto": "https"})
+        over_https = secure.get(path, headers=https)
+        assert over_https.status_code == 200, path
         assert over_https.headers.get("Strict-Transport-Security", "").startswith("max-age="), path
         assert "Strict-Transport-Security" not in member.get(path).headers, path

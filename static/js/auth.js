@@ -67,11 +67,12 @@ export function initAuthForm(form) {
   });
 }
 
-async function logout(button) {
+/** Log out this session (`logout`) or every session of the account (`logout_all`), then go to sign-in. */
+async function logout(button, path) {
   button.disabled = true;
   try {
     await loadSession(); // the CSRF token
-    await api('POST', '/api/auth/logout');
+    await api('POST', path);
   } catch (error) {
     if (!(error instanceof ApiError && error.status === 401)) {
       button.disabled = false;
@@ -82,13 +83,47 @@ async function logout(button) {
   location.assign('/');
 }
 
-/** Every page's logout button (idempotent). */
+const LOGOUT_PATHS = { logout: '/api/auth/logout', 'logout-all': '/api/auth/logout_all' };
+
+/** Every page's logout buttons: this session, and everywhere (idempotent). */
 export function initLogout() {
-  for (const button of document.querySelectorAll('[data-action=logout]')) {
+  for (const button of document.querySelectorAll('[data-action=logout], [data-action=logout-all]')) {
     if (button.dataset.wired) continue;
     button.dataset.wired = 'true';
-    button.addEventListener('click', () => logout(button));
+    button.addEventListener('click', () => logout(button, LOGOUT_PATHS[button.dataset.action]));
   }
+}
+
+/** The change-password form on `/`: the other sessions end, this one stays signed in. */
+export function initPasswordForm(form) {
+  const errorBox = form.querySelector('[data-role=password-error]');
+  const status = form.querySelector('[data-role=password-status]');
+  const button = form.querySelector('button[type=submit]');
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const current = form.elements.current_password.value;
+    const next = form.elements.new_password.value;
+    errorBox.textContent = '';
+    status.textContent = '';
+    if (!current || [...next].length < 8) {
+      errorBox.textContent = 'Enter your current password and a new one of at least 8 characters.';
+      (current ? form.elements.new_password : form.elements.current_password).focus();
+      return;
+    }
+    button.disabled = true;
+    try {
+      await loadSession(); // the CSRF token
+      await api('POST', '/api/auth/password', { body: { current_password: current, new_password: next } });
+      form.reset();
+      status.textContent = 'Password changed. Every other session of this account is signed out.';
+    } catch (error) {
+      errorBox.textContent = error instanceof ApiError && error.code === 'invalid_credentials'
+        ? 'Your current password is wrong.' : describeAuthError(error, 'change the password');
+      form.elements.current_password.focus();
+    } finally {
+      button.disabled = false;
+    }
+  });
 }
 
 initLogout();

@@ -1,6 +1,6 @@
 /** The front page: sign in or register; once signed in, the rooms list, this browser's rooms with unread counts, and creating a room. */
 import { api, ApiError, loadSession } from './api.js';
-import { initAuthForm, pageUser } from './auth.js';
+import { initAuthForm, initPasswordForm, pageUser } from './auth.js';
 import { openLive } from './live.js';
 import { cloneTemplate } from './render.js';
 import { RoomsMemory } from './rooms-memory.js';
@@ -76,6 +76,7 @@ if (pageUser()) {
   showRecentRooms(pageUser());
   showRooms();
   initCreateRoom(document.querySelector('[data-role=create-room]'));
+  initPasswordForm(document.querySelector('[data-role=password-form]'));
 } else {
   initAuthForm(document.querySelector('[data-role=auth-form]'));
 }

@@ -5,7 +5,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.helpers import expect_live, message_with, send
-from tests.support import PASSWORD, unique
+from tests.support import PASSWORD, HttpUser, unique
 
 
 @pytest.fixture
@@ -101,3 +101,33 @@ def test_the_chat_at_phone_width_and_in_the_dark(people, artifacts, look):
         background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
         assert background != "rgb(255, 255, 255)" and sum(map(int, re.findall(r"\d+", background)[:3])) < 150
     page.screenshot(path=str(artifacts / f"chat-{look}.png"))
+
+
+def test_change_the_password_then_log_out_everywhere(visitor, live, artifacts):
+    """The account controls on `/`: a new password signs out the other devices; "Log out everywhere" this one too."""
+    page, elsewhere = visitor, live.user()  # `elsewhere`: the same account signed in on another device
+    username, new_password = elsewhere.user["username"], "a new passphrase"
+    page.goto("/")
+    page.locator("input[name=username]").fill(username)
+    page.locator("input[name=password]").fill(PASSWORD)
+    page.get_by_test_id("login").click()
+    expect(page.get_by_test_id("logout-all")).to_be_visible()
+
+    page.locator(".account-card summary").click()
+    page.locator("input[name=current_password]").fill("not the password")
+    page.locator("input[name=new_password]").fill(new_password)
+    page.get_by_test_id("change-password").click()
+    expect(page.get_by_role("alert").filter(has_text="Your current password is wrong.")).to_be_visible()
+    page.locator("input[name=current_password]").fill(PASSWORD)
+    page.get_by_test_id("change-password").click()
+    expect(page.get_by_role("status").filter(has_text="Password changed")).to_be_visible()
+    page.screenshot(path=str(artifacts / "password-changed.png"), full_page=True)
+    assert elsewhere.get("/api/auth/me").status_code == 401  # the other device is signed out
+    assert page.evaluate("fetch('/api/auth/me').then((answer) => answer.status)") == 200  # this page is not
+
+    again = HttpUser(live.url)
+    assert again.login(username, new_password).status_code == 200
+    page.get_by_test_id("logout-all").click()
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.get_by_test_id("login")).to_be_visible()
+    assert again.get("/api/auth/me").status_code == 401
