@@ -251,6 +251,47 @@ def test_db_upgrade_gives_rooms_and_their_stored_room_updated_events_slow_mode(m
         db.session.remove()
 
 
+def test_db_upgrade_gives_each_room_the_counter_of_its_events(make_app, flask_cli, tmp_path):
+    """A database from before the record gave ids: each room's counter starts at its highest event id
+    (messages, deletions, moderation events), so the next id is above every one handed out; messages the
+    old two-step path left pending (never acknowledged, never shown) are removed."""
+    old = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    with logging_kept():
+        assert flask_cli("db", "upgrade", "b3e8f0a2c6d4", on=old).exit_code == 0
+    with old.app_context():
+        from chat.extensions import db  # noqa: PLC0415
+
+        with db.engine.begin() as connection:
+            run = lambda sql, **params: connection.execute(sqlalchemy.text(sql), params)  # noqa: E731
+            run("INSERT INTO users (id, username, username_key, password_hash, role, created_at) "
+                "VALUES (1, 'ann', 'ann', 'x', 'moderator', '2026-11-25 19:00:00')")
+            for room_id in (1, 2, 3):
+                run("INSERT INTO rooms (id, slug, name, locked, created_at) "
+                    "VALUES (:id, :slug, 'R', 0, '2026-11-25 19:00:00')", id=room_id, slug=f"r{room_id}")
+            message = ("INSERT INTO messages (write_key, room_id, sender_id, body, created_at, event_ms, event_seq, "
+                       "deleted_event_ms, deleted_event_seq) VALUES (:key, :room, 1, 'b', '2026-11-25 19:00:00', "
+                       ":ms, :seq, :dms, :dseq)")
+            run(message, key="a", room=1, ms=100, seq=0, dms=None, dseq=None)
+            run(message, key="b", room=1, ms=100, seq=1, dms=300, dseq=0)  # deleted later
+            run(message, key="c", room=1, ms=None, seq=None, dms=None, dseq=None)  # pending
+            run(message, key="d", room=2, ms=50, seq=0, dms=None, dseq=None)
+            run("INSERT INTO moderation_actions (moderator_id, action, room_id, target, created_at, event_ms, "
+                "event_seq, event_type, event_data) VALUES (1, 'lock', 2, 'r2', '2026-11-25 19:00:00', 70, 2, "
+                "'room_updated', '{}')")
+    with logging_kept():
+        result = flask_cli("db", "upgrade", on=old)
+    assert result.exit_code == 0, result.output
+    with old.app_context():
+        from chat.models import Message, Room, allocate_event_id  # noqa: PLC0415
+
+        counters = {room.slug: (room.event_ms, room.event_seq) for room in Room.query}
+        assert counters == {"r1": (300, 0), "r2": (70, 2), "r3": (0, 0)}
+        assert Message.query.count() == 3, "the pending message is gone"
+        assert allocate_event_id(1) > (300, 0) and allocate_event_id(3).seq == 1
+        db.session.rollback()
+        db.session.remove()
+
+
 def test_db_upgrade_starts_existing_sessions_idle_clocks_at_the_upgrade(make_app, flask_cli, tmp_path):
     """A database from before the idle timeout: nobody knows when its sessions were last used, so their
     idle clock starts at the upgrade (not at sign-in, which would sign out everyone who signed in over a
