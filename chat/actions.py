@@ -16,7 +16,7 @@ from .errors import ApiError
 from .extensions import db
 from .ids import EventId, iso, utcnow
 from .models import (Ban, Message, ModerationAction, Mute, Room, Session, User, allocate_event_id, find_room,
-                     find_user)
+                     find_user, insert_message, message_api, posting_state)
 from .schemas import SLUG, USERNAME, check_event
 
 
@@ -78,58 +78,51 @@ def is_banned(user: User) -> bool:
     return Ban.query.filter_by(user_id=user.id).count() > 0
 
 
-def active_mute(room: Room, user: User) -> Mute | None:
-    return Mute.query.filter(Mute.room_id == room.id, Mute.user_id == user.id, Mute.until > utcnow()).one_or_none()
+def _repeat(message_id: int) -> dict:
+    """A message recorded before under the same client_id, published again in case its first request died
+    before it was (nothing happens if it was: publishing is idempotent)."""
+    message = db.session.get(Message, message_id)
+    data = message.to_api()
+    outbox.publish(message.room_id, message.room.slug, message.event_id, "message", data)
+    return data
 
 
-def _find_by_client_id(room: Room, user: User, client_id: str) -> Message | None:
-    return Message.query.filter_by(room_id=room.id, sender_id=user.id, client_id=client_id).one_or_none()
-
-
-def _republished(message: Message) -> Message:
-    """A repeat of a recorded message: published again in case its first request died before it was
-    (nothing happens if it was: publishing is idempotent)."""
-    outbox.publish(message.room_id, message.room.slug, message.event_id, "message", message.to_api())
-    return message
-
-
-def post_message(user: User, room: Room, body: str, client_id: str | None) -> tuple[Message, bool]:
-    """Record and publish a message. Returns (message, created); a repeated client_id returns the original."""
-    if client_id:
-        message = _find_by_client_id(room, user, client_id)
-        if message is not None:
-            return _republished(message), False
-    if active_mute(room, user):
+def post_message(user, room, body: str, client_id: str | None) -> tuple[dict, bool]:
+    """Record and publish a message from `user` (id, username, is_moderator) in `room` (id, slug): the API's
+    message and whether it was created; a repeated client_id returns the original. The hot path: one
+    statement reads what the checks need, one commit records the message."""
+    locked, slow_mode, muted, repeat_id = posting_state(room.id, user.id, client_id)
+    if repeat_id is not None:
+        return _repeat(repeat_id), False
+    if muted:
         raise ApiError(403, "muted", "you are muted in this room")
-    if room.locked and not user.is_moderator:
+    if locked and not user.is_moderator:
         raise ApiError(403, "room_locked", "this room is locked; only moderators may post")
     limit, seconds = current_app.config["CHAT_RATE_LIMIT_PARSED"]
     rate_scope = f"post:{user.id}:{room.id}"
     retry_after = streams.current().rate_limited(rate_scope, limit, seconds)
     if retry_after:
         raise ApiError(429, "rate_limited", f"too many messages; wait {retry_after} s", retry_after=retry_after)
-    if room.slow_mode_seconds and not user.is_moderator:
+    if slow_mode and not user.is_moderator:
         # The post is named by its client_id, so a retry after a failure (503) is the same post, not a next one.
         post = f"client:{client_id}" if client_id else f"once:{uuid.uuid4()}"
-        retry_after = streams.current().slow_mode_wait(room.slug, user.id, room.slow_mode_seconds, post)
+        retry_after = streams.current().slow_mode_wait(room.slug, user.id, slow_mode, post)
         if retry_after:
             streams.current().rate_give_back(rate_scope)  # a refused post is not a message
             raise ApiError(429, "slow_mode", f"this room is in slow mode; wait {retry_after} s",
                            retry_after=retry_after)
 
-    event_id = allocate_event_id(room.id)
-    message = Message(room=room, sender=user, client_id=client_id, body=body, created_at=utcnow(),
-                      event_ms=event_id.ms, event_seq=event_id.seq)
-    db.session.add(message)
+    event_id, created_at = allocate_event_id(room.id), utcnow()
     try:
+        insert_message(room.id, user.id, client_id, body, created_at, event_id)
         db.session.commit()  # acknowledged: from here on the message exists, whatever Redis does
     except IntegrityError:  # the same client_id raced in from another request, which recorded it
         db.session.rollback()
-        return _republished(_find_by_client_id(room, user, client_id)), False
+        return _repeat(posting_state(room.id, user.id, client_id)[3]), False
     failpoints.hit("after_commit")
-    data = message.to_api()
-    outbox.publish(room.id, room.slug, event_id, "message", check_event("message", data))
-    return message, True
+    data = message_api(event_id, room.slug, body, user.id, user.username, created_at, client_id)
+    outbox.publish(room.id, room.slug, event_id, "message", data)
+    return data, True
 
 
 def find_message(room: Room, event_id: EventId) -> Message | None:

@@ -1,70 +1,15 @@
 """The JSON API for users, sessions, rooms and messages (API.md)."""
-import json
-
 from flask import Blueprint, current_app, jsonify, request
-from marshmallow import ValidationError
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import actions, auth, history, metrics, streams
-from .auth import check_password, current_session, login_required, set_cookie, start_session
+from .auth import check_password, check_request, current_session, login_required, set_cookie, start_session
 from .errors import ApiError
 from .ids import EventId
-from .models import Room, User, find_room, find_user
-from .schemas import SLUG, CredentialsSchema, MessageCreateSchema, PasswordChangeSchema, RoomCreateSchema
+from .views import json_body, known_room, online_in, parse_event_id, query_limit, room_or_404
+from .models import Room, User, find_user
+from .schemas import CredentialsSchema, MessageCreateSchema, PasswordChangeSchema, RoomCreateSchema
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-
-
-def json_body(schema) -> dict:
-    """Read and validate the JSON body: 413, 415, 400, then 422, as API.md orders them."""
-    limit = current_app.config["CHAT_MAX_REQUEST_BYTES"]
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
-    if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "send JSON with Content-Type: application/json")
-    try:
-        data = request.get_json(silent=True)
-    except RequestEntityTooLarge:
-        raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes") from None
-    except RecursionError:  # the parser's own bound on nesting (the size is bounded above)
-        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    if _has_lone_surrogate(data):
-        raise ApiError(400, "invalid_json", "the body must be UTF-8 text: it holds an unpaired surrogate escape")
-    try:
-        return schema.load(data)
-    except ValidationError as error:
-        raise ApiError(422, "validation_error", "some fields are not valid", fields=error.messages) from None
-
-
-def _has_lone_surrogate(data: dict) -> bool:
-    """JSON may escape a lone surrogate (`"\\ud800"`), which no UTF-8 text, database or hash can take."""
-    try:
-        json.dumps(data, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def parse_event_id(text: str | None) -> EventId | None:
-    if text is None or text == "":
-        return None
-    try:
-        return EventId.parse(text)
-    except ValueError:
-        raise ApiError(400, "invalid_cursor", "not an event id") from None
-
-
-def room_or_404(slug: str) -> Room:
-    room = find_room(slug) if SLUG.match(slug) else None  # no query for what cannot be a slug (NUL: PostgreSQL)
-    if room is None:
-        raise ApiError(404, "not_found", f"no room '{slug}'")
-    return room
-
-
-def online_in(slugs: list[str]) -> dict[str, list[str]]:
-    return streams.current().online(slugs, current_app.config["CHAT_PRESENCE_TTL_SECONDS"])
 
 
 def _refuse_if_limited(retry_after: int) -> None:
@@ -226,25 +171,21 @@ def show_room(slug):
 def list_messages(slug):
     room = room_or_404(slug)
     before = parse_event_id(request.args.get("before"))
-    try:
-        limit = int(request.args.get("limit") or 50)  # `limit=` (empty) means not given, like `before=`
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 200:
-        raise ApiError(422, "validation_error", "limit must be 1–200", fields={"limit": ["must be 1–200"]})
+    limit = query_limit()
     messages, has_more, cursor = history.read_history(room, before, limit)
     return {"messages": messages, "has_more": has_more, "cursor": str(cursor)}
 
 
 @bp.post("/rooms/<slug>/messages")
-@login_required
 def post_message(slug):
-    room = room_or_404(slug)
+    # The hot path: the session and the room from this process's memory (as the live endpoints take them).
+    session = check_request(cached=True)
+    room = known_room(slug)
     fields = json_body(MessageCreateSchema(current_app.config["CHAT_MAX_MESSAGE_CHARS"]))
-    message, created = actions.post_message(current_session().user, room, fields["body"], fields["client_id"])
+    message, created = actions.post_message(session.user, room, fields["body"], fields["client_id"])
     if created:
         metrics.MESSAGES_ACCEPTED.inc()
-    return {"message": message.to_api()}, 201 if created else 200
+    return {"message": message}, 201 if created else 200
 
 
 @bp.delete("/rooms/<slug>/messages/<message_id>")

@@ -292,6 +292,13 @@ class Hub:
     # sessions and is what keeps the recent events complete.
 
     def cached_sessions(self) -> SessionCache | None:
+        """The session cache, while the reader that keeps it honest runs (started here if no request has
+        started it yet: a process that only takes posts uses the cache too)."""
+        if not self._started:
+            try:
+                self._ensure_started()
+            except (Unavailable, redis.RedisError):
+                return None
         return self.sessions if self._reading else None
 
     def recent(self, room: str | None, position, rooms: frozenset | None = None):

@@ -10,15 +10,12 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.http import parse_cookie
 
 from . import events, hub, logs, metrics
-from .api import parse_event_id, room_or_404
+from .views import known_room, known_rooms, parse_event_id
 from .auth import check_request, cookie_name, expires_at, token_hash
-from .caches import CachedRoom
 from .errors import ApiError, error_response
 from .extensions import db
 from .ids import EventId
-from .models import room_ids
 from .resume import Plan, plan_firehose, plan_room, resume
-from .schemas import SLUG
 
 bp = Blueprint("live", __name__, url_prefix="/api")
 
@@ -48,23 +45,6 @@ def _subscribe(session, *, rooms, feed=False, present=frozenset(), presence=Fals
                                        is_stream=is_stream)
 
 
-def _remember_rooms(ids: dict[str, int]) -> None:
-    known = hub.current().known_rooms
-    if len(known) > 100_000:
-        known.clear()  # a miss only costs a query
-    known.update((slug, CachedRoom(room_id, slug)) for slug, room_id in ids.items())
-
-
-def _room(slug: str) -> CachedRoom:
-    """The room, from this process's memory of rooms (they are never renamed or deleted), else 404."""
-    room = hub.current().known_rooms.get(slug)
-    if room is None:
-        found = room_or_404(slug)
-        _remember_rooms({found.slug: found.id})
-        room = hub.current().known_rooms[slug]
-    return room
-
-
 def _slugs(args, name: str) -> list[str]:
     """A comma-separated list of room slugs from the query, in order, without repeats."""
     raw = args.get(name) or ""
@@ -86,16 +66,14 @@ def _listed_rooms(args, known_only: bool = False) -> tuple[list[str], frozenset]
     if not 1 <= len(rooms) <= limit:
         raise ApiError(422, "validation_error", f"rooms must list 1–{limit} room slugs, comma-separated",
                        fields={"rooms": [f"must list 1–{limit} room slugs"]})
-    known = hub.current().known_rooms
-    unknown = [slug for slug in rooms if slug not in known]
-    if unknown and known_only:
-        raise LookupError(unknown[0])
-    if unknown:
-        found = room_ids(slug for slug in unknown if SLUG.match(slug))
-        missing = [slug for slug in unknown if slug not in found]
-        if missing:
-            raise ApiError(404, "not_found", f"no room '{missing[0]}'")
-        _remember_rooms(found)
+    if known_only:
+        unknown = [slug for slug in rooms if slug not in hub.current().known_rooms]
+        if unknown:
+            raise LookupError(unknown[0])
+    found = known_rooms(rooms)
+    missing = [slug for slug in rooms if slug not in found]
+    if missing:
+        raise ApiError(404, "not_found", f"no room '{missing[0]}'")
     away = set(_slugs(args, "away"))
     if not away <= set(rooms):
         raise ApiError(422, "validation_error", "away must name rooms that rooms lists",
@@ -258,7 +236,7 @@ def _head(session, mimetype: str, headers: dict, is_stream: bool = True):
 @bp.get("/rooms/<slug>/events")
 def room_events(slug):
     session = check_request(cached=True)
-    room = _room(slug)
+    room = known_room(slug)
     start = _start_position()
     if request.method == "HEAD":
         return _head(session, "text/event-stream", _STREAM_HEADERS)
@@ -373,7 +351,7 @@ def _touch_poller(session, rooms) -> bool:
 @bp.get("/rooms/<slug>/poll")
 def room_poll(slug):
     session = check_request(cached=True)
-    room = _room(slug)
+    room = known_room(slug)
     start = parse_event_id(request.args.get("cursor"))
     timeout = _poll_timeout(request.args)
     if request.method == "HEAD":

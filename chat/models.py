@@ -3,7 +3,7 @@ import json
 import time
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, Index, UniqueConstraint, and_, case, or_, select, update
+from sqlalchemy import BigInteger, Index, UniqueConstraint, and_, case, exists, insert, null, or_, select, update
 
 from .events import tombstoned
 from .extensions import db
@@ -101,15 +101,38 @@ class Message(db.Model):
         return self.deleted_at is not None
 
     def to_api(self) -> dict:
-        """The API's message object: the one place its shape is built (events and history alike)."""
-        data = {"id": str(self.event_id), "room": self.room.slug, "body": self.body,
-                "sender": {"id": self.sender.id, "username": self.sender.username},
-                "created_at": iso(self.created_at), "client_id": self.client_id, "deleted": False}
-        return tombstoned(data) if self.deleted else data
+        return message_api(self.event_id, self.room.slug, self.body, self.sender.id, self.sender.username,
+                           self.created_at, self.client_id, self.deleted)
 
     def deletion_api(self) -> dict:
         """The data of its `message_deleted` event."""
         return {"id": str(self.event_id), "room": self.room.slug, "deleted_by": self.deleted_by.username}
+
+
+def message_api(event_id: EventId, slug: str, body: str, sender_id: int, username: str, created_at: datetime,
+                client_id: str | None, deleted: bool = False) -> dict:
+    """The API's message object: the one place its shape is built (history, events and answers alike)."""
+    data = {"id": str(event_id), "room": slug, "body": body, "sender": {"id": sender_id, "username": username},
+            "created_at": iso(created_at), "client_id": client_id, "deleted": False}
+    return tombstoned(data) if deleted else data
+
+
+def posting_state(room_id: int, user_id: int, client_id: str | None) -> tuple[bool, int, bool, int | None]:
+    """What a post needs to know, in one statement: whether the room is locked, its slow mode, whether the
+    user is muted in it, and the id of the message they already sent with this client_id (if any)."""
+    muted = exists().where(Mute.room_id == room_id, Mute.user_id == user_id, Mute.until > utcnow())
+    repeat = select(Message.id).where(Message.room_id == room_id, Message.sender_id == user_id,
+                                      Message.client_id == client_id).scalar_subquery() \
+        if client_id else null()
+    locked, slow_mode, is_muted, repeat_id = db.session.execute(
+        select(Room.locked, Room.slow_mode_seconds, muted, repeat).where(Room.id == room_id)).one()
+    return locked, slow_mode, bool(is_muted), repeat_id
+
+
+def insert_message(room_id: int, sender_id: int, client_id: str | None, body: str, created_at: datetime,
+                   event_id: EventId) -> None:
+    db.session.execute(insert(Message).values(room_id=room_id, sender_id=sender_id, client_id=client_id, body=body,
+                                              created_at=created_at, event_ms=event_id.ms, event_seq=event_id.seq))
 
 
 class Mute(db.Model):

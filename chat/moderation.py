@@ -1,14 +1,13 @@
 """Moderators' API: mutes, bans, locks, slow mode, purges and the moderation log (API.md, "Moderation")."""
 from datetime import timedelta
 
-from flask import Blueprint, request
+from flask import Blueprint
 
 from . import actions
-from .api import json_body, online_in, room_or_404
 from .auth import current_session, login_required
-from .errors import ApiError
 from .models import bans_newest_first, moderation_log, mutes_in_force
 from .schemas import BanSchema, MuteSchema, PurgeSchema, SlowModeSchema
+from .views import json_body, online_in, query_limit, room_or_404
 
 bp = Blueprint("moderation", __name__, url_prefix="/api")
 
@@ -95,10 +94,4 @@ def purge():
 @bp.get("/moderation/actions")
 @login_required(moderator=True)
 def list_actions():
-    try:
-        limit = int(request.args.get("limit") or 50)  # `limit=` (empty) means not given, like `before=`
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 200:
-        raise ApiError(422, "validation_error", "limit must be 1–200", fields={"limit": ["must be 1–200"]})
-    return {"actions": [entry.to_api() for entry in moderation_log(limit)]}
+    return {"actions": [entry.to_api() for entry in moderation_log(query_limit())]}
