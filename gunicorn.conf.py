@@ -19,6 +19,9 @@ worker_class = "gevent"
 # nothing else (posts included) is answered. Size it well above the app's own cap on streams per
 # process (CHAT_MAX_STREAMS_PER_PROCESS, default 8,000), which answers 503 + Retry-After past it.
 worker_connections = int(os.environ.get("CHAT_WORKER_CONNECTIONS", "12000"))
+# The longest request line gunicorn takes (its default, 4094, is its own 414 in HTML): the several-rooms feeds
+# list up to CHAT_MAX_ROOMS_PER_STREAM slugs of up to 64 characters, in `rooms` and again in `away`.
+limit_request_line = 8190
 # SIGTERM: the app ends every stream within 5 s (staggered), then the worker exits.
 graceful_timeout = 8
 timeout = 30

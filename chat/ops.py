@@ -1,10 +1,10 @@
-"""Operations endpoints: liveness, readiness and metrics."""
+"""Operations endpoints: liveness, readiness, metrics and the API's OpenAPI document."""
 import hmac
 
 from flask import Blueprint, current_app, request
 from sqlalchemy import text
 
-from . import hub, metrics, streams
+from . import hub, metrics, openapi, streams
 from .errors import ApiError
 from .extensions import db
 
@@ -55,3 +55,14 @@ def metrics_endpoint():
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             raise ApiError(401, "not_authenticated", "send Authorization: Bearer <CHAT_METRICS_TOKEN>")
     return metrics.render()
+
+
+@bp.get("/api/openapi.json")
+def openapi_document():
+    """No sign-in: it describes the API, nothing about anyone. Caches may keep it a while, then ask
+    again with its ETag (a deployment may change it)."""
+    body, etag = openapi.document(current_app)
+    response = current_app.response_class(body, mimetype="application/json")
+    response.headers["Cache-Control"] = "public, max-age=300"
+    response.set_etag(etag)
+    return response.make_conditional(request)

@@ -39,7 +39,8 @@ def slugify(name: str) -> str:
 
 
 class RoomCreateSchema(_Input):
-    name = fields.String(required=True)
+    name = fields.String(required=True, metadata={
+        "description": "1–64 characters after trimming, with a letter or digit (the slug is made of those)"})
 
     @pre_load
     def trim(self, data, **_):
@@ -66,7 +67,9 @@ def normalize_body(body: str) -> str:
 
 
 class MessageCreateSchema(_Input):
-    body = fields.String(required=True)
+    body = fields.String(required=True, metadata={
+        "description": "1 to CHAT_MAX_MESSAGE_CHARS (default 2000) characters once CRLF and CR become LF and "
+                       "surrounding whitespace is trimmed; no control characters but newline and tab"})
     client_id = fields.String(load_default=None, allow_none=True,
                               validate=validate.Regexp(CLIENT_ID, error="1–64 of letters, digits, '_' and '-'"))
 

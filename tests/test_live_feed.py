@@ -36,6 +36,23 @@ def test_refusals(live):
     assert error_code(user.get(POLL, params={"rooms": rooms[0], "cursor": "1-2-3"})) == (400, "invalid_cursor")
 
 
+def test_the_most_rooms_with_the_longest_slugs_fit_in_one_request(live):
+    """50 slugs of 64 characters, in `rooms` and again in `away`: a request line of about 6.6 KB, over
+    gunicorn's default limit (4094 bytes, refused with its own HTML 414) but within gunicorn.conf.py's."""
+    moderator = live_moderator(live)  # no cap on rooms created
+    rooms = [moderator.create_room(f"{n:02d}" + "x" * 62) for n in range(50)]
+    assert {len(slug) for slug in rooms} == {64}
+    listed = ",".join(rooms)
+    polled = moderator.get(POLL, params={"rooms": listed, "away": listed, "timeout": 0})
+    assert polled.status_code == 200 and set(polled.json()["online"]) == set(rooms)
+    assert len(polled.request.url) > 4094
+    feed = moderator.events(FEED, params={"rooms": listed, "away": listed})
+    try:
+        assert feed.status == 200 and feed.next(timeout=5).json()["rooms"] == rooms
+    finally:
+        feed.close()
+
+
 def test_a_user_follows_the_listed_rooms_over_one_stream(live):
     reader, author, moderator = live.user(), live.user(), live_moderator(live)
     rooms = [author.create_room() for _ in range(3)]

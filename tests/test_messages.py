@@ -280,6 +280,16 @@ def test_history_has_no_more_before_the_first_message(member, room):
     assert member.history(room, before=first["id"]).json["messages"] == []
 
 
+def test_nothing_comes_before_0_0(member, room):
+    """`0-0` is a valid position (API.md), the one before a room's first event: a page before it is empty.
+    (Redis refuses the exclusive range `(0-0`, which answered 503: found by tests/test_openapi.py.)"""
+    post_all(member, room, ["first"])
+    page = member.history(room, before="0-0")
+    assert page.status_code == 200, page.json
+    assert (page.json["messages"], page.json["has_more"]) == ([], False)
+    assert page.json["cursor"] == member.history(room).json["cursor"]
+
+
 def test_the_cursor_is_the_rooms_position_at_the_read(member, room, make_moderator):
     empty = event_key(member.history(room).json["cursor"])
     message = member.send(room, "hi").json["message"]
