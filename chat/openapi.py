@@ -8,8 +8,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_cls
 
 from .answers import ANSWERS, EVENT_ID
-from .schemas import (BanSchema, CredentialsSchema, MessageCreateSchema, MuteSchema, PurgeSchema, RoomCreateSchema,
-                      SlowModeSchema)
+from .schemas import (BanSchema, CredentialsSchema, MessageCreateSchema, MuteSchema, PasswordChangeSchema, PurgeSchema,
+                      RoomCreateSchema, SlowModeSchema)
 
 # Parts that many operations share.
 
@@ -163,6 +163,16 @@ def _operations(config) -> dict[str, dict[str, tuple[str, dict]]]:
         "api.logout": ("post", _op(
             "Sign out this session", _NO_CONTENT, errors=SIGNED_IN,
             description="Its live streams end and its waiting polls answer 401 within 2 s; other sessions stay.")),
+        "api.logout_all": ("post", _op(
+            "Sign out everywhere", _NO_CONTENT, errors=SIGNED_IN,
+            description="Every session of the user ends, this one included; their streams end and their waiting "
+                        "polls answer 401 within 2 s.")),
+        "api.change_password": ("post", _op(
+            "Change the password", _NO_CONTENT, errors=(*SIGNED_IN, *BODY, 429),
+            body=PasswordChangeSchema,
+            description="The user's other sessions end (their streams within 2 s); this one stays. A wrong "
+                        "current password is `403 invalid_credentials`; guesses count in the account's "
+                        "CHAT_LOGIN_FAILURE_LIMIT (429).")),
         "api.me": ("get", _op("Who is signed in", {"200": _json("SignedIn")}, errors=SIGNED_IN)),
     }, "Rooms": {
         "api.list_rooms": ("get", _op("Every room, by name ignoring case", {"200": _json("RoomList")},
