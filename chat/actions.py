@@ -112,16 +112,17 @@ def post_message(user, room, body: str, client_id: str | None) -> tuple[dict, bo
             raise ApiError(429, "slow_mode", f"this room is in slow mode; wait {retry_after} s",
                            retry_after=retry_after)
 
-    event_id, created_at = allocate_event_id(room.id), utcnow()
-    try:
-        insert_message(room.id, user.id, client_id, body, created_at, event_id)
-        db.session.commit()  # acknowledged: from here on the message exists, whatever Redis does
-    except IntegrityError:  # the same client_id raced in from another request, which recorded it
-        db.session.rollback()
-        return _repeat(posting_state(room.id, user.id, client_id)[3]), False
-    failpoints.hit("after_commit")
-    data = message_api(event_id, room.slug, body, user.id, user.username, created_at, client_id)
-    outbox.publish(room.id, room.slug, event_id, "message", data)
+    with outbox.in_order(room.id):
+        event_id, created_at = allocate_event_id(room.id), utcnow()
+        try:
+            insert_message(room.id, user.id, client_id, body, created_at, event_id)
+            db.session.commit()  # acknowledged: from here on the message exists, whatever Redis does
+        except IntegrityError:  # the same client_id raced in from another request, which recorded it
+            db.session.rollback()
+            return _repeat(posting_state(room.id, user.id, client_id)[3]), False
+        failpoints.hit("after_commit")
+        data = message_api(event_id, room.slug, body, user.id, user.username, created_at, client_id)
+        outbox.publish(room.id, room.slug, event_id, "message", data)
     return data, True
 
 

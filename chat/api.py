@@ -176,12 +176,21 @@ def list_messages(slug):
     return {"messages": messages, "has_more": has_more, "cursor": str(cursor)}
 
 
+def _message_schema() -> MessageCreateSchema:
+    """Built once per app: a schema's construction costs more than most of a post's checks."""
+    schema = current_app.extensions.get("chat_message_schema")
+    if schema is None:
+        schema = current_app.extensions["chat_message_schema"] = MessageCreateSchema(
+            current_app.config["CHAT_MAX_MESSAGE_CHARS"])
+    return schema
+
+
 @bp.post("/rooms/<slug>/messages")
 def post_message(slug):
     # The hot path: the session and the room from this process's memory (as the live endpoints take them).
     session = check_request(cached=True)
     room = known_room(slug)
-    fields = json_body(MessageCreateSchema(current_app.config["CHAT_MAX_MESSAGE_CHARS"]))
+    fields = json_body(_message_schema())
     message, created = actions.post_message(session.user, room, fields["body"], fields["client_id"])
     if created:
         metrics.MESSAGES_ACCEPTED.inc()

@@ -14,7 +14,10 @@ end below the record; each such stream starts over at the record's last id, and 
 from before get a boundary (docs/ARCHITECTURE.md, "The write path").
 """
 import logging
+import threading
 import time
+import weakref
+from contextlib import contextmanager
 
 import redis
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,6 +36,24 @@ VERIFY_LEASE_SECONDS = 30
 RESTORE_RECENT = 100  # events given back to each room active lately when Redis comes back without them
 
 
+GAP_WAITS = (0.002, 0.005)  # seconds: the event before is most likely being published right now
+
+
+@contextmanager
+def in_order(room_id: int):
+    """Hold while recording and publishing an event of a room: this process then publishes a room's events
+    in the order it committed them (the room's row lock orders the commits), so its requests do not find
+    each other's events missing. Another process's may still be in flight: see publish."""
+    lock = _room_locks.get(room_id)
+    if lock is None:
+        lock = _room_locks.setdefault(room_id, threading.Lock())
+    with lock:
+        yield
+
+
+_room_locks = weakref.WeakValueDictionary()
+
+
 def publish(room_id: int, slug: str, event_id: EventId, event_type: str, data: dict) -> bool:
     """Publish one committed event, and before it whatever of its room is missing. False when Redis
     failed or is not verified yet: the event stays committed (acknowledged), and the relay publishes
@@ -44,6 +65,11 @@ def publish(room_id: int, slug: str, event_id: EventId, event_type: str, data: d
         except streams.Refused:
             if verify() is None:
                 return False
+            outcome, last = room_streams.publish(slug, event_id, event_type, data)
+        for wait in GAP_WAITS:  # give the request publishing the event before a moment, then fill from the record
+            if outcome != "GAP":
+                break
+            time.sleep(wait)
             outcome, last = room_streams.publish(slug, event_id, event_type, data)
         if outcome == "GAP":
             fill(room_id, slug, last or ZERO, event_id)
