@@ -1,5 +1,6 @@
 """Exact resume (API.md: "Resume is exact"): from history's cursor, from past Redis's retention, after Redis
 lost a room's stream, and under load while subscribers drop and come back, on one instance and across two."""
+import functools
 import random
 import threading
 import time
@@ -9,8 +10,9 @@ import redis
 import requests
 
 from chat.streams import Streams
+from tests.faults import PrivateRedis
 from tests.support import (LiveServer, event_key, events_path, history_ids, live_moderator, poll_path, posted,
-                           same_session)
+                           same_session, unique, wait_until)
 
 # Redis keeps about 10 entries per room (trimmed a whole node, ~100 entries, at a time): resumes from
 # further back are served from the database. Posting is not what is under test: no rate limit.
@@ -224,9 +226,10 @@ def test_extreme_but_well_formed_positions_are_served_not_a_server_error(first_s
 POSTERS, PER_POSTER = 5, 100
 
 
-def _torture(servers, subscribe):
+def _torture(servers, subscribe, post=posted, chaos=None):
     """Five posters send 100 messages each (spread over the servers) while `subscribe` follows the room
-    from its start, reconnecting over and over; it must end up with exactly the history, in order."""
+    from its start, reconnecting over and over; it must end up with exactly the history, in order.
+    `chaos(received)`, run beside them, may break things meanwhile."""
     owner = servers[0].user()
     slug = owner.create_room()
     start = owner.get(f"/api/rooms/{slug}/messages").json()["cursor"]
@@ -236,7 +239,7 @@ def _torture(servers, subscribe):
     def post_all(poster):
         try:
             for n in range(PER_POSTER):
-                posted(poster, slug, f"{poster.user['username']} {n}")
+                post(poster, slug, f"{poster.user['username']} {n}")
         except Exception as error:  # noqa: BLE001 - reported below
             failures.append(error)
 
@@ -245,6 +248,8 @@ def _torture(servers, subscribe):
                                                       received), daemon=True)
     follower.start()
     threads = [threading.Thread(target=post_all, args=(poster,), daemon=True) for poster in posters]
+    if chaos is not None:
+        threads.append(threading.Thread(target=lambda: _guard(chaos, failures, received), daemon=True))
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -271,7 +276,15 @@ def _guard(subscribe, errors, *args):
         errors.append(error)
 
 
-def follow_by_sse(servers, owner, slug, start, received):
+def _back_off(response) -> None:
+    """What a client does when the server is unavailable (Redis restarting): wait as it asks, try again."""
+    assert response.status_code == 503, response.text
+    time.sleep(float(response.headers.get("Retry-After", 1)))
+
+
+def follow_by_sse(servers, owner, slug, start, received, through_outages=False):
+    """Reconnect after 1-40 events, from the last id; `through_outages`: also when the server refuses (503)
+    or ends the stream (it does when Redis restarts), as EventSource does."""
     rng = random.Random(slug)
     position, connection, total = start, 0, POSTERS * PER_POSTER
     deadline = time.monotonic() + 80
@@ -280,20 +293,26 @@ def follow_by_sse(servers, owner, slug, start, received):
         connection += 1
         stream = user.events(events_path(slug), last_event_id=position)
         try:
+            if through_outages and stream.status != 200:
+                _back_off(stream.response)
+                continue
             assert stream.status == 200, stream.response.text
             assert stream.next(timeout=5).event == "ready"
             for _ in range(rng.randint(1, 40)):
-                if len(received) >= total:
+                if len(received) >= total or (through_outages and stream.closed.is_set() and stream.queue.empty()):
                     break
                 event = stream.wait_for(lambda e: e.id is not None or e.event == "reset", timeout=15)
                 assert event.event == "message", f"{event.event} after {len(received)} events"
                 received.append(event.id)
                 position = event.id
+        except AssertionError as error:
+            if not (through_outages and "the stream ended" in str(error)):
+                raise
         finally:
             stream.close()
 
 
-def follow_by_poll(servers, owner, slug, start, received):
+def follow_by_poll(servers, owner, slug, start, received, through_outages=False):
     rng = random.Random(slug)
     position, request, total = start, 0, POSTERS * PER_POSTER
     deadline = time.monotonic() + 80
@@ -305,14 +324,76 @@ def follow_by_poll(servers, owner, slug, start, received):
             # have answered must come again from the same cursor.
             try:
                 user.get(poll_path(slug), params={"cursor": position, "timeout": 5}, timeout=0.2)
-            except requests.exceptions.ReadTimeout:
+            except (requests.exceptions.ReadTimeout, requests.ConnectionError):
                 pass
             continue
-        body = user.get(poll_path(slug), params={"cursor": position, "timeout": 5}).json()
+        try:
+            response = user.get(poll_path(slug), params={"cursor": position, "timeout": 5})
+        except requests.ConnectionError:
+            if not through_outages:
+                raise
+            continue
+        if through_outages and response.status_code != 200:
+            _back_off(response)
+            continue
+        body = response.json()
         for event in body["events"]:
             assert event["event"] == "message", f"{event['event']} after {len(received)} events"
             received.append(event["id"])
         position = body["cursor"]
+
+
+def posted_through_outages(user, slug: str, body: str) -> dict:
+    """Post as the page does: a 503 or a dropped connection is posted again with the same client_id after
+    Retry-After, until the server answers."""
+    client_id = unique("c")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            response = user.send(slug, body, client_id=client_id)
+        except requests.ConnectionError:
+            continue
+        if response.status_code in (200, 201):
+            return response.json()["message"]
+        assert time.monotonic() < deadline, "nothing but 503 for a minute"
+        _back_off(response)
+
+
+@pytest.fixture
+def server_on_private_redis(services, tmp_path):
+    redis_server = PrivateRedis(tmp_path / "redis")
+    redis_server.start()
+    server = LiveServer(services, workers=2, REDIS_URL=redis_server.url, CHAT_REDIS_PREFIX=unique("chaos"),
+                        PROMETHEUS_MULTIPROC_DIR=tmp_path / "metrics", **SETTINGS)
+    server.start()
+    yield server, redis_server
+    server.stop()
+    redis_server.close()
+
+
+@pytest.mark.parametrize("subscribe", [follow_by_sse, follow_by_poll], ids=["sse", "poll"])
+def test_torture_while_redis_restarts_empty_and_then_older(server_on_private_redis, tmp_path, subscribe):
+    """The 5 x 100 torture while Redis restarts twice: once empty, once from a snapshot older than what
+    was acknowledged since. Posters retry 503s as the page does; the follower reconnects from its last
+    id; it must still get every message exactly once, in order, and never a reset (a room's ids are the
+    record's, so its resume is always exact)."""
+    server, redis_server = server_on_private_redis
+    snapshot = tmp_path / "older.rdb"
+
+    def chaos(received):
+        wait_until(lambda: len(received) >= 100, 60, what="100 messages received")
+        assert redis_server.client().save()
+        snapshot.write_bytes(redis_server.dump.read_bytes())
+        wait_until(lambda: len(received) >= 200, 60, what="200 messages received")
+        redis_server.stop(keep_data=False)
+        redis_server.start()
+        wait_until(lambda: len(received) >= 300, 60, what="300 messages received")
+        redis_server.stop(keep_data=False)
+        redis_server.dump.write_bytes(snapshot.read_bytes())
+        redis_server.start()
+
+    elapsed = _torture([server], functools.partial(subscribe, through_outages=True), posted_through_outages, chaos)
+    print(f"torture through two Redis restarts by {subscribe.__name__}: {elapsed:.1f} s")
 
 
 @pytest.mark.parametrize("subscribe", [follow_by_sse, follow_by_poll], ids=["sse", "poll"])
