@@ -25,9 +25,12 @@ CHAT_DEFAULTS = {
     "CHAT_SESSION_MAX_DAYS": 30,
     # Not in API.md: operational knobs of this implementation.
     "CHAT_REDIS_PREFIX": "chat",  # key namespace; tests use one per run
-    "CHAT_EMBEDDED_REDIS_MAXMEMORY": "512mb",
+    "CHAT_EMBEDDED_REDIS_MAXMEMORY": "512mb",  # the private Redis's bound (with no REDIS_URL)
     "CHAT_METRICS_TOKEN": "",  # set: /metrics asks for `Authorization: Bearer <token>`
-    "CHAT_LOG_LEVEL": "INFO",  # INFO: a JSON line per request and per stream end; WARNING: problems only  # the private Redis's bound (with no REDIS_URL)
+    "CHAT_LOG_LEVEL": "INFO",  # INFO: a JSON line per request and per stream end; WARNING: problems only
+    # A stream whose client takes no bytes for this long is ended (it resumes from its last id when it
+    # reads again): a client that stops reading must not pin a greenlet and its buffers for ever.
+    "CHAT_SEND_TIMEOUT_SECONDS": 30,
     "CHAT_MAX_STREAMS_PER_PROCESS": 8000,  # past it, new streams get 503 + Retry-After
     "CHAT_SUBSCRIBER_QUEUE": 1000,  # events buffered per slow client before it is cut
     "CHAT_PRESENCE_TTL_SECONDS": 30,

@@ -142,6 +142,7 @@ def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], rea
     direct_fd = _direct_fd(request.environ)
     retry_ms, heartbeat = config["CHAT_RETRY_MS"], config["CHAT_HEARTBEAT_SECONDS"]
     (max_age, max_age_reason), local_hub = lifetime, hub.current()
+    send_timeout = config["CHAT_SEND_TIMEOUT_SECONDS"]
 
     environ, started = request.environ, time.monotonic()
 
@@ -150,6 +151,10 @@ def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], rea
         metrics.STREAMS_OPEN.inc()
         delivered = metrics.Tally(metrics.EVENTS_DELIVERED)
         reason = "closed by the client"  # unless one of the ends below says otherwise
+        if client is not None:
+            # Every write of this stream (gunicorn's and ours) gives up after this long without progress;
+            # the hub's direct writes never wait at all. The server then drops the connection.
+            client.settimeout(send_timeout)
         try:
             yield events.first_chunk(retry_ms, plan.cursor, heartbeat, ready_rooms)
             if plan.reset:
@@ -175,7 +180,11 @@ def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], rea
                     delivered.add(subscription.written)
                     subscription.written, position = 0, subscription.position
                 if subscription.unsent:  # finish the chunk the socket would not take at once
-                    client.sendall(subscription.unsent)
+                    try:
+                        client.sendall(subscription.unsent)
+                    except TimeoutError:
+                        reason = "not reading"
+                        break
                     subscription.unsent = b""
                 if subscription.ended and subscription.ended != "shutdown":
                     reason = subscription.ended

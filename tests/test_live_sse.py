@@ -1,5 +1,6 @@
 """Live events over Server-Sent Events (API.md, "Live events: Server-Sent Events"), against real gunicorn servers."""
 import json
+import socket
 import threading
 import time
 
@@ -361,6 +362,40 @@ def test_streams_past_the_per_process_cap_get_503_with_retry_after(capped):
     finally:
         for stream in held:
             stream.close()
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_frees_its_place(services):
+    """A stream whose client takes no bytes for CHAT_SEND_TIMEOUT_SECONDS ends: its place counts against
+    the user's streams no more (a client that stops reading must not pin the server's resources)."""
+    server = LiveServer(services, workers=1, CHAT_SEND_TIMEOUT_SECONDS=2, CHAT_MAX_STREAMS_PER_USER=1,
+                        CHAT_RATE_LIMIT="100000/10")
+    server.start()
+    stalled = socket.socket()
+    try:
+        user = server.user()
+        slug = user.create_room()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # a window that fills at once
+        stalled.connect(("127.0.0.1", server.port))
+        stalled.sendall(f"GET {events_path(slug)} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+                        f"Cookie: chat_session={user.http.cookies['chat_session']}\r\n\r\n".encode())
+        assert b"200 OK" in stalled.recv(512)  # then it reads nothing more
+        # HEAD answers what a GET would get: the user's one place is taken.
+        assert user.http.head(server.url + events_path(slug), timeout=5).status_code == 429
+        big = "x" * 1900
+        sent = 0
+        while user.http.head(server.url + events_path(slug), timeout=5).status_code == 429:
+            assert sent < 2000, "the stalled stream still holds its place after 2,000 messages"
+            for _ in range(50):  # far more than the stalled socket's buffers can take
+                posted(user, slug, big)
+            sent += 50
+        again = user.events(events_path(slug))
+        try:
+            assert again.status == 200 and again.next(timeout=3).event == "ready"
+        finally:
+            again.close()
+    finally:
+        stalled.close()
+        server.stop()
 
 
 def test_logout_ends_that_sessions_stream_but_not_another_session(live):
