@@ -11,12 +11,12 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from . import failpoints, hub, outbox, streams
-from .auth import hash_password
 from .errors import ApiError
 from .extensions import db
 from .ids import EventId, iso, utcnow
 from .models import (Ban, Message, ModerationAction, Mute, Room, Session, User, allocate_event_id, find_room,
                      find_user, insert_message, message_api, posting_state)
+from .passwords import hash_password
 from .schemas import SLUG, USERNAME, check_event
 
 

@@ -2,11 +2,12 @@
 from flask import Blueprint, current_app, jsonify, request
 
 from . import actions, auth, history, metrics, streams
-from .auth import check_password, check_request, current_session, login_required, set_cookie, start_session
+from .auth import check_request, current_session, login_required, set_cookie, start_session
 from .errors import ApiError
 from .ids import EventId
 from .views import json_body, known_room, online_in, parse_event_id, query_limit, room_or_404
 from .models import Room, User, find_user
+from .passwords import check_password
 from .schemas import CredentialsSchema, MessageCreateSchema, PasswordChangeSchema, RoomCreateSchema
 
 bp = Blueprint("api", __name__, url_prefix="/api")

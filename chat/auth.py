@@ -10,7 +10,6 @@ from flask import current_app, g, request
 from flask.sessions import SessionInterface
 from sqlalchemy import delete, update
 from sqlalchemy.orm.attributes import set_committed_value
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import hub, streams
 from .caches import CachedSession, CachedUser
@@ -18,6 +17,7 @@ from .errors import ApiError
 from .extensions import db
 from .ids import utcnow
 from .models import Ban, Session, User
+from .passwords import hash_password
 
 COOKIE = "chat_session"
 # Over HTTPS: a browser takes a `__Host-` cookie only with Secure, Path=/ and no Domain, so no other
@@ -41,43 +41,6 @@ class ServerSessionsOnly(SessionInterface):
 
 def init_app(app) -> None:
     app.session_interface = ServerSessionsOnly()
-
-
-def _offload(function, *args):
-    """Run CPU-heavy password hashing off the gevent hub, so a login storm cannot starve the streams.
-
-    hashlib's scrypt releases the GIL, so the hub's threadpool really runs it beside the greenlets.
-    """
-    try:
-        from gevent import monkey  # noqa: PLC0415
-
-        if monkey.is_module_patched("threading"):
-            import gevent  # noqa: PLC0415
-
-            return gevent.get_hub().threadpool.apply(function, args)
-    except ImportError:
-        pass
-    return function(*args)
-
-
-def hash_password(password: str) -> str:
-    return _offload(generate_password_hash, password, current_app.config["CHAT_PASSWORD_METHOD"])
-
-
-# Real hashes to check against for unknown users, made with the method real ones use, so that an
-# unknown name and a wrong password take the same time (a cheaper dummy tells which names exist).
-_DUMMY_HASHES = {}
-
-
-def _dummy_hash() -> str:
-    method = current_app.config["CHAT_PASSWORD_METHOD"]
-    if method not in _DUMMY_HASHES:
-        _DUMMY_HASHES[method] = generate_password_hash(secrets.token_hex(16), method)
-    return _DUMMY_HASHES[method]
-
-
-def check_password(user: User | None, password: str) -> bool:
-    return _offload(check_password_hash, user.password_hash if user else _dummy_hash(), password) and user is not None
 
 
 def token_hash(token: str) -> str:

@@ -16,10 +16,18 @@ import redis
 
 from . import events, metrics
 from .caches import Recent, SessionCache
-from .errors import Unavailable
 
 log = logging.getLogger(__name__)
 _HUBS = weakref.WeakSet()  # every hub of this process, for SIGTERM
+
+
+class Refused(Exception):
+    """This process cannot take a subscription now (shutting down, at its cap, Redis being checked):
+    the client should come back after `retry_after` seconds (the views answer 503)."""
+
+    def __init__(self, reason: str, retry_after: int):
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class TooManyStreams(Exception):
@@ -217,9 +225,9 @@ class Hub:
         """Raise what `subscribe` would refuse this with right now (a HEAD request asks without subscribing)."""
         self._ensure_started()
         if self.shutting_down:
-            raise Unavailable("this server is shutting down; reconnect", retry_after=1)
+            raise Refused("this server is shutting down; reconnect", retry_after=1)
         if is_stream and self.stream_count >= self.max_streams:
-            raise Unavailable("too many open streams on this server; use long-polling", retry_after=5)
+            raise Refused("too many open streams on this server; use long-polling", retry_after=5)
         elsewhere = self._user_counts_elsewhere.get(username)
         if elsewhere is None:
             elsewhere = self._user_counts_elsewhere[username] = self._held_elsewhere([username])[username]
@@ -297,7 +305,7 @@ class Hub:
         if not self._started:
             try:
                 self._ensure_started()
-            except (Unavailable, redis.RedisError):
+            except (Refused, redis.RedisError):
                 return None
         return self.sessions if self._reading else None
 
@@ -324,7 +332,7 @@ class Hub:
                 return
             # Latched only once Redis answered: a failure here leaves the next request to try again.
             if not self._check_incarnation():
-                raise Unavailable("the event store restarted and is being checked; reconnect", retry_after=1)
+                raise Refused("the event store restarted and is being checked; reconnect", retry_after=1)
             self._firehose_at, self._control_at = self.streams.positions()
             self._started = self._reading = True
             threading.Thread(target=self._read_forever, name="chat-hub-reader", daemon=True).start()

@@ -12,7 +12,7 @@ from werkzeug.http import parse_cookie
 from . import events, hub, logs, metrics
 from .views import known_room, known_rooms, parse_event_id
 from .auth import check_request, cookie_name, expires_at, token_hash
-from .errors import ApiError, error_response
+from .errors import ApiError, Unavailable, error_response
 from .extensions import db
 from .ids import EventId
 from .resume import Plan, plan_firehose, plan_room, resume
@@ -36,6 +36,8 @@ def _admitted():
     except hub.TooManyStreams as refused:
         raise ApiError(429, "too_many_streams", "too many open streams and polls for this account; close one",
                        retry_after=refused.retry_after) from None
+    except hub.Refused as refused:
+        raise Unavailable(str(refused), retry_after=refused.retry_after) from None
 
 
 def _subscribe(session, *, rooms, feed=False, present=frozenset(), presence=False, is_stream):

@@ -7,8 +7,7 @@ import pytest
 import redis
 
 from chat.config import CHAT_DEFAULTS
-from chat.errors import Unavailable
-from chat.hub import Hub, TooManyStreams
+from chat.hub import Hub, Refused, TooManyStreams
 from chat.ids import ZERO, EventId
 from chat.streams import Streams
 from tests.support import wait_until
@@ -185,7 +184,7 @@ def test_the_hub_reads_only_what_is_appended_after_it_started(hub, streams):
 def test_stream_cap_and_shutdown(make_hub):
     hub = make_hub(CHAT_MAX_STREAMS_PER_PROCESS=2)
     held = [subscribe(hub, session_id=n) for n in (1, 2)]
-    with pytest.raises(Unavailable) as refused:
+    with pytest.raises(Refused) as refused:
         subscribe(hub, session_id=3)
     assert refused.value.retry_after > 0
     poll = subscribe(hub, session_id=3, is_stream=False)  # polls are not streams: not capped
@@ -198,7 +197,7 @@ def test_stream_cap_and_shutdown(make_hub):
     for subscription in [*held, poll]:
         assert ended(subscription, 5) == "shutdown"
     assert time.monotonic() - started < 2
-    with pytest.raises(Unavailable):
+    with pytest.raises(Refused):
         subscribe(hub, session_id=5)
     shutting.join(5)
 
