@@ -10,12 +10,13 @@ import threading
 import time
 import uuid
 import weakref
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 
 import redis
 
 from . import events, metrics
 from .caches import Recent, SessionCache
+from .subscription import Presence, Subscription
 
 log = logging.getLogger(__name__)
 _HUBS = weakref.WeakSet()  # every hub of this process, for SIGTERM
@@ -36,101 +37,6 @@ class TooManyStreams(Exception):
     def __init__(self, retry_after: int):
         super().__init__("too many open streams for this user")
         self.retry_after = retry_after
-
-
-class Subscription:
-    """One client's feed: a bounded buffer the hub fills and the client's request drains."""
-
-    # Thousands are held per process: no per-instance dict.
-    __slots__ = ("rooms", "feed", "present", "presence", "session_id", "user_id", "username", "presence_member",
-                 "max_queue", "is_stream", "items", "wakeup", "ended", "position", "direct_fd", "unsent", "written",
-                 "__weakref__")
-
-    def __init__(self, *, rooms, feed, present, presence, session_id, user_id, username, max_queue, is_stream):
-        # A room's own stream follows one room in its own positions; a feed (several rooms, or the
-        # moderators') follows its rooms (None: every room) in firehose positions.
-        self.rooms = rooms  # frozenset of slugs, or None
-        self.feed = feed
-        self.present = present  # the rooms this client counts as online in
-        self.presence = presence  # whether it is sent its rooms' presence
-        self.session_id, self.user_id, self.username = session_id, user_id, username
-        # Only streams count as presence by connection (a poller is counted per session).
-        self.presence_member = f"{username}|{uuid.uuid4().hex[:12]}" if is_stream else None
-        self.max_queue = max_queue
-        self.is_stream = is_stream
-        self.items = None  # a deque once anything is queued: most streams never need one (direct writes)
-        self.wakeup = threading.Event()
-        self.ended = None  # why the hub ended it: overflow, logout, banned, shutdown
-        self.position = None  # the last durable event id this client was sent
-        # Direct writing: while its stream is idle and caught up, the hub writes an event's chunk
-        # straight to the socket (one non-blocking write) instead of waking the stream's greenlet.
-        self.direct_fd = None
-        self.unsent = b""  # the rest of a chunk the socket would not take; the stream writes it
-        self.written = 0  # events the hub wrote directly, for the delivery counter
-
-    def deliver(self, item) -> None:
-        """Queue an event without ever blocking the hub; a client too far behind is cut off,
-        and resumes from its last id."""
-        if self.ended:
-            return
-        if self.direct_fd is not None and isinstance(item, events.LiveEvent):
-            self._write_directly(item)
-            return
-        if self.items is None:
-            self.items = deque()
-        elif len(self.items) >= self.max_queue:
-            self.end("overflow")
-            metrics.QUEUE_OVERFLOWS.inc()
-            return
-        self.items.append(item)
-        self.wakeup.set()
-
-    def _write_directly(self, event) -> None:
-        if event.id <= self.position:
-            return
-        chunk = event.chunk
-        try:
-            written = os.write(self.direct_fd, chunk)
-        except BlockingIOError:
-            written = 0
-        except OSError:  # the client is gone
-            self.end("gone")
-            return
-        self.position = event.id
-        self.written += 1
-        if written < len(chunk):  # a full socket buffer: the stream's greenlet takes over, and waits
-            self.unsent = chunk[written:]
-            self.direct_fd = None
-            self.wakeup.set()
-
-    def end(self, reason: str) -> None:
-        if self.ended is None:
-            self.ended = reason
-            self.wakeup.set()
-
-    def take(self, timeout: float, direct_fd: int | None = None) -> list:
-        """Everything queued, waiting up to `timeout` seconds for something. With `direct_fd`, the hub
-        writes events straight to that socket while this waits (the caller then checks `unsent`)."""
-        if not self.items and not self.ended:
-            self.direct_fd = direct_fd
-            self.wakeup.wait(timeout)
-            self.direct_fd = None
-        self.wakeup.clear()
-        taken = []
-        while self.items:
-            taken.append(self.items.popleft())
-        return taken
-
-
-class Presence:
-    """An ephemeral item for one subscriber's queue."""
-
-    __slots__ = ("room", "online", "sse")
-
-    def __init__(self, room: str, online: list[str]):
-        self.room = room
-        self.sse = events.presence(room, online)
-        self.online = online
 
 
 class Hub:

@@ -1,6 +1,4 @@
 """Live events: Server-Sent Events and long-polling over the same events and cursors (API.md)."""
-import select
-import socket
 import time
 from contextlib import contextmanager
 from urllib.parse import parse_qsl
@@ -10,12 +8,13 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.http import parse_cookie
 
 from . import events, hub, logs, metrics
-from .views import known_room, known_rooms, parse_event_id
 from .auth import check_request, cookie_name, expires_at, token_hash
 from .errors import ApiError, Unavailable, error_response
 from .extensions import db
 from .ids import EventId
 from .resume import Plan, plan_firehose, plan_room, resume
+from .subscription import direct_fd, hung_up, stream_events
+from .views import known_room, known_rooms, parse_event_id
 
 bp = Blueprint("live", __name__, url_prefix="/api")
 
@@ -85,47 +84,6 @@ def _listed_rooms(args, known_only: bool = False) -> tuple[list[str], frozenset]
 
 # SSE
 
-def _unsent(items: list, position: EventId, sent_online: dict) -> list:
-    """What a stream has not sent yet: durable events after `position`, and presence that differs
-    from the list this client was last sent for that room (the hub re-sends a room's list to everyone
-    in it); `sent_online` is updated."""
-    fresh = []
-    for item in items:
-        if isinstance(item, hub.Presence):
-            if sent_online.get(item.room) == item.online:
-                continue
-            sent_online[item.room] = item.online
-        elif item.id <= position:
-            continue
-        fresh.append(item)
-    return fresh
-
-
-def _hung_up(client) -> bool:
-    """Whether the client closed its end of the stream's socket (gunicorn's, if any). Checked before a
-    ping: writing alone notices only at the second write after the close, two heartbeats late, which
-    would keep a departed user in presence past its 30 s (select and recv are gevent's: no blocking)."""
-    if client is None:
-        return False
-    try:
-        readable, _, _ = select.select([client], [], [], 0)
-        return bool(readable) and client.recv(1, socket.MSG_PEEK) == b""
-    except OSError:  # reset by the peer
-        return True
-    except ValueError:  # a descriptor plain select() cannot watch (no gevent): leave it to the writes
-        return False
-
-
-def _direct_fd(environ) -> int | None:
-    """The socket the hub may write an idle stream's events to itself: gunicorn's plain TCP socket on
-    a chunked (HTTP/1.1) response, whose chunk framing the hub then writes too. None otherwise
-    (TLS, HTTP/1.0, other servers): the stream's greenlet writes everything."""
-    client = environ.get("gunicorn.socket")
-    if client is None or hasattr(client, "cipher") or environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
-        return None
-    return client.fileno()
-
-
 def _stream_lifetime(session) -> tuple[float, str]:
     """How long a stream may stay open, and why it ends then: CHAT_STREAM_MAX_SECONDS, at most half the
     idle timeout (its reconnect is the request that keeps an open page's session alive), or sooner
@@ -139,83 +97,21 @@ def _stream_lifetime(session) -> tuple[float, str]:
 
 def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], ready_rooms: list[str] | None,
                      lifetime: tuple[float, str]):
-    config = current_app.config
-    client = request.environ.get("gunicorn.socket")
-    direct_fd = _direct_fd(request.environ)
-    retry_ms, heartbeat = config["CHAT_RETRY_MS"], config["CHAT_HEARTBEAT_SECONDS"]
-    (max_age, max_age_reason), local_hub = lifetime, hub.current()
-    send_timeout = config["CHAT_SEND_TIMEOUT_SECONDS"]
+    config, environ, local_hub = current_app.config, request.environ, hub.current()
+    started = time.monotonic()
 
-    environ, started = request.environ, time.monotonic()
+    def ended(reason: str, delivered: int) -> None:
+        local_hub.unsubscribe(subscription)
+        logs.stream_ended(environ, sorted(subscription.rooms) if subscription.rooms else "all", delivered,
+                          time.monotonic() - started, reason)
 
-    def generate():
-        # Everything up to the live feed was read in the view (the database's part needs its session).
-        metrics.STREAMS_OPEN.inc()
-        delivered = metrics.Tally(metrics.EVENTS_DELIVERED)
-        reason = "closed by the client"  # unless one of the ends below says otherwise
-        if client is not None:
-            # Every write of this stream (gunicorn's and ours) gives up after this long without progress;
-            # the hub's direct writes never wait at all. The server then drops the connection.
-            client.settimeout(send_timeout)
-        try:
-            yield events.first_chunk(retry_ms, plan.cursor, heartbeat, ready_rooms)
-            if plan.reset:
-                metrics.RESETS_SENT.inc()
-                yield events.reset(plan.reset)
-            sent_online = dict(online)
-            if online:
-                yield b"".join(events.presence(slug, names) for slug, names in online.items())
-            position, backlog = plan.after, plan.backlog
-            if backlog:
-                position = backlog[-1].id
-                delivered.add(len(backlog))
-                yield b"".join(event.sse for event in backlog)
-            deadline = time.monotonic() + max_age
-            subscription.position = position
-            while not subscription.ended:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    reason = max_age_reason
-                    break
-                items = subscription.take(min(heartbeat, remaining), direct_fd)
-                if subscription.written:  # what the hub wrote to the socket meanwhile
-                    delivered.add(subscription.written)
-                    subscription.written, position = 0, subscription.position
-                if subscription.unsent:  # finish the chunk the socket would not take at once
-                    try:
-                        client.sendall(subscription.unsent)
-                    except TimeoutError:
-                        reason = "not reading"
-                        break
-                    subscription.unsent = b""
-                if subscription.ended and subscription.ended != "shutdown":
-                    reason = subscription.ended
-                    break  # logout, ban or overflow: stop now; the client resumes from its last id
-                fresh = _unsent(items, position, sent_online)
-                if fresh:
-                    durable = [item for item in fresh if isinstance(item, events.LiveEvent)]
-                    if durable:
-                        position = subscription.position = durable[-1].id
-                        delivered.add(len(durable))
-                    yield b"".join(item.sse for item in fresh)
-                elif not subscription.ended:
-                    if _hung_up(client):
-                        reason = "hung up"
-                        break  # the client left: free its place and its presence now
-                    yield events.ping()
-            else:
-                reason = subscription.ended
-        finally:
-            delivered.flush()
-            metrics.STREAMS_OPEN.dec()
-            local_hub.unsubscribe(subscription)
-            logs.stream_ended(environ, sorted(subscription.rooms) if subscription.rooms else "all", delivered.total,
-                              time.monotonic() - started, reason)
-
-    headers = _STREAM_HEADERS
+    body = stream_events(subscription, plan, online, ready_rooms, client=environ.get("gunicorn.socket"),
+                         direct_fd=direct_fd(environ), retry_ms=config["CHAT_RETRY_MS"],
+                         heartbeat=config["CHAT_HEARTBEAT_SECONDS"], lifetime=lifetime,
+                         send_timeout=config["CHAT_SEND_TIMEOUT_SECONDS"], on_end=ended)
     # direct_passthrough: the generator is the WSGI iterable itself, with no wrapping iterators: a
     # shallower stack for each of the thousands of greenlets waiting in it.
-    return Response(generate(), status=200, mimetype="text/event-stream", headers=headers, direct_passthrough=True)
+    return Response(body, status=200, mimetype="text/event-stream", headers=_STREAM_HEADERS, direct_passthrough=True)
 
 
 def _open_stream(session, rooms: frozenset | None, plan_for, *, feed: bool, present=frozenset(),
@@ -312,7 +208,7 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
                 while not found and not subscription.ended and time.monotonic() < deadline:
                     items = subscription.take(min(deadline - time.monotonic(), POLL_HANGUP_CHECK_SECONDS))
                     found = [item for item in items if isinstance(item, events.LiveEvent) and item.id > after]
-                    if not found and _hung_up(client):
+                    if not found and hung_up(client):
                         break  # nobody is waiting for the answer any more: free the place now
             finally:
                 metrics.POLLS_WAITING.dec()
