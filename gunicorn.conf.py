@@ -31,6 +31,17 @@ timeout = 30
 keepalive = 75
 accesslog = os.environ.get("CHAT_ACCESS_LOG") or None
 errorlog = "-"
+# gunicorn's own lines (starting, workers booting and exiting, errors) in the app's JSON format, so that
+# every line of a worker's output parses alike (chat/logs.py).
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "chat.logs.JsonLines"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    "root": {"level": "INFO", "handlers": ["stderr"]},  # the app sets its own level (CHAT_LOG_LEVEL)
+    "loggers": {name: {"level": "INFO", "handlers": ["stderr"], "propagate": False, "qualname": name}
+                for name in ("gunicorn.error", "gunicorn.access")},
+}
 # Several instances share a machine in tests and scale-out; the control socket would clash on one path.
 control_socket_disable = True
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")  # the platform's router sets X-Forwarded-*

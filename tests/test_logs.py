@@ -61,3 +61,14 @@ def test_a_stream_logs_its_end(live):
     line = wait_until(ended, timeout=30, what="the stream's end logged")[0]  # noticed at the next heartbeat
     assert line["rooms"] == [slug] and line["events"] == 1 and line["reason"] in ("hung up", "closed by the client")
     assert line["user_id"] == user.user["id"] and line["duration_s"] > 0
+
+
+def test_every_line_a_server_writes_is_json(live):
+    """gunicorn's own lines (starting, booting workers) are JSON too, in the same fields as the app's."""
+    live.user()  # at least one request line beside gunicorn's
+
+    with open(live.log.name, encoding="utf-8") as log:
+        lines = [line for line in log.read().splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]  # raises on any line that is not JSON
+    assert any(line["logger"] == "gunicorn.error" and "Booting worker" in line["message"] for line in parsed)
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in parsed)
