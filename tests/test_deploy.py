@@ -143,3 +143,35 @@ def test_the_sample_dashboard_names_only_real_metrics(client):
     for name in named:
         family = re.sub(r"_(bucket|count|sum)$", "", name)
         assert f"# TYPE {family} " in exposed, name
+
+
+def test_heroku_router_limits_hold_at_the_default_settings(live):
+    """Heroku's router drops a response whose first byte takes over 30 s, and a stream silent for 55 s. At
+    the default settings a stream's first bytes come at once and a ping every CHAT_HEARTBEAT_SECONDS (15),
+    and an idle poll answers after CHAT_POLL_TIMEOUT_SECONDS (25): both well inside."""
+    user = live.user()
+    slug = user.create_room()
+    polled = {}
+
+    def idle_poll():
+        started = time.monotonic()
+        # Its own connection (a requests.Session is not for two threads); no timeout parameter: the default.
+        response = requests.get(f"{live.url}/api/rooms/{slug}/poll", cookies=user.http.cookies, timeout=60)
+        polled["status"], polled["seconds"] = response.status_code, time.monotonic() - started
+
+    poller = threading.Thread(target=idle_poll, daemon=True)
+    poller.start()
+    started = time.monotonic()
+    stream = user.events(f"/api/rooms/{slug}/events")
+    try:
+        assert stream.next(timeout=5).event == "ready"
+        first_byte = time.monotonic() - started
+        ping = stream.wait_for(lambda event: event.event == "ping", timeout=55)
+        silent = time.monotonic() - started - first_byte
+        assert ping.json()["time"]
+    finally:
+        stream.close()
+    poller.join(40)
+    assert first_byte < 2, f"the stream's first byte took {first_byte:.1f} s (router limit 30 s)"
+    assert silent < 20, f"{silent:.1f} s without a byte on an idle stream (router limit 55 s)"
+    assert polled["status"] == 200 and 20 < polled["seconds"] < 29, polled
