@@ -4,9 +4,12 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import json  # noqa: E402
+import logging  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -31,12 +34,26 @@ timeout = 30
 keepalive = 75
 accesslog = os.environ.get("CHAT_ACCESS_LOG") or None
 errorlog = "-"
-# gunicorn's own lines (starting, workers booting and exiting, errors) in the app's JSON format, so that
-# every line of a worker's output parses alike (chat/logs.py).
+
+
+class _JsonLines(logging.Formatter):
+    """gunicorn's own lines (starting, workers booting and exiting, errors) in the app's JSON format
+    (chat/logs.py), so that every line of a server's output parses alike. Here rather than imported: the
+    master configures logging before the app (and its metrics directory) can be imported."""
+
+    def format(self, record):
+        moment = record.created
+        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment * 1000) % 1000:03d}Z",
+                "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "chat.logs.JsonLines"}},
+    "formatters": {"json": {"()": _JsonLines}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
     "root": {"level": "INFO", "handlers": ["stderr"]},  # the app sets its own level (CHAT_LOG_LEVEL)
     "loggers": {name: {"level": "INFO", "handlers": ["stderr"], "propagate": False, "qualname": name}

@@ -168,6 +168,9 @@ def _commit_with_event(entry: ModerationAction, room: Room, event_type: str, dat
     """Commit a moderation action with the event it causes (its id and data on the log entry, so the
     record can rebuild it), then publish that event."""
     check_event(event_type, data)
+    # The action's own rows first, then the room's counter: every transaction takes its locks in that
+    # order (the mute sweep deletes a mute, then takes the counter), so none waits on another in a cycle.
+    db.session.flush()
     event_id = allocate_event_id(room.id)
     entry.event_type, entry.event_data = event_type, json.dumps(data)
     entry.event_ms, entry.event_seq = event_id

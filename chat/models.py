@@ -271,48 +271,33 @@ def _in_range(ms_column, seq_column, after: EventId, upto: EventId):
                 or_(ms_column < upto.ms, and_(ms_column == upto.ms, seq_column <= upto.seq)))
 
 
-def events_after(room_id: int, after: EventId, upto: EventId, limit: int) -> list[tuple[EventId, str, dict]]:
-    """The first `limit` of a room's durable events after `after` up to `upto`, rebuilt from the record,
-    in order: messages (tombstoned if deleted since), deletions and moderation events."""
+def _room_events(room_id: int, after: EventId, upto: EventId, limit: int, newest: bool):
+    """The first (or with `newest`, the last) `limit` of a room's durable events after `after` up to `upto`,
+    rebuilt from the record, in order: messages (tombstoned if deleted since), deletions, moderation events."""
     after, upto = after.clamped(), upto.clamped()
     found = []
-    for message in Message.query.filter(Message.room_id == room_id,
-                                        _in_range(Message.event_ms, Message.event_seq, after, upto)).order_by(
-            Message.event_ms, Message.event_seq).limit(limit):
-        found.append((message.event_id, "message", message.to_api()))
-    for message in Message.query.filter(
-            Message.room_id == room_id,
-            _in_range(Message.deleted_event_ms, Message.deleted_event_seq, after, upto)).order_by(
-            Message.deleted_event_ms, Message.deleted_event_seq).limit(limit):
-        found.append((EventId(message.deleted_event_ms, message.deleted_event_seq), "message_deleted",
-                      message.deletion_api()))
-    for action in ModerationAction.query.filter(
-            ModerationAction.room_id == room_id,
-            _in_range(ModerationAction.event_ms, ModerationAction.event_seq, after, upto)).order_by(
-            ModerationAction.event_ms, ModerationAction.event_seq).limit(limit):
-        found.append((EventId(action.event_ms, action.event_seq), action.event_type, json.loads(action.event_data)))
-    return sorted(found, key=lambda event: event[0])[:limit]
+    sources = ((Message, Message.event_ms, Message.event_seq, lambda row: (row.event_id, "message", row.to_api())),
+               (Message, Message.deleted_event_ms, Message.deleted_event_seq,
+                lambda row: (EventId(row.deleted_event_ms, row.deleted_event_seq), "message_deleted",
+                             row.deletion_api())),
+               (ModerationAction, ModerationAction.event_ms, ModerationAction.event_seq,
+                lambda row: (EventId(row.event_ms, row.event_seq), row.event_type, json.loads(row.event_data))))
+    for model, ms, seq, event in sources:
+        order = (ms.desc(), seq.desc()) if newest else (ms, seq)
+        rows = model.query.filter(model.room_id == room_id, _in_range(ms, seq, after, upto)).order_by(*order)
+        found += [event(row) for row in rows.limit(limit)]
+    found.sort(key=lambda event: event[0])
+    return found[-limit:] if newest else found[:limit]
+
+
+def events_after(room_id: int, after: EventId, upto: EventId, limit: int) -> list[tuple[EventId, str, dict]]:
+    """The first `limit` of a room's durable events after `after` up to `upto`, from the record, in order."""
+    return _room_events(room_id, after, upto, limit, newest=False)
 
 
 def events_before(room_id: int, upto: EventId, limit: int) -> list[tuple[EventId, str, dict]]:
     """The last `limit` of a room's durable events up to `upto`, from the record, in order."""
-    upto, found = upto.clamped(), []
-    for message in Message.query.filter(Message.room_id == room_id, _in_range(Message.event_ms, Message.event_seq,
-                                                                              ZERO, upto)).order_by(
-            Message.event_ms.desc(), Message.event_seq.desc()).limit(limit):
-        found.append((message.event_id, "message", message.to_api()))
-    for message in Message.query.filter(
-            Message.room_id == room_id,
-            _in_range(Message.deleted_event_ms, Message.deleted_event_seq, ZERO, upto)).order_by(
-            Message.deleted_event_ms.desc(), Message.deleted_event_seq.desc()).limit(limit):
-        found.append((EventId(message.deleted_event_ms, message.deleted_event_seq), "message_deleted",
-                      message.deletion_api()))
-    for action in ModerationAction.query.filter(
-            ModerationAction.room_id == room_id,
-            _in_range(ModerationAction.event_ms, ModerationAction.event_seq, ZERO, upto)).order_by(
-            ModerationAction.event_ms.desc(), ModerationAction.event_seq.desc()).limit(limit):
-        found.append((EventId(action.event_ms, action.event_seq), action.event_type, json.loads(action.event_data)))
-    return sorted(found, key=lambda event: event[0])[-limit:]
+    return _room_events(room_id, ZERO, upto, limit, newest=True)
 
 
 def events_between(room_id: int, after: EventId, upto: EventId, limit: int) -> list[tuple[EventId, str, dict]] | None:
