@@ -151,7 +151,8 @@ class Server:
                     "WEB_CONCURRENCY": str(workers), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                     "CHAT_PASSWORD_METHOD": "pbkdf2:sha256:1000", "CHAT_REGISTER_LIMIT": "1000000/60",
                     "CHAT_ROOM_CREATE_LIMIT": "1000000/60",
-                    "CHAT_RATE_LIMIT": "1000000/10", **{key: str(value) for key, value in settings.items()}}
+                    "CHAT_RATE_LIMIT": "1000000/10", "CHAT_USER_RATE_LIMIT": "1000000/10",
+                    "CHAT_USER_BYTES_LIMIT": "1000000000000/10", **{key: str(value) for key, value in settings.items()}}
         self.env.pop("CHAT_ACCESS_LOG", None)
         if self.gc_log_dir:
             self.gc_log_dir.mkdir(exist_ok=True)

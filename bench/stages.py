@@ -32,27 +32,27 @@ def _timed(owner, name: str, label: str, totals: dict, counts: dict):
 def measure(run, account, slug: str, requests: int, body_bytes: int) -> dict:
     import sqlalchemy.orm  # noqa: PLC0415
 
-    from chat import actions, api, auth, create_app, models, streams  # noqa: PLC0415
+    from chat import actions, api, create_app, outbox, streams  # noqa: PLC0415
     from chat.extensions import db  # noqa: PLC0415
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": run.services.database_url, "REDIS_URL": run.services.redis_url,
                       "CHAT_REDIS_PREFIX": run.services.prefix, "SECRET_KEY": "bench",
-                      "CHAT_RATE_LIMIT": "1000000/10"}, instance_path=str(run.workdir / "instance"))
+                      "CHAT_RATE_LIMIT": "1000000/10", "CHAT_USER_RATE_LIMIT": "1000000/10",
+                      "CHAT_USER_BYTES_LIMIT": "1000000000000/10"}, instance_path=str(run.workdir / "instance"))
     client = app.test_client()
     client.set_cookie("chat_session", account.cookie)
     headers = {"X-CSRF-Token": account.csrf}
     stages = [  # (label, owner, attribute)
-        ("auth: session + ban lookup", auth, "check_request"),
-        ("room lookup", api, "room_or_404"),
+        ("auth: session (from memory)", api, "check_request"),
+        ("room (from memory)", api, "known_room"),
         ("validation: JSON + schema", api, "json_body"),
         ("post_message (all below)", actions, "post_message"),
-        ("  client_id dedupe query", actions, "_find_by_client_id"),
-        ("  mute query", actions, "active_mute"),
+        ("  lock, slow mode, mute, repeat: one query", actions, "posting_state"),
         ("  rate limit (Redis script)", streams.Streams, "rate_limited"),
-        ("  event schema check", actions, "check_event"),
-        ("  stream append (Redis script)", streams.Streams, "append"),
-        ("  database commits (pending + ack)", sqlalchemy.orm.Session, "commit"),
-        ("response: message to_api", models.Message, "to_api"),
+        ("  the room's counter (UPDATE ... RETURNING)", actions, "allocate_event_id"),
+        ("  insert", actions, "insert_message"),
+        ("  database commit", sqlalchemy.orm.Session, "commit"),
+        ("  publish (Redis script, after the commit)", outbox, "publish"),
     ]
     totals, counts = defaultdict(float), defaultdict(int)
 

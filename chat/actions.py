@@ -98,9 +98,10 @@ def post_message(user, room, body: str, client_id: str | None) -> tuple[dict, bo
         raise ApiError(403, "muted", "you are muted in this room")
     if locked and not user.is_moderator:
         raise ApiError(403, "room_locked", "this room is locked; only moderators may post")
-    limit, seconds = current_app.config["CHAT_RATE_LIMIT_PARSED"]
-    rate_scope = f"post:{user.id}:{room.id}"
-    retry_after = streams.current().rate_limited(rate_scope, limit, seconds)
+    config, nbytes = current_app.config, len(body.encode())
+    retry_after = streams.current().post_allowed(
+        user.id, room.id, nbytes, config["CHAT_RATE_LIMIT_PARSED"], config["CHAT_USER_RATE_LIMIT_PARSED"],
+        config["CHAT_USER_BYTES_LIMIT_PARSED"])
     if retry_after:
         raise ApiError(429, "rate_limited", f"too many messages; wait {retry_after} s", retry_after=retry_after)
     if slow_mode and not user.is_moderator:
@@ -108,7 +109,7 @@ def post_message(user, room, body: str, client_id: str | None) -> tuple[dict, bo
         post = f"client:{client_id}" if client_id else f"once:{uuid.uuid4()}"
         retry_after = streams.current().slow_mode_wait(room.slug, user.id, slow_mode, post)
         if retry_after:
-            streams.current().rate_give_back(rate_scope)  # a refused post is not a message
+            streams.current().post_give_back(user.id, room.id, nbytes)  # a refused post is not a message
             raise ApiError(429, "slow_mode", f"this room is in slow mode; wait {retry_after} s",
                            retry_after=retry_after)
 

@@ -18,6 +18,10 @@ CHAT_DEFAULTS = {
     "CHAT_LOGIN_FAILURE_LIMIT": "10/300",  # failed logins per account (any address), then 429 until the window ends
     "CHAT_REGISTER_LIMIT": "100/60",  # registration requests per client address
     "CHAT_ROOM_CREATE_LIMIT": "10/3600",  # rooms a user (not a moderator) may create
+    # Per account, across every room (CHAT_RATE_LIMIT counts per room): a hundred rooms must not mean a
+    # hundred times the rate, nor a stream of maximum-size messages fill Redis.
+    "CHAT_USER_RATE_LIMIT": "30/10",  # messages per user, all rooms together
+    "CHAT_USER_BYTES_LIMIT": "131072/60",  # bytes of message text (UTF-8) per user, all rooms together
     "CHAT_TRUSTED_PROXIES": 1,  # hops of X-Forwarded-* to believe (Heroku's router is one; 0: no proxy)
     # A session ends after this long without a request (an open stream or poll counts: it reconnects)...
     "CHAT_SESSION_IDLE_MINUTES": 7 * 24 * 60,  # a week: survives weekends and long weekends, not a forgotten machine
@@ -106,6 +110,8 @@ def finish(config, instance_path: str) -> None:
     config["CHAT_LOGIN_FAILURE_LIMIT_PARSED"] = rate(config["CHAT_LOGIN_FAILURE_LIMIT"])
     config["CHAT_REGISTER_LIMIT_PARSED"] = rate(config["CHAT_REGISTER_LIMIT"])
     config["CHAT_ROOM_CREATE_LIMIT_PARSED"] = rate(config["CHAT_ROOM_CREATE_LIMIT"])
+    config["CHAT_USER_RATE_LIMIT_PARSED"] = rate(config["CHAT_USER_RATE_LIMIT"])
+    config["CHAT_USER_BYTES_LIMIT_PARSED"] = rate(config["CHAT_USER_BYTES_LIMIT"])
     config["SESSION_COOKIE_HTTPONLY"] = True
     config["SESSION_COOKIE_SAMESITE"] = "Lax"
 

@@ -128,6 +128,31 @@ if n > tonumber(ARGV[1]) then return math.max(redis.call('TTL', KEYS[1]), 1) end
 return 0
 """
 
+_POST_ALLOWANCE = """
+-- A post counts in three fixed windows at once: messages per user and room, messages per user, bytes per user.
+-- KEYS: the three window keys. ARGV: for each, limit, seconds, amount (room: 1, user: 1, bytes: the body's).
+-- Nothing is counted unless all three have room: returns 0, else the seconds until the first full one frees.
+for i = 1, 3 do
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if used + tonumber(ARGV[3 * i]) > tonumber(ARGV[3 * i - 2]) then
+    return math.max(redis.call('TTL', KEYS[i]), 1)
+  end
+end
+for i = 1, 3 do
+  if redis.call('INCRBY', KEYS[i], ARGV[3 * i]) == tonumber(ARGV[3 * i]) then
+    redis.call('EXPIRE', KEYS[i], ARGV[3 * i - 1])
+  end
+end
+return 0
+"""
+
+_POST_GIVE_BACK = """
+-- Uncount a post (KEYS and amounts as counted), only within the windows that counted it.
+for i = 1, 3 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('DECRBY', KEYS[i], ARGV[i]) end
+end
+"""
+
 _RATE_GIVE_BACK = """
 -- Only within the window that counted it: DECR keeps the TTL, and no key is made without one.
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end
@@ -177,6 +202,8 @@ class Streams:
         self._read_after = client.register_script(_READ_AFTER)
         self._rate_limit = client.register_script(_RATE_LIMIT)
         self._rate_give_back = client.register_script(_RATE_GIVE_BACK)
+        self._post_allowance = client.register_script(_POST_ALLOWANCE)
+        self._post_give_back = client.register_script(_POST_GIVE_BACK)
 
     # Key builders. The room's keys share a hash tag so its script runs on one Cluster slot.
     def room_stream_key(self, slug: str) -> str:
@@ -369,6 +396,21 @@ class Streams:
     def rate_give_back(self, scope: str) -> None:
         """Uncount one attempt that `rate_limited` allowed in `scope`'s window (it turned out not to be one)."""
         self._rate_give_back(keys=[self.rate_key(scope)])
+
+    def post_allowed(self, user_id: int, room_id: int, nbytes: int, per_room, per_user, bytes_per_user) -> int:
+        """Count a post in its three windows (each `(limit, seconds)`): 0 if all allow it, else the seconds
+        until the first that refuses frees up (and nothing is counted)."""
+        keys = self._post_keys(user_id, room_id)
+        args = [*per_room, 1, *per_user, 1, *bytes_per_user, nbytes]
+        return int(self._post_allowance(keys=keys, args=args))
+
+    def post_give_back(self, user_id: int, room_id: int, nbytes: int) -> None:
+        """Uncount a post that `post_allowed` counted but that turned out not to be one (slow mode refused it)."""
+        self._post_give_back(keys=self._post_keys(user_id, room_id), args=[1, 1, nbytes])
+
+    def _post_keys(self, user_id: int, room_id: int) -> list[str]:
+        return [self.rate_key(f"post:{user_id}:{room_id}"), self.rate_key(f"post:{user_id}"),
+                self.rate_key(f"post-bytes:{user_id}")]
 
     def slow_mode_wait(self, slug: str, user_id: int, seconds: int, post: str) -> int:
         """Slow mode, atomically across processes: 0, and the post named `post` becomes the user's last in

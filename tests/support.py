@@ -128,6 +128,11 @@ class AuthActions:
         return self.post("/api/bans", json={"username": username, **extra})
 
 
+# Settings for servers that tests flood with messages on purpose: none of the posting limits bites.
+UNLIMITED_POSTING = {"CHAT_RATE_LIMIT": "100000/10", "CHAT_USER_RATE_LIMIT": "100000/10",
+                     "CHAT_USER_BYTES_LIMIT": "1000000000/10"}
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

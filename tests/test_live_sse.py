@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.support import (TIME_FORMAT, HttpUser, LiveServer, _Parser, event_key, events_path, live_moderator, posted,
+from tests.support import (TIME_FORMAT, UNLIMITED_POSTING, HttpUser, LiveServer, _Parser, event_key, events_path, live_moderator, posted,
                            unique)
 
 
@@ -368,7 +368,7 @@ def test_a_client_that_stops_reading_is_cut_off_and_frees_its_place(services):
     """A stream whose client takes no bytes for CHAT_SEND_TIMEOUT_SECONDS ends: its place counts against
     the user's streams no more (a client that stops reading must not pin the server's resources)."""
     server = LiveServer(services, workers=1, CHAT_SEND_TIMEOUT_SECONDS=2, CHAT_MAX_STREAMS_PER_USER=1,
-                        CHAT_RATE_LIMIT="100000/10")
+                        **UNLIMITED_POSTING)
     server.start()
     stalled = socket.socket()
     try:

@@ -6,7 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from chat import streams
-from tests.support import BAD_BODIES, TIME_FORMAT, AuthActions, assert_error, assert_fields, assert_refused, event_key
+from tests.support import (BAD_BODIES, TIME_FORMAT, UNLIMITED_POSTING, AuthActions, assert_error, assert_fields,
+                           assert_refused, event_key)
 
 
 def member_on(app) -> tuple[AuthActions, str]:
@@ -19,7 +20,7 @@ def member_on(app) -> tuple[AuthActions, str]:
 @pytest.fixture
 def chatty(make_app):
     """A signed-in member and their room, on an app whose rate limit lets them post a lot."""
-    return member_on(make_app(CHAT_RATE_LIMIT="1000/60"))
+    return member_on(make_app(**UNLIMITED_POSTING))
 
 
 def post_all(member, slug, bodies) -> list[dict]:
@@ -395,6 +396,36 @@ def test_a_repeated_client_id_is_answered_even_over_the_rate_limit(limited):
     post_all(member, slug, ["2", "3"])
     repeat = member.send(slug, "1", client_id="c1")
     assert repeat.status_code == 200 and repeat.json["message"] == first
+
+
+def test_messages_per_account_are_limited_across_rooms(make_app):
+    """CHAT_USER_RATE_LIMIT counts a user's messages in every room together: many rooms are not many times
+    the rate. A refused post counts nowhere, and other users are not affected."""
+    app = make_app(CHAT_USER_RATE_LIMIT="4/60")
+    member, first = member_on(app)
+    rooms = [first] + [member.create_room() for _ in range(3)]
+    for slug in rooms:
+        assert member.send(slug, f"in {slug}").status_code == 201
+    refused = member.send(rooms[0], "a fifth, anywhere")
+    assert_error(refused, 429, "rate_limited")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert_error(member.send(member.create_room(), "a new room changes nothing"), 429, "rate_limited")
+    other, _ = member_on(app)
+    assert other.send(rooms[0], "someone else").status_code == 201
+    assert [bodies(member, slug) for slug in rooms] == [[f"in {rooms[0]}", "someone else"]] + \
+        [[f"in {slug}"] for slug in rooms[1:]]
+
+
+def test_message_bytes_per_account_are_limited(make_app):
+    """CHAT_USER_BYTES_LIMIT counts the UTF-8 bytes of a user's messages in every room together (an emoji is
+    four): a flood of maximum-size messages is stopped long before it can fill Redis."""
+    app = make_app(CHAT_USER_BYTES_LIMIT="10000/60")
+    member, slug = member_on(app)
+    big = "\U0001f345" * 1000  # 1,000 characters, 4,000 bytes
+    assert member.send(slug, big).status_code == 201
+    assert member.send(member.create_room(), big).status_code == 201
+    assert_error(member.send(slug, big), 429, "rate_limited")  # 12,000 bytes would pass 10,000
+    assert member.send(slug, "small is still fine").status_code == 201  # 8,019 bytes
 
 
 # The order of checks: 401, 403 csrf_failed, 403 banned / forbidden, 404, 413 / 415 / 400, 422,

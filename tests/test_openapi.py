@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
                                                response_schema_conformance, status_code_conformance)
 
 from tests.conftest import reset_state
-from tests.support import HttpUser, LiveServer, live_moderator, posted
+from tests.support import UNLIMITED_POSTING, HttpUser, LiveServer, live_moderator, posted
 
 DOCUMENT = "/api/openapi.json"
 NOT_JSON = {"static", "pages.index", "pages.room", "pages.moderate",
@@ -105,7 +105,7 @@ def fuzz_target(services):
     raised so that inputs, not limits, decide most answers (429s remain documented and checked)."""
     reset_state(services)
     server = LiveServer(services, workers=1, CHAT_POLL_TIMEOUT_SECONDS=0, CHAT_STREAM_MAX_SECONDS=0,
-                        CHAT_RATE_LIMIT="10000/10", CHAT_REGISTER_LIMIT="10000/60")
+                        CHAT_REGISTER_LIMIT="10000/60", **UNLIMITED_POSTING)
     server.start()
     try:
         moderator = live_moderator(server)

@@ -12,11 +12,11 @@ import requests
 from chat.streams import Streams
 from tests.faults import PrivateRedis
 from tests.support import (LiveServer, event_key, events_path, history_ids, live_moderator, poll_path, posted,
-                           same_session, unique, wait_until)
+                           same_session, unique, wait_until, UNLIMITED_POSTING)
 
 # Redis keeps about 10 entries per room (trimmed a whole node, ~100 entries, at a time): resumes from
 # further back are served from the database. Posting is not what is under test: no rate limit.
-SETTINGS = {"CHAT_STREAM_MAXLEN": 10, "CHAT_RATE_LIMIT": "100000/10"}
+SETTINGS = {"CHAT_STREAM_MAXLEN": 10, **UNLIMITED_POSTING}
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from chat.models import Message, Mute, find_room, find_user
 from chat.streams import Streams
 from tests.conftest import app_config
 from tests.faults import PrivateRedis, SqliteWriteLock, TcpProxy, fresh_postgres_database, sqlite_path
-from tests.support import AuthActions, LiveServer, run_migrations, unique
+from tests.support import UNLIMITED_POSTING, AuthActions, LiveServer, run_migrations, unique
 
 # Upper bounds on how long a 503 may take. A refused connection fails at once; SQLite waits for
 # its busy timeout (5 s, chat/extensions.py) before it gives up on the write lock.
@@ -44,7 +44,7 @@ def eid(text: str) -> EventId:
 @contextlib.contextmanager
 def running_app(services, redis_url: str, database_uri: str | None = None, maxlen: int = 10000):
     """The app in this process, on the given Redis (and database), with a key prefix of its own."""
-    overrides = {"REDIS_URL": redis_url, "CHAT_REDIS_PREFIX": unique("faults"), "CHAT_RATE_LIMIT": "1000/10",
+    overrides = {"REDIS_URL": redis_url, "CHAT_REDIS_PREFIX": unique("faults"), **UNLIMITED_POSTING,
                  "CHAT_STREAM_MAXLEN": maxlen}
     if database_uri is not None:
         overrides["SQLALCHEMY_DATABASE_URI"] = database_uri
@@ -404,7 +404,7 @@ def test_redis_back_from_an_older_snapshot(services, tmp_path, private_redis):
     snapshot or inside what Redis lost; the feeds, whose positions Redis handed out, answer `reset`
     first; new ids are above every id acknowledged before."""
     server = LiveServer(services, workers=1, REDIS_URL=private_redis.url, CHAT_REDIS_PREFIX=unique("older"),
-                        CHAT_RATE_LIMIT="1000/10",
+                        **UNLIMITED_POSTING,
                         PROMETHEUS_MULTIPROC_DIR=tmp_path / "metrics")
     server.start()
     alice = server.user()
