@@ -2,6 +2,8 @@
 holds the events, from the database where it no longer does, or with a reset where neither can."""
 from dataclasses import dataclass, field
 
+from flask import current_app
+
 from . import events, outbox, streams
 from .errors import Unavailable
 from .extensions import db
@@ -9,7 +11,6 @@ from .ids import ZERO, EventId
 from .models import events_between, last_event_id
 
 CATCH_UP_BATCH = 500
-DATABASE_REPLAY_LIMIT = 1000  # a client further behind than this reloads history instead
 RESUME_ATTEMPTS = 3  # plans in a row that a trim may race before the client is told to reload
 
 
@@ -31,6 +32,12 @@ class Plan:
 
 class Trimmed(Exception):
     """Redis trimmed entries that a catch-up still needed while it read them: plan again."""
+
+
+def _most() -> int:
+    """The most events a resume replays (CHAT_RESUME_MAX_EVENTS): a client further behind reloads history
+    instead, so that no request holds a room's whole retained backlog in memory."""
+    return current_app.config["CHAT_RESUME_MAX_EVENTS"]
 
 
 def _window(slug: str | None) -> streams.Window:
@@ -58,7 +65,7 @@ def plan_room(room, start: EventId | None) -> Plan:
     if window.first is not None and start >= window.first:
         return Plan(start, [], window=window)  # what is not published yet arrives live
     upto = window.first.just_before() if window.first else window.last or recorded
-    rebuilt = events_between(room.id, start.clamped(), upto, DATABASE_REPLAY_LIMIT)
+    rebuilt = events_between(room.id, start.clamped(), upto, _most())
     if rebuilt is None:
         return Plan(max(window.last or ZERO, recorded), [], reset="too far behind; reload history")
     replay = [events.LiveEvent(event_id, kind, data) for event_id, kind, data in rebuilt]
@@ -128,10 +135,14 @@ def resume(plan_for, slug: str | None, limit: int | None = None, rooms: set | No
         db.session.commit()  # end the plan's read transaction: none is held across a Redis call
         if plan.reset:
             return plan
+        most = limit if limit is not None else _most() + 1 - len(plan.replay)  # a stream: all, up to the bound
         try:
-            recent = catch_up(streams.current(), slug, plan.after, limit, rooms, planned=plan.window)
+            recent = catch_up(streams.current(), slug, plan.after, most, rooms, planned=plan.window)
         except Trimmed:
             continue
+        if limit is None and len(plan.replay) + len(recent) > _most():
+            tail = streams.current().window(slug).last or plan.after
+            return Plan(max(tail, plan.after), [], reset="too far behind; reload history")
         plan.backlog = plan.replay + recent
         return plan
     tail = streams.current().window(slug).last or plan.after

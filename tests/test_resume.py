@@ -406,3 +406,22 @@ def test_torture_on_one_instance(first_server, subscribe):
 def test_torture_across_two_instances(first_server, second_server, subscribe):
     elapsed = _torture([first_server, second_server], subscribe)
     print(f"torture across two instances by {subscribe.__name__}: {elapsed:.1f} s")
+
+
+def test_a_stream_further_behind_than_the_resume_bound_gets_reset(services):
+    """CHAT_RESUME_MAX_EVENTS bounds what one resume holds in memory: from further back, `reset` (the client
+    reloads history); within it, every event exactly."""
+    server = LiveServer(services, workers=1, CHAT_RESUME_MAX_EVENTS=5, **UNLIMITED_POSTING)
+    server.start()
+    try:
+        user = server.user()
+        slug = user.create_room()
+        sent = [posted(user, slug, f"m{n}") for n in range(7)]
+        behind = sse_from(user, slug, "0-0", 7)
+        assert [event.event for event in behind] == ["reset"]
+        within = sse_from(user, slug, sent[1]["id"], 5)
+        assert [event.json() for event in within] == sent[2:]
+        # Polls page through (100 at a time), so the bound does not apply to them.
+        assert [event["data"] for event in poll_from(user, slug, "0-0", 7, timeout=0)] == sent
+    finally:
+        server.stop()
