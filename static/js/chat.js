@@ -162,7 +162,8 @@ room.on('user_muted', (data, { id }) => {
 });
 
 room.on('user_unmuted', (data, { id }) => {
-  timeline.notice(noticeOrder(id), `${data.username} was unmuted by ${data.by}.`);
+  // `"by": null`: nobody lifted it, the mute ran out.
+  timeline.notice(noticeOrder(id), data.by ? `${data.username} was unmuted by ${data.by}.` : `${data.username}’s mute ended.`);
   if (data.username.toLowerCase() === me.username.toLowerCase()) {
     say('You can post in this room again.', { kind: 'info', clearAfterMs: 8000 });
   }
