@@ -182,3 +182,28 @@ def test_a_mute_that_runs_out_clears_the_notice_and_says_so(people, promote, run
         expect(each.get_by_test_id("message-list")).not_to_contain_text("by null")
     send(page, "free again")
     expect(message_with(page, "free again")).to_have_attribute("data-state", "sent")
+
+
+def test_a_mute_ends_on_the_page_when_its_until_passes(people):
+    """Posting is allowed from `until` on: the page's own countdown ends the mute there, even before the
+    server's user_unmuted arrives (the module driven directly, with a mute of about two seconds)."""
+    alice = people()
+    page = alice.open_room(alice.http.create_room())
+    page.evaluate("""async () => {
+      const { PostingLimits } = await import('/static/js/posting-limits.js');
+      const make = (testid) => {
+        const element = document.createElement('p');
+        element.dataset.testid = testid;
+        document.body.append(element);
+        return element;
+      };
+      const limits = new PostingLimits({ badge: make('probe-badge'), countdown: make('probe-countdown'),
+                                         muteNotice: make('probe-mute') });
+      window.probe = limits;
+      limits.muted({ until: new Date(Date.now() + 2500).toISOString(), by: 'mod' });
+    }""")
+    notice = page.get_by_test_id("probe-mute")
+    expect(notice).to_have_text(re.compile(r"^You are muted by mod until .+ \([1-3] s\)\.$"))
+    assert page.evaluate("() => window.probe.refusal()").startswith("You are muted by mod")
+    expect(notice).to_be_hidden(timeout=5_000)
+    assert page.evaluate("() => window.probe.refusal()") is None
