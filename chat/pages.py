@@ -4,7 +4,8 @@ from urllib.parse import quote
 from flask import Blueprint, abort, current_app, redirect, render_template, request
 
 from .auth import current_user
-from .models import find_room
+from .ids import iso
+from .models import find_room, mutes_in_force
 
 bp = Blueprint("pages", __name__)
 
@@ -27,8 +28,13 @@ def room(slug):
     found = find_room(slug)
     if found is None:
         abort(404, description=f"There is no room called “{slug}”.")
+    # The user's own mute in force (GET .../mutes is for moderators): the page says why and until when
+    # from its first paint. Who muted them is theirs to know, as user_muted tells the room; the reason is not.
+    own_mute = next((mute for mute in mutes_in_force(found) if mute.user_id == user.id), None)
     return render_template("room.html", user=user, room=found, page="room",
-                           max_chars=current_app.config["CHAT_MAX_MESSAGE_CHARS"])
+                           max_chars=current_app.config["CHAT_MAX_MESSAGE_CHARS"],
+                           muted_until=iso(own_mute.until) if own_mute else None,
+                           muted_by=own_mute.by.username if own_mute else None)
 
 
 @bp.get("/moderate")

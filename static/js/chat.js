@@ -7,6 +7,7 @@ import { api, ApiError, loadSession, NetworkError, roomPath } from './api.js';
 import { pageUser } from './auth.js';
 import { openLive } from './live.js';
 import { Outbox } from './outbox.js';
+import { PostingLimits } from './posting-limits.js';
 import { Announcer, cloneTemplate, flash, localTime, renderStatus } from './render.js';
 import { RoomsMemory } from './rooms-memory.js';
 import { Sidebar } from './sidebar.js';
@@ -34,6 +35,27 @@ let loadingOlder = false;
 let roomLocked = !element('locked-badge').hidden;
 let feedbackTimer = null;
 
+// Slow mode and the user's own mute: the composer counts down to when they can post again.
+const sendButton = composer.querySelector('[data-testid=send]');
+const limits = new PostingLimits({
+  badge: element('slow-mode-badge'),
+  countdown: element('composer-countdown'),
+  muteNotice: element('mute-notice'),
+  exempt: isModerator,
+  onChange: (held) => {
+    sendButton.setAttribute('aria-disabled', String(held));
+    if (!held) {
+      if (/slow mode|muted/i.test(feedback.textContent)) say('');
+      announcer.say('You can post again.');
+    }
+  },
+});
+{
+  const notice = element('mute-notice'); // the user's mute in force when the server rendered the page
+  if (notice.dataset.until) limits.muted({ until: notice.dataset.until, by: notice.dataset.by || null });
+}
+limits.setSlowMode(root.dataset.slowModeSeconds);
+
 // Feedback
 
 function say(text, { kind = 'error', clearAfterMs = null } = {}) {
@@ -50,6 +72,10 @@ function describeRejection(error) {
   }
   switch (error.code) {
     case 'muted': return 'You are muted in this room, so your message was not sent.';
+    case 'slow_mode': {
+      const wait = error.retryAfter ?? limits.slowModeSeconds;
+      return `Slow mode: wait ${wait} second${wait === 1 ? '' : 's'}, then use Retry.`;
+    }
     case 'banned': return 'Your account is banned: you cannot send messages.';
     case 'room_locked': return 'This room is locked: only moderators can post right now.';
     case 'rate_limited': {
@@ -87,7 +113,11 @@ const timeline = new Timeline({
       say(error instanceof ApiError ? `Could not delete: ${error.message}` : 'Could not delete: no connection.');
     }
   },
-  onRetry: (clientId) => outbox.retry(clientId),
+  onRetry: (clientId) => {
+    const held = limits.refusal();
+    if (held) say(held, { kind: 'warning' });
+    else outbox.retry(clientId);
+  },
 });
 
 async function loadHistory() {
@@ -123,7 +153,11 @@ const outbox = new Outbox({
   timeline,
   connection,
   maxChars,
-  onRejected: (error) => say(describeRejection(error)),
+  onRejected: (error) => {
+    if (error instanceof ApiError && error.code === 'slow_mode') limits.slowModeRefused(error.retryAfter);
+    say(describeRejection(error));
+  },
+  onAccepted: () => limits.accepted(),
   onSessionEnded: sessionEnded,
 });
 
@@ -139,7 +173,10 @@ connection.onStatus(showStatus);
 
 room.on('message', (message) => {
   const mine = message.sender?.id === me.id;
-  if (mine) outbox.shownBy(message);
+  if (mine) {
+    outbox.shownBy(message);
+    limits.accepted(); // also a post from another tab of ours: slow mode counts the user's last post
+  }
   const outcome = timeline.receive(message);
   if (outcome === 'new' && !mine) announcer.say(`${message.sender.username}: ${message.body.slice(0, 200)}`);
 });
@@ -153,22 +190,32 @@ room.on('presence', (data) => renderOnline(data.online ?? []));
 // A feed's ids are its own positions, not the room's: notices then take their place by arrival.
 const noticeOrder = (id) => (connection.shared ? null : id);
 
+const isMe = (username) => username?.toLowerCase() === me.username.toLowerCase();
+
 room.on('user_muted', (data, { id }) => {
   const until = data.until ? ` until ${localTime(data.until)}` : '';
   timeline.notice(noticeOrder(id), `${data.username} was muted by ${data.by}${until}.`);
-  if (data.username.toLowerCase() === me.username.toLowerCase()) {
+  if (isMe(data.username)) {
     say(`You have been muted in this room${until}.`, { kind: 'warning' });
+    limits.muted({ until: data.until, by: data.by });
   }
 });
 
 room.on('user_unmuted', (data, { id }) => {
-  timeline.notice(noticeOrder(id), `${data.username} was unmuted by ${data.by}.`);
-  if (data.username.toLowerCase() === me.username.toLowerCase()) {
+  // `"by": null`: nobody lifted it, the mute ran out.
+  timeline.notice(noticeOrder(id), data.by ? `${data.username} was unmuted by ${data.by}.` : `${data.username}’s mute ended.`);
+  if (isMe(data.username)) {
+    limits.unmuted();
     say('You can post in this room again.', { kind: 'info', clearAfterMs: 8000 });
   }
 });
 
 room.on('room_updated', (data, { id }) => {
+  const seconds = Number(data.room?.slow_mode_seconds ?? limits.slowModeSeconds);
+  if (seconds !== limits.slowModeSeconds) {
+    timeline.notice(noticeOrder(id), seconds ? `Slow mode is on: one message every ${seconds} s.` : 'Slow mode is off.');
+    limits.setSlowMode(seconds);
+  }
   const locked = Boolean(data.room?.locked);
   if (locked === roomLocked) return;
   timeline.notice(noticeOrder(id), locked ? 'The room was locked: only moderators can post.' : 'The room was unlocked.');
@@ -238,6 +285,15 @@ scroller.addEventListener('scroll', () => {
 // The composer
 
 function submit() {
+  let held = textarea.value.trim() ? limits.refusal() : null;
+  if (!held && textarea.value.trim() && limits.slowModeSeconds && !isModerator && outbox.busy) {
+    // The next post would be refused (429) the moment the one on its way is accepted.
+    held = 'Slow mode: your last message is still on its way; this one stays in the box until it is sent.';
+  }
+  if (held) { // not queued: the text stays in the composer (posting-limits.js says why)
+    say(held, { kind: 'warning' });
+    return;
+  }
   const problem = outbox.send(textarea.value);
   if (problem) {
     say(problem);
@@ -245,7 +301,7 @@ function submit() {
   }
   textarea.value = '';
   updateCount();
-  if (!/locked|muted/.test(feedback.textContent)) say('');
+  if (!/locked|muted|slow mode/i.test(feedback.textContent)) say('');
 }
 
 composer.addEventListener('submit', (event) => {
@@ -291,6 +347,7 @@ async function start() {
       const [, about] = await Promise.all([loadSession(), api('GET', roomPath(slug))]);
       renderOnline(about.online);
       setLocked(about.room.locked);
+      limits.setSlowMode(about.room.slow_mode_seconds);
       await connection.follow(slug, loadHistory);
       following = true;
       showStatus(connection.status());

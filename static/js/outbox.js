@@ -23,13 +23,14 @@ export function newClientId() {
 }
 
 export class Outbox {
-  constructor({ slug, timeline, connection, maxChars, onRejected, onSessionEnded }) {
+  constructor({ slug, timeline, connection, maxChars, onRejected, onSessionEnded, onAccepted = () => {} }) {
     this.slug = slug;
     this.timeline = timeline;
     this.connection = connection;
     this.maxChars = maxChars;
     this.onRejected = onRejected;
     this.onSessionEnded = onSessionEnded;
+    this.onAccepted = onAccepted; // the server answered a POST with its message (slow mode counts from here)
     this.queue = []; // client_ids waiting to be posted, in the order they were written
     this.bodies = new Map(); // client_id -> body, until the server answered its POST (or refused it)
     this.shown = new Set(); // client_ids whose own event arrived: shown as sent
@@ -64,6 +65,11 @@ export class Outbox {
     else this.timeline.retrying(clientId);
     this.queue.push(clientId);
     this.pump();
+  }
+
+  /** Whether a message is waiting to be posted or being posted now. */
+  get busy() {
+    return this.queue.length > 0;
   }
 
   /** The connection is live again: send what waited. */
@@ -110,6 +116,7 @@ export class Outbox {
       const data = await api('POST', roomPath(this.slug, 'messages'),
         { body: { body, client_id: clientId }, timeoutMs: POST_TIMEOUT_MS });
       this.confirmed(data.message);
+      this.onAccepted(data.message);
       return false;
     } catch (error) {
       if (!this.bodies.has(clientId)) return false;
@@ -152,6 +159,7 @@ export class Outbox {
     if (error instanceof NetworkError) return error.timedOut ? 'no answer' : 'no connection';
     return {
       muted: 'you are muted',
+      slow_mode: 'slow mode',
       banned: 'banned',
       room_locked: 'room locked',
       rate_limited: 'too fast',

@@ -74,12 +74,16 @@ def test_a_mute_appears_live_with_its_reason_and_one_click_lifts_it(people, live
     expect(entry.get_by_test_id("entry-reason")).to_have_text("shouting in capitals")
     expect(entry.get_by_test_id("entry-by")).to_have_text(colleague.user['username'])
     expect(entry.get_by_test_id("entry-time")).to_have_attribute("datetime", response.json()["until"])
+    # The muted user's page says so (without the reason) and keeps their text rather than posting it.
+    expect(chat.get_by_test_id("mute-notice")).to_contain_text(f"You are muted by {colleague.user['username']} until")
     send(chat, "am I muted?")
-    expect(message_with(chat, "am I muted?")).to_have_attribute("data-state", "failed")
+    expect(chat.get_by_test_id("composer-feedback")).to_contain_text("You are muted")
+    expect(message_with(chat, "am I muted?")).to_have_count(0)
 
     entry.get_by_test_id("unmute-entry").click()  # one click, no reload
     expect(entry).to_have_count(0)
     expect(dashboard.get_by_test_id("mod-feedback")).to_contain_text(f"Done: unmute {alice.username}")
+    expect(chat.get_by_test_id("mute-notice")).to_be_hidden()  # the page heard user_unmuted
     send(chat, "back again")
     expect(message_with(chat, "back again")).to_have_attribute("data-state", "sent")
     unmute = dashboard.get_by_test_id("audit-entry").filter(has_text="unmute").first
