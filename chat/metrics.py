@@ -12,7 +12,7 @@ EVENTS_DELIVERED = Counter("chat_events_delivered_total", "Durable events writte
 REJECTIONS = Counter("chat_rejections_total", "Requests refused, by error code", ["code"])
 DEPENDENCY_ERRORS = Counter("chat_dependency_errors_total", "Redis or database failures met by requests and the hub",
                             ["dependency"])
-HUB_LAG = Histogram("chat_hub_lag_seconds", "From an event's append in Redis to this process's hub handing it out",
+HUB_LAG = Histogram("chat_hub_lag_seconds", "From an event's commit (its id's time) to this process's hub handing it out",
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 QUEUE_OVERFLOWS = Counter("chat_queue_overflows_total", "Subscribers cut off for falling too far behind (they resume)")
 RESETS_SENT = Counter("chat_resets_total", "reset events sent: a client had to reload history")

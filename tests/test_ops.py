@@ -4,9 +4,10 @@ import time
 
 import pytest
 import redis
+import requests
 
 from chat import create_app, hub
-from tests.support import wait_until
+from tests.support import metric, wait_until
 
 
 def test_healthz_touches_nothing(client):
@@ -88,3 +89,26 @@ def test_a_shared_database_needs_a_secret_key_set(monkeypatch, tmp_path):
     app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/one.sqlite3"}, instance_path=str(tmp_path))
     assert app.config["SECRET_KEY"] == (tmp_path / "secret_key").read_text().strip()
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_metrics_add_up_over_both_workers(live):
+    """/metrics answers for the whole server, whichever worker serves the scrape: posts and open streams
+    that both gunicorn workers handled are all counted (prometheus_client's multiprocess mode)."""
+    user = live.user()
+    slug = user.create_room()
+    accepted, streams_before = metric(live, "chat_messages_accepted_total"), metric(live, "chat_streams_open")
+    for n in range(10):  # a new connection each time: the kernel hands them to either worker
+        response = requests.post(f"{live.url}/api/rooms/{slug}/messages", json={"body": f"m{n}"},
+                                 headers={"X-CSRF-Token": user.csrf, "Connection": "close"},
+                                 cookies=user.http.cookies, timeout=10)
+        assert response.status_code == 201
+    opened = [user.events(f"/api/rooms/{slug}/events") for _ in range(4)]
+    try:
+        for stream in opened:
+            assert stream.next(timeout=5).event == "ready"
+        for _ in range(3):  # any worker may answer the scrape: each must see the whole server
+            assert metric(live, "chat_messages_accepted_total") - accepted == 10
+            assert metric(live, "chat_streams_open") - streams_before == 4
+    finally:
+        for stream in opened:
+            stream.close()
