@@ -7,14 +7,14 @@ import uuid
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import failpoints, hub, outbox, streams
 from .errors import ApiError
 from .extensions import db
 from .ids import EventId, iso, utcnow
-from .models import (Ban, Message, ModerationAction, Mute, Room, Session, User, allocate_event_id, find_room,
+from .models import (Ban, Message, ModerationAction, Mute, Report, Room, Session, User, allocate_event_id, find_room,
                      find_user, insert_message, message_api, posting_state)
 from .passwords import hash_password
 from .schemas import SLUG, USERNAME, check_event
@@ -319,3 +319,59 @@ def delete_expired_sessions() -> int:
         Session.created_at <= now - timedelta(days=config["CHAT_SESSION_MAX_DAYS"]))).delete(synchronize_session=False)
     db.session.commit()
     return deleted
+
+
+# Reports
+
+def report_message(reporter: User, message: Message, reason: str) -> tuple[Report, bool]:
+    """Record a report and publish its `report_created` (an event of the message's room, for moderators
+    only). The same user reporting the same message again gets the first report, and nothing is published.
+    Returns the report and whether it was created."""
+    existing = Report.query.filter_by(message_id=message.id, reporter_id=reporter.id).one_or_none()
+    if existing is not None:
+        return existing, False
+    report = Report(room_id=message.room_id, message_id=message.id, reporter_id=reporter.id, reason=reason,
+                    status="open", created_at=utcnow())
+    db.session.add(report)
+    try:
+        db.session.flush()  # the report's row first, then the room's counter (the order every writer takes)
+    except IntegrityError:  # the same report raced in from another request, which publishes it
+        db.session.rollback()
+        return Report.query.filter_by(message_id=message.id, reporter_id=reporter.id).one(), False
+    event_id = allocate_event_id(message.room_id)
+    report.created_event_ms, report.created_event_seq = event_id
+    data = check_event("report_created", {"report": report.to_api(as_created=True)})
+    db.session.commit()
+    outbox.publish(message.room_id, message.room.slug, event_id, "report_created", data)
+    return report, True
+
+
+def resolve_report(moderator: User, report: Report, action: str) -> Report:
+    """Resolve an open report: `dismiss`, or `delete` its message too (a deletion like any other, with its
+    message_deleted). Publishes `report_resolved` and logs `resolve_report`. A report resolved already is
+    answered as it is."""
+    if report.status != "open":
+        return report
+    if action == "delete":
+        delete_message(moderator, report.message)
+    # Claim the report (its row first, then the room's counter): of two moderators resolving it at once,
+    # one claims it and publishes; the other gets it as resolved.
+    claimed = db.session.execute(
+        update(Report).where(Report.id == report.id, Report.status == "open").values(
+            status="resolved", resolution=action, resolved_by_id=moderator.id, resolved_at=utcnow())
+        .execution_options(synchronize_session=False))
+    if claimed.rowcount != 1:
+        db.session.rollback()
+        db.session.refresh(report)
+        return report
+    db.session.add(ModerationAction(moderator_id=moderator.id, action="resolve_report", room_id=report.room_id,
+                                    target=str(report.id), reason=action))
+    db.session.flush()
+    event_id = allocate_event_id(report.room_id)
+    db.session.execute(update(Report).where(Report.id == report.id).values(
+        resolved_event_ms=event_id.ms, resolved_event_seq=event_id.seq).execution_options(synchronize_session=False))
+    db.session.refresh(report)
+    data = check_event("report_resolved", {"report": report.to_api()})
+    db.session.commit()
+    outbox.publish(report.room_id, report.room.slug, event_id, "report_resolved", data)
+    return report

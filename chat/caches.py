@@ -10,7 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from .events import LiveEvent
+from .events import LiveEvent, reaches
 from .ids import EventId
 
 
@@ -120,16 +120,18 @@ class Recent:
     def last(self) -> EventId | None:
         return self.events[-1][1].id if self.events else None
 
-    def after(self, position: EventId, rooms: frozenset | None = None) -> list[LiveEvent] | None:
-        """The events after `position` (of `rooms` only, if given), oldest first; None when `position` is
-        outside what this holds (older than its oldest event, or newer than its newest)."""
+    def after(self, position: EventId, rooms: frozenset | None = None,
+              sees_reports: bool = False) -> list[LiveEvent] | None:
+        """The events after `position` (of `rooms` only, if given; reports only with `sees_reports`:
+        events.reaches), oldest first; None when `position` is outside what this holds (older than its
+        oldest event, or newer than its newest). It holds every event, so positions prove completeness."""
         if not self.events or position < self.events[0][1].id or position > self.events[-1][1].id:
             return None
         found = []
         for room, event in reversed(self.events):  # a poll's position is usually at or near the end
             if event.id <= position:
                 break
-            if rooms is None or room in rooms:
+            if (rooms is None or room in rooms) and reaches(event.type, sees_reports):
                 found.append(event)
         found.reverse()
         return found

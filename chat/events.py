@@ -67,6 +67,17 @@ def poll_answer(found: list, cursor, online: bytes) -> bytes:
         online)
 
 
+# Events of a room that only the moderators' feed delivers: room streams, room polls and the several-rooms
+# feed never do. Their positions stay where they are; a client that does not see them just never gets
+# one (the one place this rule is decided: the hub's deliveries, its memory and every catch-up ask it).
+MODERATORS_ONLY = frozenset({"report_created", "report_resolved"})
+
+
+def reaches(event_type: str, sees_reports: bool) -> bool:
+    """Whether a durable event of this type goes to a subscriber (`sees_reports`: the moderators' feed)."""
+    return sees_reports or event_type not in MODERATORS_ONLY
+
+
 def tombstoned(message: dict) -> dict:
     """A deleted message as everyone sees it from then on: its text gone (the one place this is decided)."""
     return {**message, "body": "", "deleted": True}
