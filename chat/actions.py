@@ -145,15 +145,20 @@ def delete_message(user: User, message: Message, *, log: bool = True) -> Message
         db.session.rollback()  # another request deleted it meanwhile, and broadcast that
         db.session.refresh(message)
         return message
+    _tombstone(user, message, event_id, log)
+    db.session.commit()
+    outbox.publish(message.room_id, message.room.slug, event_id, "message_deleted",
+                   check_event("message_deleted", message.deletion_api()))
+    return message
+
+
+def _tombstone(user: User, message: Message, event_id: EventId, log: bool) -> None:
+    """Record a deletion with the id of its message_deleted (the caller allocated it and commits)."""
     message.deleted_at, message.deleted_by = utcnow(), user
     message.deleted_event_ms, message.deleted_event_seq = event_id
     if log and message.sender_id != user.id:
         db.session.add(ModerationAction(moderator_id=user.id, action="delete_message", room_id=message.room_id,
                                         target=str(message.event_id)))
-    db.session.commit()
-    outbox.publish(message.room_id, message.room.slug, event_id, "message_deleted",
-                   check_event("message_deleted", message.deletion_api()))
-    return message
 
 
 # Moderation
@@ -347,15 +352,14 @@ def report_message(reporter: User, message: Message, reason: str) -> tuple[Repor
 
 
 def resolve_report(moderator: User, report: Report, action: str) -> Report:
-    """Resolve an open report: `dismiss`, or `delete` its message too (a deletion like any other, with its
-    message_deleted). Publishes `report_resolved` and logs `resolve_report`. A report resolved already is
-    answered as it is."""
+    """Resolve an open report: `dismiss`, or `delete` its message too. One transaction records the resolution
+    (`report_resolved`, logged as `resolve_report`) and, for `delete`, the deletion (a `message_deleted` like any
+    other, logged as `delete_message`), so neither is recorded without the other; then both are published, in
+    id order. A report resolved already is answered as it is."""
     if report.status != "open":
         return report
-    if action == "delete":
-        delete_message(moderator, report.message)
-    # Claim the report (its row first, then the room's counter): of two moderators resolving it at once,
-    # one claims it and publishes; the other gets it as resolved.
+    # Claim the report (its row first, then the room's counter: the order every writer takes): of two
+    # moderators resolving it at once, one claims it; the other gets it as resolved.
     claimed = db.session.execute(
         update(Report).where(Report.id == report.id, Report.status == "open").values(
             status="resolved", resolution=action, resolved_by_id=moderator.id, resolved_at=utcnow())
@@ -364,14 +368,28 @@ def resolve_report(moderator: User, report: Report, action: str) -> Report:
         db.session.rollback()
         db.session.refresh(report)
         return report
+    message, published = report.message, []
+    if action == "delete" and not message.deleted:
+        deleted_id = allocate_event_id(report.room_id)  # locks the room: concurrent deletions queue here
+        if db.session.execute(select(Message.deleted_at).where(Message.id == message.id)).scalar() is not None:
+            db.session.rollback()  # another request deleted it meanwhile (and broadcast that): resolve again
+            db.session.refresh(report)
+            return resolve_report(moderator, report, action)
+        _tombstone(moderator, message, deleted_id, log=True)
+        published.append((deleted_id, "message_deleted", message.deletion_api()))
+    # Logged after the deletion it caused, so the log (newest first) reads resolution, then deletion.
     db.session.add(ModerationAction(moderator_id=moderator.id, action="resolve_report", room_id=report.room_id,
                                     target=str(report.id), reason=action))
     db.session.flush()
     event_id = allocate_event_id(report.room_id)
     db.session.execute(update(Report).where(Report.id == report.id).values(
         resolved_event_ms=event_id.ms, resolved_event_seq=event_id.seq).execution_options(synchronize_session=False))
+    db.session.flush()
     db.session.refresh(report)
-    data = check_event("report_resolved", {"report": report.to_api()})
+    published.append((event_id, "report_resolved", {"report": report.to_api()}))
+    for _, event_type, data in published:
+        check_event(event_type, data)
     db.session.commit()
-    outbox.publish(report.room_id, report.room.slug, event_id, "report_resolved", data)
+    for published_id, event_type, data in published:
+        outbox.publish(report.room_id, report.room.slug, published_id, event_type, data)
     return report

@@ -5,7 +5,7 @@ import redis
 import requests
 
 from chat.streams import Streams
-from tests.support import event_key, live_moderator, operator_context
+from tests.support import event_key, live_moderator, operator_context, wait_until
 
 FEED, POLL = "/api/moderation/events", "/api/moderation/poll"
 REPORT_EVENTS = ("report_created", "report_resolved")
@@ -283,3 +283,42 @@ def test_the_rooms_filter_applies_through_the_reports_room(live):
             [("report_created", made["id"])]
     finally:
         feed.close()
+
+
+def test_resolutions_at_once_resolve_a_report_once(live):
+    """Two moderators resolving one report while its author deletes the message: one resolution wins, the other
+    answers it; one report_resolved and one message_deleted are published, and they agree with the record."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    first, second = live_moderator(live), live_moderator(live)
+    author, reporter = live.user(), live.user()
+    slug = author.create_room()
+    target = send(author, slug, "contested")
+    made = report(reporter, target, "spam")
+    cursor = act(first, "GET", POLL, 200, params={"timeout": 0})["cursor"]  # (report_created may follow it)
+    with ThreadPoolExecutor(3) as pool:
+        deleting = pool.submit(act, first, "POST", f"/api/moderation/reports/{made['id']}/resolve", 200,
+                               json={"action": "delete"})
+        dismissing = pool.submit(act, second, "POST", f"/api/moderation/reports/{made['id']}/resolve", 200,
+                                 json={"action": "dismiss"})
+        by_author = pool.submit(act, author, "DELETE", f"/api/rooms/{slug}/messages/{target['id']}", 200)
+        answers = [deleting.result(), dismissing.result()]
+        by_author.result()
+    # Both answer the one resolution (each with the message as it was when it answered: the author's deletion
+    # may come between them).
+    without_message = [{key: value for key, value in answer.items() if key != "message"} for answer in answers]
+    assert without_message[0] == without_message[1] and answers[0]["status"] == "resolved"
+    final = without_message[0]
+    assert final["resolved_by"] == (first if final["resolution"] == "delete" else second).user["username"]
+    def published():  # what the feed holds after the cursor, once the last of it reached the process asked
+        found = act(first, "GET", POLL, 200, params={"cursor": cursor, "rooms": slug, "timeout": 5})["events"]
+        return found if "report_resolved" in [entry["event"] for entry in found] else None
+
+    events = wait_until(published, what="report_resolved on the moderators' poll")
+    kinds = [entry["event"] for entry in events]
+    assert kinds.count("message_deleted") == 1 and kinds.count("report_resolved") == 1, kinds
+    resolved = next(entry for entry in events if entry["event"] == "report_resolved")["data"]["report"]
+    assert {key: value for key, value in resolved.items() if key != "message"} == final
+    listed = act(first, "GET", "/api/moderation/reports", 200, params={"status": "resolved"})["reports"]
+    now = next(entry for entry in listed if entry["id"] == made["id"])
+    assert now["message"]["deleted"] is True and {key: value for key, value in now.items() if key != "message"} == final
