@@ -10,7 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from .events import LiveEvent, reaches
+from .events import LiveEvent, reaches, shows_message, tombstoned_event
 from .ids import EventId
 
 
@@ -111,11 +111,13 @@ class Recent:
         self.events.append((room, event))
 
     def _tombstone(self, room: str, message_id: str) -> None:
+        """The message, and the report events that show it (all after it: the search stops at the message)."""
         for index in range(len(self.events) - 1, -1, -1):
             held_room, held = self.events[index]
-            if held_room == room and held.type == "message" and held.data.get("id") == message_id:
-                self.events[index] = (room, LiveEvent(held.id, "message", {**held.data, "body": "", "deleted": True}))
-                return
+            if held_room == room and shows_message(held, message_id):
+                self.events[index] = (room, LiveEvent(held.id, held.type, tombstoned_event(held.type, held.data)))
+                if held.type == "message":
+                    return
 
     def last(self) -> EventId | None:
         return self.events[-1][1].id if self.events else None

@@ -83,6 +83,22 @@ def tombstoned(message: dict) -> dict:
     return {**message, "body": "", "deleted": True}
 
 
+def tombstoned_event(event_type: str, data: dict) -> dict:
+    """An event's data once the message it shows was deleted: a message, or a report's event holding one."""
+    if event_type == "message":
+        return tombstoned(data)
+    if event_type in MODERATORS_ONLY:
+        return {**data, "report": {**data["report"], "message": tombstoned(data["report"]["message"])}}
+    return data
+
+
+def shows_message(event: "LiveEvent", message_id: str) -> bool:
+    """Whether an event's data shows this message (the message itself, or a report of it)."""
+    if event.type == "message":
+        return event.data.get("id") == message_id
+    return event.type in MODERATORS_ONLY and event.data["report"]["message"]["id"] == message_id
+
+
 def from_entry(entry, position: EventId | None = None) -> LiveEvent:
     """A stream entry as an event. A message's data holds its room event id (entries appended before it
     did get it from the entry's id)."""

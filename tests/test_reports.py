@@ -170,6 +170,9 @@ def test_report_events_reach_the_moderators_feed_and_never_a_room_client(live):
         ours = [entry["event"] for entry in polled if entry["data"].get("report", {}).get("room", slug) == slug
                 and entry["data"].get("room", slug) == slug]
         assert ours == ["report_created", "message", "message_deleted", "report_resolved", "message"]
+        # Read now, the report's message is a tombstone there too (from the process's memory or from Redis).
+        again = next(entry for entry in polled if entry["event"] == "report_created")["data"]["report"]
+        assert again == {**made, "message": {**target, "body": "", "deleted": True}}
         for path, params in ((f"/api/rooms/{slug}/poll", {"cursor": room_poll_cursor}),
                              ("/api/poll", {"rooms": slug, "cursor": several_poll_cursor}),
                              (f"/api/rooms/{slug}/poll", {"cursor": room_cursor}),
