@@ -238,6 +238,13 @@ class Report(db.Model):
                 "created_at": iso(self.created_at)}
 
 
+def find_report(report_id: str) -> Report | None:
+    """The report a path names (no query for what cannot be an id)."""
+    if not (report_id.isdigit() and len(report_id) < 10):
+        return None
+    return db.session.get(Report, int(report_id))
+
+
 def reports_newest_first(status: str | None, limit: int = 200) -> list[Report]:
     query = Report.query
     if status is not None:

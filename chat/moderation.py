@@ -6,9 +6,8 @@ from flask import Blueprint, request
 from . import actions
 from .auth import current_session, login_required
 from .errors import ApiError
-from .extensions import db
 from .ids import EventId
-from .models import Report, bans_newest_first, moderation_log, mutes_in_force, reports_newest_first
+from .models import bans_newest_first, find_report, moderation_log, mutes_in_force, reports_newest_first
 from .schemas import BanSchema, MuteSchema, PurgeSchema, ReportSchema, ResolveReportSchema, SlowModeSchema
 from .views import json_body, online_in, query_limit, room_or_404
 
@@ -131,7 +130,7 @@ def list_reports():
 @bp.post("/moderation/reports/<report_id>/resolve")
 @login_required(moderator=True)
 def resolve_report(report_id):
-    report = db.session.get(Report, int(report_id)) if report_id.isdigit() and len(report_id) < 10 else None
+    report = find_report(report_id)
     if report is None:
         raise ApiError(404, "not_found", "no such report")
     fields = json_body(ResolveReportSchema())

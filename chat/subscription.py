@@ -18,9 +18,9 @@ class Subscription:
     """One client's feed: a bounded buffer the hub fills and the client's request drains."""
 
     # Thousands are held per process: no per-instance dict.
-    __slots__ = ("rooms", "feed", "sees_reports", "present", "presence", "session_id", "user_id", "username", "presence_member",
-                 "max_queue", "is_stream", "items", "wakeup", "ended", "position", "direct_fd", "unsent", "written",
-                 "__weakref__")
+    __slots__ = ("rooms", "feed", "sees_reports", "present", "presence", "session_id", "user_id", "username",
+                 "presence_member", "max_queue", "is_stream", "items", "wakeup", "ended", "position", "direct_fd",
+                 "unsent", "written", "__weakref__")
 
     def __init__(self, *, rooms, feed, present, presence, session_id, user_id, username, max_queue, is_stream,
                  sees_reports=False):

@@ -17,7 +17,8 @@ function element(tag, { className, testid, text } = {}) {
 
 /** Add the control to a message's element (once; never on one's own messages or on one not confirmed yet). */
 export function addReportControl(item, message, me) {
-  if (!message.id || !message.room || message.sender?.id === me.id || item.querySelector('[data-action=report]')) return;
+  if (!message.id || !message.room || message.sender?.id === me.id) return;
+  if (item.querySelector('[data-action=report]')) return;
   const button = element('button', { className: 'button-small button-quiet report', testid: 'report', text: 'Report' });
   button.type = 'button';
   button.dataset.action = 'report';

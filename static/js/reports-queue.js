@@ -95,7 +95,8 @@ export class ReportsQueue {
     }
     this.list.querySelector('.reports-empty')?.remove();
     if (!newestFirst.length) {
-      this.list.append(element('li', { className: 'reports-empty', testid: 'reports-empty', text: 'No open reports.' }));
+      this.list.append(element('li', { className: 'reports-empty', testid: 'reports-empty',
+        text: 'No open reports.' }));
     }
     const open = newestFirst.length;
     this.count.textContent = open ? `${open} open` : '';
