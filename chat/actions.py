@@ -7,14 +7,14 @@ import uuid
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import failpoints, hub, outbox, streams
 from .errors import ApiError
 from .extensions import db
 from .ids import EventId, iso, utcnow
-from .models import (Ban, Message, ModerationAction, Mute, Room, Session, User, allocate_event_id, find_room,
+from .models import (Ban, Message, ModerationAction, Mute, Report, Room, Session, User, allocate_event_id, find_room,
                      find_user, insert_message, message_api, posting_state)
 from .passwords import hash_password
 from .schemas import SLUG, USERNAME, check_event
@@ -145,15 +145,20 @@ def delete_message(user: User, message: Message, *, log: bool = True) -> Message
         db.session.rollback()  # another request deleted it meanwhile, and broadcast that
         db.session.refresh(message)
         return message
+    _tombstone(user, message, event_id, log)
+    db.session.commit()
+    outbox.publish(message.room_id, message.room.slug, event_id, "message_deleted",
+                   check_event("message_deleted", message.deletion_api()))
+    return message
+
+
+def _tombstone(user: User, message: Message, event_id: EventId, log: bool) -> None:
+    """Record a deletion with the id of its message_deleted (the caller allocated it and commits)."""
     message.deleted_at, message.deleted_by = utcnow(), user
     message.deleted_event_ms, message.deleted_event_seq = event_id
     if log and message.sender_id != user.id:
         db.session.add(ModerationAction(moderator_id=user.id, action="delete_message", room_id=message.room_id,
                                         target=str(message.event_id)))
-    db.session.commit()
-    outbox.publish(message.room_id, message.room.slug, event_id, "message_deleted",
-                   check_event("message_deleted", message.deletion_api()))
-    return message
 
 
 # Moderation
@@ -319,3 +324,72 @@ def delete_expired_sessions() -> int:
         Session.created_at <= now - timedelta(days=config["CHAT_SESSION_MAX_DAYS"]))).delete(synchronize_session=False)
     db.session.commit()
     return deleted
+
+
+# Reports
+
+def report_message(reporter: User, message: Message, reason: str) -> tuple[Report, bool]:
+    """Record a report and publish its `report_created` (an event of the message's room, for moderators
+    only). The same user reporting the same message again gets the first report, and nothing is published.
+    Returns the report and whether it was created."""
+    existing = Report.query.filter_by(message_id=message.id, reporter_id=reporter.id).one_or_none()
+    if existing is not None:
+        return existing, False
+    report = Report(room_id=message.room_id, message_id=message.id, reporter_id=reporter.id, reason=reason,
+                    status="open", created_at=utcnow())
+    db.session.add(report)
+    try:
+        db.session.flush()  # the report's row first, then the room's counter (the order every writer takes)
+    except IntegrityError:  # the same report raced in from another request, which publishes it
+        db.session.rollback()
+        return Report.query.filter_by(message_id=message.id, reporter_id=reporter.id).one(), False
+    event_id = allocate_event_id(message.room_id)
+    report.created_event_ms, report.created_event_seq = event_id
+    data = check_event("report_created", {"report": report.to_api(as_created=True)})
+    db.session.commit()
+    outbox.publish(message.room_id, message.room.slug, event_id, "report_created", data)
+    return report, True
+
+
+def resolve_report(moderator: User, report: Report, action: str) -> Report:
+    """Resolve an open report: `dismiss`, or `delete` its message too. One transaction records the resolution
+    (`report_resolved`, logged as `resolve_report`) and, for `delete`, the deletion (a `message_deleted` like any
+    other, logged as `delete_message`), so neither is recorded without the other; then both are published, in
+    id order. A report resolved already is answered as it is."""
+    if report.status != "open":
+        return report
+    # Claim the report (its row first, then the room's counter: the order every writer takes): of two
+    # moderators resolving it at once, one claims it; the other gets it as resolved.
+    claimed = db.session.execute(
+        update(Report).where(Report.id == report.id, Report.status == "open").values(
+            status="resolved", resolution=action, resolved_by_id=moderator.id, resolved_at=utcnow())
+        .execution_options(synchronize_session=False))
+    if claimed.rowcount != 1:
+        db.session.rollback()
+        db.session.refresh(report)
+        return report
+    message, published = report.message, []
+    if action == "delete" and not message.deleted:
+        deleted_id = allocate_event_id(report.room_id)  # locks the room: concurrent deletions queue here
+        if db.session.execute(select(Message.deleted_at).where(Message.id == message.id)).scalar() is not None:
+            db.session.rollback()  # another request deleted it meanwhile (and broadcast that): resolve again
+            db.session.refresh(report)
+            return resolve_report(moderator, report, action)
+        _tombstone(moderator, message, deleted_id, log=True)
+        published.append((deleted_id, "message_deleted", message.deletion_api()))
+    # Logged after the deletion it caused, so the log (newest first) reads resolution, then deletion.
+    db.session.add(ModerationAction(moderator_id=moderator.id, action="resolve_report", room_id=report.room_id,
+                                    target=str(report.id), reason=action))
+    db.session.flush()
+    event_id = allocate_event_id(report.room_id)
+    db.session.execute(update(Report).where(Report.id == report.id).values(
+        resolved_event_ms=event_id.ms, resolved_event_seq=event_id.seq).execution_options(synchronize_session=False))
+    db.session.flush()
+    db.session.refresh(report)
+    published.append((event_id, "report_resolved", {"report": report.to_api()}))
+    for _, event_type, data in published:
+        check_event(event_type, data)
+    db.session.commit()
+    for published_id, event_type, data in published:
+        outbox.publish(report.room_id, report.room.slug, published_id, event_type, data)
+    return report

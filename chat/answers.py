@@ -114,7 +114,8 @@ class ModerationAction(Schema):
     id = fields.Integer(required=True)
     moderator = _text()
     action = _text("`delete_message`, `mute`, `unmute`, `ban`, `unban`, `lock`, `unlock`, `slow_mode`, `purge`, "
-                   "and any added later")
+                   "`resolve_report` (its target the report's id, its reason `dismiss` or `delete`), and any added "
+                   "later")
     room = _nullable_text()
     target = _nullable_text()
     reason = _nullable_text()
@@ -129,7 +130,30 @@ class Purged(Schema):
     deleted = fields.List(fields.String(metadata={"pattern": EVENT_ID}), required=True)
 
 
+class Report(Schema):
+    id = fields.Integer(required=True)
+    room = _text()
+    message = fields.Nested(Message, required=True, metadata={"description": "as it is now (a tombstone once "
+                                                                             "deleted)"})
+    reporter = _text()
+    reason = _text()
+    status = _text(validate=validate.OneOf(["open", "resolved"]))
+    resolution = fields.String(required=True, allow_none=True, validate=validate.OneOf(["dismiss", "delete"]))
+    resolved_by = _nullable_text()
+    created_at = _time()
+
+
+class ReportList(Schema):
+    reports = fields.List(fields.Nested(Report), required=True, metadata={"description": "newest first"})
+
+
 # The data of each live event (SSE `data:` lines, poll `events[].data`).
+
+class ReportEvent(Schema):
+    """`report_created` and `report_resolved`: on the moderators' feed only."""
+
+    report = fields.Nested(Report, required=True)
+
 
 class MessageDeletedEvent(Schema):
     id = _event_id()
@@ -179,6 +203,13 @@ class PollEvent(Schema):
         "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in POLL_EVENT_DATA]})
 
 
+class ModerationPollEvent(PollEvent):
+    event = _text(validate=validate.OneOf(["message", "message_deleted", "user_muted", "user_unmuted",
+                                           "room_updated", "report_created", "report_resolved", "reset"]))
+    data = fields.Dict(required=True, metadata={
+        "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in [*POLL_EVENT_DATA, "ReportEvent"]]})
+
+
 class RoomPoll(Schema):
     events = fields.List(fields.Nested(PollEvent), required=True)
     cursor = _event_id()
@@ -191,6 +222,7 @@ class FeedPoll(RoomPoll):
 
 
 class ModerationPoll(RoomPoll):
+    events = fields.List(fields.Nested(ModerationPollEvent), required=True)
     online = fields.List(fields.String(), required=True, metadata={"description": "always empty"})
 
 

@@ -10,7 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from .events import LiveEvent
+from .events import LiveEvent, reaches, shows_message, tombstoned_event
 from .ids import EventId
 
 
@@ -111,25 +111,29 @@ class Recent:
         self.events.append((room, event))
 
     def _tombstone(self, room: str, message_id: str) -> None:
+        """The message, and the report events that show it (all after it: the search stops at the message)."""
         for index in range(len(self.events) - 1, -1, -1):
             held_room, held = self.events[index]
-            if held_room == room and held.type == "message" and held.data.get("id") == message_id:
-                self.events[index] = (room, LiveEvent(held.id, "message", {**held.data, "body": "", "deleted": True}))
-                return
+            if held_room == room and shows_message(held, message_id):
+                self.events[index] = (room, LiveEvent(held.id, held.type, tombstoned_event(held.type, held.data)))
+                if held.type == "message":
+                    return
 
     def last(self) -> EventId | None:
         return self.events[-1][1].id if self.events else None
 
-    def after(self, position: EventId, rooms: frozenset | None = None) -> list[LiveEvent] | None:
-        """The events after `position` (of `rooms` only, if given), oldest first; None when `position` is
-        outside what this holds (older than its oldest event, or newer than its newest)."""
+    def after(self, position: EventId, rooms: frozenset | None = None,
+              sees_reports: bool = False) -> list[LiveEvent] | None:
+        """The events after `position` (of `rooms` only, if given; reports only with `sees_reports`:
+        events.reaches), oldest first; None when `position` is outside what this holds (older than its
+        oldest event, or newer than its newest). It holds every event, so positions prove completeness."""
         if not self.events or position < self.events[0][1].id or position > self.events[-1][1].id:
             return None
         found = []
         for room, event in reversed(self.events):  # a poll's position is usually at or near the end
             if event.id <= position:
                 break
-            if rooms is None or room in rooms:
+            if (rooms is None or room in rooms) and reaches(event.type, sees_reports):
                 found.append(event)
         found.reverse()
         return found

@@ -67,9 +67,36 @@ def poll_answer(found: list, cursor, online: bytes) -> bytes:
         online)
 
 
+# Events of a room that only the moderators' feed delivers: room streams, room polls and the several-rooms
+# feed never do. Their positions stay where they are; a client that does not see them just never gets
+# one (the one place this rule is decided: the hub's deliveries, its memory and every catch-up ask it).
+MODERATORS_ONLY = frozenset({"report_created", "report_resolved"})
+
+
+def reaches(event_type: str, sees_reports: bool) -> bool:
+    """Whether a durable event of this type goes to a subscriber (`sees_reports`: the moderators' feed)."""
+    return sees_reports or event_type not in MODERATORS_ONLY
+
+
 def tombstoned(message: dict) -> dict:
     """A deleted message as everyone sees it from then on: its text gone (the one place this is decided)."""
     return {**message, "body": "", "deleted": True}
+
+
+def tombstoned_event(event_type: str, data: dict) -> dict:
+    """An event's data once the message it shows was deleted: a message, or a report's event holding one."""
+    if event_type == "message":
+        return tombstoned(data)
+    if event_type in MODERATORS_ONLY:
+        return {**data, "report": {**data["report"], "message": tombstoned(data["report"]["message"])}}
+    return data
+
+
+def shows_message(event: "LiveEvent", message_id: str) -> bool:
+    """Whether an event's data shows this message (the message itself, or a report of it)."""
+    if event.type == "message":
+        return event.data.get("id") == message_id
+    return event.type in MODERATORS_ONLY and event.data["report"]["message"]["id"] == message_id
 
 
 def from_entry(entry, position: EventId | None = None) -> LiveEvent:

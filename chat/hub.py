@@ -96,17 +96,19 @@ class Hub:
     # Subscribers
 
     def subscribe(self, *, rooms: frozenset | None, feed: bool = False, present: frozenset = frozenset(),
-                  presence: bool = False, session_id, user_id, username, is_stream=True) -> Subscription:
+                  presence: bool = False, session_id, user_id, username, is_stream=True,
+                  sees_reports: bool = False) -> Subscription:
         """Register before catching up, so nothing published meanwhile can be missed.
 
         `rooms`: the slugs to follow (None: every room, a feed only); `feed`: deliver in firehose
         positions (the several-rooms and moderators' feeds) rather than a room's own; `present`: the
         rooms where this client counts as online (streams only: a poller is touched per request);
-        `presence`: send it its rooms' presence."""
+        `presence`: send it its rooms' presence; `sees_reports`: the moderators' feed (events.reaches)."""
         self.check_admission(username, is_stream)
         present = present if is_stream else frozenset()
         subscription = Subscription(rooms=rooms, feed=feed, present=present, presence=presence, session_id=session_id,
-                                    user_id=user_id, username=username, max_queue=self.max_queue, is_stream=is_stream)
+                                    user_id=user_id, username=username, max_queue=self.max_queue, is_stream=is_stream,
+                                    sees_reports=sees_reports)
         with self._lock:
             if rooms is None:
                 self.firehose_subscribers.add(subscription)
@@ -215,17 +217,17 @@ class Hub:
                 return None
         return self.sessions if self._reading else None
 
-    def recent(self, room: str | None, position, rooms: frozenset | None = None):
+    def recent(self, room: str | None, position, rooms: frozenset | None = None, sees_reports: bool = False):
         """`(events after position, position they follow)` from memory: a room's (or with room=None the
-        firehose's, of `rooms`); with position None, no events and the tail. None when memory cannot
-        prove it holds every such event (the caller reads Redis)."""
+        firehose's, of `rooms`), reports only with `sees_reports`; with position None, no events and the
+        tail. None when memory cannot prove it holds every such event (the caller reads Redis)."""
         held = self._recent_feed if room is None else self._recent.get(room)
         if not self._reading or held is None:
             return None
         if position is None:
             last = held.last()
             return None if last is None else ([], last)
-        found = held.after(position, rooms)
+        found = held.after(position, rooms, sees_reports)
         return None if found is None else (found, position)
 
     # The reader

@@ -39,9 +39,10 @@ def _admitted():
         raise Unavailable(str(refused), retry_after=refused.retry_after) from None
 
 
-def _subscribe(session, *, rooms, feed=False, present=frozenset(), presence=False, is_stream):
+def _subscribe(session, *, rooms, feed=False, present=frozenset(), presence=False, is_stream, sees_reports=False):
     with _admitted():
         return hub.current().subscribe(rooms=rooms, feed=feed, present=present, presence=presence,
+                                       sees_reports=sees_reports,
                                        session_id=session.id, user_id=session.user_id, username=session.user.username,
                                        is_stream=is_stream)
 
@@ -115,12 +116,14 @@ def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], rea
 
 
 def _open_stream(session, rooms: frozenset | None, plan_for, *, feed: bool, present=frozenset(),
-                 presence=True, ready_rooms=None):
-    """Subscribe, then plan the catch-up (so nothing published meanwhile is missed), then stream."""
+                 presence=True, ready_rooms=None, sees_reports=False):
+    """Subscribe, then plan the catch-up (so nothing published meanwhile is missed), then stream.
+    `sees_reports`: the moderators' feed, the one delivered report events (events.reaches)."""
     slug = None if feed else next(iter(rooms))
-    subscription = _subscribe(session, rooms=rooms, feed=feed, present=present, presence=presence, is_stream=True)
+    subscription = _subscribe(session, rooms=rooms, feed=feed, present=present, presence=presence, is_stream=True,
+                              sees_reports=sees_reports)
     try:
-        plan = resume(plan_for, slug, rooms=rooms if feed else None)
+        plan = resume(plan_for, slug, rooms=rooms if feed else None, sees_reports=sees_reports)
         online = hub.current().online(rooms) if presence else {}
     except BaseException:
         hub.current().unsubscribe(subscription)
@@ -169,31 +172,31 @@ def moderation_events():
     start, rooms = _start_position(), _rooms_filter()
     if request.method == "HEAD":
         return _head(session, "text/event-stream", _STREAM_HEADERS)
-    return _open_stream(session, rooms, lambda: plan_firehose(start), feed=True, presence=False)
+    return _open_stream(session, rooms, lambda: plan_firehose(start), feed=True, presence=False, sees_reports=True)
 
 
 # Long-polling
 
 def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: float, *, feed: bool,
-                    environ, plan_for=None) -> tuple[list, EventId] | None:
+                    environ, plan_for=None, sees_reports: bool = False) -> tuple[list, EventId] | None:
     """A poll: what exists after the cursor at once, else the first durable events within `timeout`.
     Near the tail, what exists comes from the hub's memory of recent events (no Redis round trip);
     otherwise from `plan_for` (Redis, then the database). Without `plan_for` (the fast lane), None
     when memory cannot answer. Raises ApiError when logout, a ban or the session's expiry ends the wait
     (it waits no longer than the session lasts). What it answered is noted in `environ` for the
-    request's log line."""
+    request's log line. `sees_reports`: the moderators' poll, the one answered report events."""
     local_hub, client = hub.current(), environ.get("gunicorn.socket")
     slug = None if feed else next(iter(rooms))
     session_ends = expires_at(session)
     timeout = min(timeout, max(0.0, session_ends - time.time()))  # a session that expires meanwhile ends the wait
-    subscription = _subscribe(session, rooms=rooms, feed=feed, is_stream=False)
+    subscription = _subscribe(session, rooms=rooms, feed=feed, is_stream=False, sees_reports=sees_reports)
     try:
-        remembered = local_hub.recent(slug, start, rooms if feed else None)
+        remembered = local_hub.recent(slug, start, rooms if feed else None, sees_reports)
         from_memory = remembered is not None
         if remembered is None:
             if plan_for is None:
                 return None
-            plan = resume(plan_for, slug, POLL_MAX_EVENTS, rooms if feed else None)
+            plan = resume(plan_for, slug, POLL_MAX_EVENTS, rooms if feed else None, sees_reports)
             if plan.reset:
                 metrics.RESETS_SENT.inc()
                 return [events.reset_poll_item(plan.reset)], plan.after
@@ -291,7 +294,8 @@ def moderation_poll():
     if request.method == "HEAD":
         return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
     found, cursor = wait_for_events(session, _rooms_filter(), start, timeout, feed=True,
-                                    plan_for=lambda: plan_firehose(start), environ=request.environ)
+                                    plan_for=lambda: plan_firehose(start), environ=request.environ,
+                                    sees_reports=True)
     return _poll_response(found, cursor, b"[]")
 
 

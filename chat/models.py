@@ -196,6 +196,62 @@ class ModerationAction(db.Model):
                 "reason": self.reason, "created_at": iso(self.created_at)}
 
 
+class Report(db.Model):
+    """A user's report of a message to the moderators. Its two events (`report_created`, `report_resolved`)
+    are events of the message's room, with the ids their transactions took from it, so the record rebuilds
+    them like any other; only the moderators' feed delivers them (events.reaches)."""
+
+    __tablename__ = "reports"
+    id = db.Column(db.Integer, primary_key=True)
+    room_id = db.Column(db.Integer, db.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False)
+    message_id = db.Column(db.Integer, db.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False)
+    reporter_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    reason = db.Column(db.String(500), nullable=False)
+    status = db.Column(db.String(16), nullable=False, default="open")  # open | resolved
+    resolution = db.Column(db.String(16), nullable=True)  # dismiss | delete
+    resolved_by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    resolved_at = db.Column(db.DateTime, nullable=True)
+    created_event_ms = db.Column(BigInteger, nullable=True)
+    created_event_seq = db.Column(BigInteger, nullable=True)
+    resolved_event_ms = db.Column(BigInteger, nullable=True)
+    resolved_event_seq = db.Column(BigInteger, nullable=True)
+
+    room = db.relationship(Room, lazy="joined")
+    message = db.relationship(Message, lazy="joined")
+    reporter = db.relationship(User, foreign_keys=[reporter_id], lazy="joined")
+    resolved_by = db.relationship(User, foreign_keys=[resolved_by_id], lazy="joined")
+    __table_args__ = (
+        UniqueConstraint("message_id", "reporter_id", name="uq_reports_message_reporter"),
+        Index("ix_reports_status", "status", "id"),
+        Index("ix_reports_room_created_event", "room_id", "created_event_ms", "created_event_seq"),
+        Index("ix_reports_room_resolved_event", "room_id", "resolved_event_ms", "resolved_event_seq"),
+    )
+
+    def to_api(self, as_created: bool = False) -> dict:
+        """The API's report object; `as_created`: as it was when it was made (its report_created event)."""
+        resolved = self.status == "resolved" and not as_created
+        return {"id": self.id, "room": self.room.slug, "message": self.message.to_api(),
+                "reporter": self.reporter.username, "reason": self.reason,
+                "status": "resolved" if resolved else "open", "resolution": self.resolution if resolved else None,
+                "resolved_by": self.resolved_by.username if resolved and self.resolved_by else None,
+                "created_at": iso(self.created_at)}
+
+
+def find_report(report_id: str) -> Report | None:
+    """The report a path names (no query for what cannot be an id)."""
+    if not (report_id.isdigit() and len(report_id) < 10):
+        return None
+    return db.session.get(Report, int(report_id))
+
+
+def reports_newest_first(status: str | None, limit: int = 200) -> list[Report]:
+    query = Report.query
+    if status is not None:
+        query = query.filter(Report.status == status)
+    return query.order_by(Report.id.desc()).limit(limit).all()
+
+
 def bans_newest_first() -> list[Ban]:
     return Ban.query.order_by(Ban.created_at.desc(), Ban.id.desc()).all()
 
@@ -273,7 +329,8 @@ def _in_range(ms_column, seq_column, after: EventId, upto: EventId):
 
 def _room_events(room_id: int, after: EventId, upto: EventId, limit: int, newest: bool):
     """The first (or with `newest`, the last) `limit` of a room's durable events after `after` up to `upto`,
-    rebuilt from the record, in order: messages (tombstoned if deleted since), deletions, moderation events."""
+    rebuilt from the record, in order: messages (tombstoned if deleted since), deletions, moderation events,
+    reports made and resolved."""
     after, upto = after.clamped(), upto.clamped()
     found = []
     sources = ((Message, Message.event_ms, Message.event_seq, lambda row: (row.event_id, "message", row.to_api())),
@@ -281,7 +338,13 @@ def _room_events(room_id: int, after: EventId, upto: EventId, limit: int, newest
                 lambda row: (EventId(row.deleted_event_ms, row.deleted_event_seq), "message_deleted",
                              row.deletion_api())),
                (ModerationAction, ModerationAction.event_ms, ModerationAction.event_seq,
-                lambda row: (EventId(row.event_ms, row.event_seq), row.event_type, json.loads(row.event_data))))
+                lambda row: (EventId(row.event_ms, row.event_seq), row.event_type, json.loads(row.event_data))),
+               (Report, Report.created_event_ms, Report.created_event_seq,
+                lambda row: (EventId(row.created_event_ms, row.created_event_seq), "report_created",
+                             {"report": row.to_api(as_created=True)})),
+               (Report, Report.resolved_event_ms, Report.resolved_event_seq,
+                lambda row: (EventId(row.resolved_event_ms, row.resolved_event_seq), "report_resolved",
+                             {"report": row.to_api()})))
     for model, ms, seq, event in sources:
         order = (ms.desc(), seq.desc()) if newest else (ms, seq)
         rows = model.query.filter(model.room_id == room_id, _in_range(ms, seq, after, upto)).order_by(*order)

@@ -1,12 +1,14 @@
-"""Moderators' API: mutes, bans, locks, slow mode, purges and the moderation log (API.md, "Moderation")."""
+"""Moderators' API: mutes, bans, locks, slow mode, purges, reports and the moderation log (API.md, "Moderation")."""
 from datetime import timedelta
 
-from flask import Blueprint
+from flask import Blueprint, request
 
 from . import actions
 from .auth import current_session, login_required
-from .models import bans_newest_first, moderation_log, mutes_in_force
-from .schemas import BanSchema, MuteSchema, PurgeSchema, SlowModeSchema
+from .errors import ApiError
+from .ids import EventId
+from .models import bans_newest_first, find_report, moderation_log, mutes_in_force, reports_newest_first
+from .schemas import BanSchema, MuteSchema, PurgeSchema, ReportSchema, ResolveReportSchema, SlowModeSchema
 from .views import json_body, online_in, query_limit, room_or_404
 
 bp = Blueprint("moderation", __name__, url_prefix="/api")
@@ -95,3 +97,41 @@ def purge():
 @login_required(moderator=True)
 def list_actions():
     return {"actions": [entry.to_api() for entry in moderation_log(query_limit())]}
+
+
+# Reports: any signed-in user reports a message; moderators list and resolve them.
+
+@bp.post("/rooms/<slug>/messages/<message_id>/reports")
+@login_required
+def report_message(slug, message_id):
+    room = room_or_404(slug)
+    try:
+        event_id = EventId.parse(message_id)
+    except ValueError:
+        event_id = None
+    message = actions.find_message(room, event_id) if event_id else None
+    if message is None:
+        raise ApiError(404, "not_found", "no such message in this room")
+    fields = json_body(ReportSchema())
+    report, created = actions.report_message(current_session().user, message, fields["reason"])
+    return report.to_api(), 201 if created else 200
+
+
+@bp.get("/moderation/reports")
+@login_required(moderator=True)
+def list_reports():
+    status = request.args.get("status") or None
+    if status not in (None, "open", "resolved"):
+        raise ApiError(422, "validation_error", "status must be open or resolved",
+                       fields={"status": ["must be open or resolved"]})
+    return {"reports": [report.to_api() for report in reports_newest_first(status)]}
+
+
+@bp.post("/moderation/reports/<report_id>/resolve")
+@login_required(moderator=True)
+def resolve_report(report_id):
+    report = find_report(report_id)
+    if report is None:
+        raise ApiError(404, "not_found", "no such report")
+    fields = json_body(ResolveReportSchema())
+    return actions.resolve_report(_moderator(), report, fields["action"]).to_api()

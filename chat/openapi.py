@@ -9,7 +9,7 @@ from apispec.ext.marshmallow.common import resolve_schema_cls
 
 from .answers import ANSWERS, EVENT_ID
 from .schemas import (BanSchema, CredentialsSchema, MessageCreateSchema, MuteSchema, PasswordChangeSchema, PurgeSchema,
-                      RoomCreateSchema, SlowModeSchema)
+                      ReportSchema, ResolveReportSchema, RoomCreateSchema, SlowModeSchema)
 
 # Parts that many operations share.
 
@@ -52,6 +52,7 @@ event after it, in order."""
 # Each event of a stream and the schema of its data (answers.py).
 DURABLE_EVENTS = {"message": "Message", "message_deleted": "MessageDeletedEvent", "user_muted": "MuteEvent",
                   "user_unmuted": "MuteEvent", "room_updated": "RoomUpdatedEvent"}
+MODERATORS_ONLY_EVENTS = {"report_created": "ReportEvent", "report_resolved": "ReportEvent"}  # events.reaches
 EPHEMERAL_EVENTS = {"ready": "ReadyEvent", "presence": "PresenceEvent", "ping": "PingEvent", "reset": "ResetEvent"}
 
 
@@ -65,9 +66,11 @@ def _stream_event(name: str, schema: str, durable: bool) -> dict:
                            "retry": {"type": "integer"}}}
 
 
-def _stream_events(presence: bool) -> dict:
+def _stream_events(presence: bool, reports: bool = False) -> dict:
+    """A room's or the several-rooms feed's events; the moderators' (no presence) adds the reports."""
     ephemeral = {name: schema for name, schema in EPHEMERAL_EVENTS.items() if presence or name != "presence"}
-    return {"oneOf": [_stream_event(name, schema, True) for name, schema in DURABLE_EVENTS.items()]
+    durable = {**DURABLE_EVENTS, **(MODERATORS_ONLY_EVENTS if reports else {})}
+    return {"oneOf": [_stream_event(name, schema, True) for name, schema in durable.items()]
             + [_stream_event(name, schema, False) for name, schema in ephemeral.items()]}
 
 
@@ -87,6 +90,9 @@ def _parameters(max_rooms: int) -> dict:
         "slug": _param("slug", "path", {"type": "string", "pattern": SLUG}, "the room's slug"),
         "message_id": _param("message_id", "path", event_id, "the message's id (an event id)"),
         "username": _param("username", "path", {"type": "string"}, "the user's name"),
+        "report_id": _param("report_id", "path", {"type": "integer", "minimum": 1}, "the report's id"),
+        "status": _param("status", "query", {"type": "string", "enum": ["open", "resolved"]},
+                         "only reports in this state (default: all)"),
         "limit": _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
                         "how many, newest first"),
         "before": _param("before", "query", event_id, "page back: what came before this event id"),
@@ -242,6 +248,20 @@ def _operations(config) -> dict[str, dict[str, tuple[str, dict]]]:
         "moderation.purge": ("post", _op(
             "Delete a user's recent messages", {"200": _json("Purged", "the ids of the deleted messages")},
             errors=(*SIGNED_IN, *BODY, 404), body=PurgeSchema)),
+        "moderation.report_message": ("post", _op(
+            "Report a message to the moderators (any signed-in user)",
+            {"201": _json("Report", "reported"),
+             "200": _json("Report", "this user reported this message before: the first report, unchanged")},
+            errors=(*SIGNED_IN, *BODY, 404), body=ReportSchema, parameters=["slug", "message_id"],
+            description="Publishes `report_created` on the moderators' feed only; a repeat publishes nothing.")),
+        "moderation.list_reports": ("get", _op(
+            "Reports, newest first", {"200": _json("ReportList")}, errors=(*SIGNED_IN, 422), parameters=["status"])),
+        "moderation.resolve_report": ("post", _op(
+            "Resolve a report: dismiss it, or delete its message", {"200": _json("Report", "resolved (a report "
+                                                                                 "resolved before: as it is)")},
+            errors=(*SIGNED_IN, *BODY, 404), body=ResolveReportSchema, parameters=["report_id"],
+            description="`delete` deletes the message (broadcasting `message_deleted`). Publishes "
+                        "`report_resolved` on the moderators' feed and logs `resolve_report`.")),
         "moderation.list_actions": ("get", _op("The moderation log, newest first", {"200": _json("ActionList")},
                                                errors=(*SIGNED_IN, 422), parameters=["limit"])),
     }, "Operations": {
@@ -302,7 +322,7 @@ def build(app) -> dict:
     for schema in ANSWERS:
         spec.components.schema(schema.__name__, schema=schema)
     spec.components.schema("StreamEvent", _stream_events(presence=True))
-    spec.components.schema("ModerationStreamEvent", _stream_events(presence=False))
+    spec.components.schema("ModerationStreamEvent", _stream_events(presence=False, reports=True))
     for name, parameter in _parameters(app.config["CHAT_MAX_ROOMS_PER_STREAM"]).items():
         spec.components.parameter(name, parameter["in"], parameter)
     for status, (name, description) in _ERRORS.items():

@@ -68,8 +68,11 @@ def plan_room(room, start: EventId | None) -> Plan:
     rebuilt = events_between(room.id, start.clamped(), upto, _most())
     if rebuilt is None:
         return Plan(max(window.last or ZERO, recorded), [], reset="too far behind; reload history")
-    replay = [events.LiveEvent(event_id, kind, data) for event_id, kind, data in rebuilt]
-    return Plan(max(replay[-1].id if replay else start, start), replay, cursor=start, window=window)
+    # Where Redis takes over is where the record's part ends, shown to this client or not (a report).
+    after = max(rebuilt[-1][0] if rebuilt else start, start)
+    replay = [events.LiveEvent(event_id, kind, data) for event_id, kind, data in rebuilt
+              if events.reaches(kind, sees_reports=False)]
+    return Plan(after, replay, cursor=start, window=window)
 
 
 def plan_firehose(start: EventId | None) -> Plan:
@@ -109,8 +112,9 @@ def _dropped(planned: streams.Window, now: streams.Window, after: EventId) -> bo
 
 
 def catch_up(room_streams, slug, after: EventId, limit: int | None = None, rooms: set | None = None,
-             planned: streams.Window | None = None) -> list:
-    """Events Redis holds after `after`, oldest first (tombstones applied); the firehose's if slug is None.
+             planned: streams.Window | None = None, sees_reports: bool = False) -> list:
+    """Events Redis holds after `after`, oldest first (tombstones applied); the firehose's if slug is None;
+    reports only with `sees_reports` (events.reaches).
 
     Raises Trimmed when Redis dropped entries that the plan (which read `planned`) needs from it.
     """
@@ -119,14 +123,16 @@ def catch_up(room_streams, slug, after: EventId, limit: int | None = None, rooms
         window, entries = room_streams.read_after(slug, after, CATCH_UP_BATCH)
         if planned is not None and _dropped(planned, window, after):
             raise Trimmed(slug)
-        found.extend(events.from_entry(entry) for entry in entries if rooms is None or entry.room in rooms)
+        found.extend(events.from_entry(entry) for entry in entries
+                     if (rooms is None or entry.room in rooms) and events.reaches(entry.type, sees_reports))
         if len(entries) < CATCH_UP_BATCH:
             break
         after = entries[-1].id
     return found if limit is None else found[:limit]
 
 
-def resume(plan_for, slug: str | None, limit: int | None = None, rooms: set | None = None) -> Plan:
+def resume(plan_for, slug: str | None, limit: int | None = None, rooms: set | None = None,
+           sees_reports: bool = False) -> Plan:
     """`plan_for()` with its backlog read: the database's part, then Redis's. Planned again when a trim
     raced the read, so that nothing is silently skipped. Call it after subscribing: the hub delivers
     whatever is appended after the read."""
@@ -137,7 +143,8 @@ def resume(plan_for, slug: str | None, limit: int | None = None, rooms: set | No
             return plan
         most = limit if limit is not None else _most() + 1 - len(plan.replay)  # a stream: all, up to the bound
         try:
-            recent = catch_up(streams.current(), slug, plan.after, most, rooms, planned=plan.window)
+            recent = catch_up(streams.current(), slug, plan.after, most, rooms, planned=plan.window,
+                              sees_reports=sees_reports)
         except Trimmed:
             continue
         if limit is None and len(plan.replay) + len(recent) > _most():

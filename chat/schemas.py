@@ -156,12 +156,49 @@ class RoomUpdatedEvent(Schema):
     room = fields.Nested(_Room, required=True)
 
 
+class ReportSchema(_Input):
+    """`POST /api/rooms/<slug>/messages/<id>/reports`."""
+
+    reason = fields.String(required=True, validate=[validate.Length(min=1, max=500), _multiline_text], metadata={
+        "description": "1–500 characters once surrounding whitespace is trimmed"})
+
+    @pre_load
+    def trim(self, data, **_):
+        if isinstance(data, dict) and isinstance(data.get("reason"), str):
+            data = {**data, "reason": data["reason"].strip()}
+        return data
+
+
+class ResolveReportSchema(_Input):
+    action = fields.String(required=True, validate=validate.OneOf(["dismiss", "delete"]))
+
+
+class _Report(Schema):
+    id = fields.Integer(required=True)
+    room = fields.String(required=True)
+    message = fields.Nested(MessageEvent, required=True)
+    reporter = fields.String(required=True)
+    reason = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["open", "resolved"]))
+    resolution = fields.String(allow_none=True, required=True, validate=validate.OneOf(["dismiss", "delete"]))
+    resolved_by = fields.String(allow_none=True, required=True)
+    created_at = fields.String(required=True)
+
+
+class ReportEvent(Schema):
+    """`report_created` and `report_resolved`: the moderators' feed only."""
+
+    report = fields.Nested(_Report, required=True)
+
+
 DURABLE_EVENTS = {
     "message": MessageEvent(),
     "message_deleted": MessageDeletedEvent(),
     "user_muted": MuteEvent(),
     "user_unmuted": MuteEvent(),
     "room_updated": RoomUpdatedEvent(),
+    "report_created": ReportEvent(),
+    "report_resolved": ReportEvent(),
 }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
-from .events import tombstoned
+from .events import tombstoned_event
 from .ids import ZERO, EventId
 
 _IDS = """
@@ -115,7 +115,14 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT
     local room, room_id = field(entry, 'room') or '', field(entry, 'id') or entry[1]
     local tombstones = KEYS[2]
     if tombstones == '' then tombstones = ARGV[3] .. ':{room:' .. room .. '}:deleted' end
-    out[#out + 1] = {entry[1], kind, field(entry, 'data'), redis.call('SISMEMBER', tombstones, room_id), room, room_id}
+    local message_id = room_id  -- a message's own id; a report's event holds the reported message's
+    if kind == 'report_created' or kind == 'report_resolved' then
+      local ok, decoded = pcall(cjson.decode, field(entry, 'data'))
+      message_id = ok and type(decoded.report) == 'table' and type(decoded.report.message) == 'table'
+        and decoded.report.message.id or ''
+    end
+    out[#out + 1] = {entry[1], kind, field(entry, 'data'), redis.call('SISMEMBER', tombstones, message_id), room,
+                     room_id}
   end
 end
 return {bounds[1], bounds[2], out, bounds[3], checked}
@@ -439,8 +446,8 @@ class Streams:
 
 
 def _tombstoned(data: dict, deleted, kind: str = "message") -> dict:
-    """Never replay a deleted message's text."""
-    return tombstoned(data) if kind == "message" and deleted else data
+    """Never replay a deleted message's text (a message, or the one a report's event holds)."""
+    return tombstoned_event(kind, data) if deleted else data
 
 
 def current() -> Streams:

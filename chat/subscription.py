@@ -18,15 +18,17 @@ class Subscription:
     """One client's feed: a bounded buffer the hub fills and the client's request drains."""
 
     # Thousands are held per process: no per-instance dict.
-    __slots__ = ("rooms", "feed", "present", "presence", "session_id", "user_id", "username", "presence_member",
-                 "max_queue", "is_stream", "items", "wakeup", "ended", "position", "direct_fd", "unsent", "written",
-                 "__weakref__")
+    __slots__ = ("rooms", "feed", "sees_reports", "present", "presence", "session_id", "user_id", "username",
+                 "presence_member", "max_queue", "is_stream", "items", "wakeup", "ended", "position", "direct_fd",
+                 "unsent", "written", "__weakref__")
 
-    def __init__(self, *, rooms, feed, present, presence, session_id, user_id, username, max_queue, is_stream):
+    def __init__(self, *, rooms, feed, present, presence, session_id, user_id, username, max_queue, is_stream,
+                 sees_reports=False):
         # A room's own stream follows one room in its own positions; a feed (several rooms, or the
         # moderators') follows its rooms (None: every room) in firehose positions.
         self.rooms = rooms  # frozenset of slugs, or None
         self.feed = feed
+        self.sees_reports = sees_reports  # the moderators' feed: it alone is delivered reports (events.reaches)
         self.present = present  # the rooms this client counts as online in
         self.presence = presence  # whether it is sent its rooms' presence
         self.session_id, self.user_id, self.username = session_id, user_id, username
@@ -49,6 +51,8 @@ class Subscription:
         and resumes from its last id."""
         if self.ended:
             return
+        if isinstance(item, events.LiveEvent) and not events.reaches(item.type, self.sees_reports):
+            return  # neither queued nor written: the stream and the poll never see it
         if self.direct_fd is not None and isinstance(item, events.LiveEvent):
             self._write_directly(item)
             return

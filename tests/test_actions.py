@@ -128,3 +128,30 @@ def test_a_room_updated_appended_before_slow_mode_existed_reads_with_it_off():
     assert event.data == {"room": {**room, "slow_mode_seconds": 0}}
     current = {"room": {**room, "slow_mode_seconds": 30}}
     assert from_entry(Entry(EventId(6, 0), "room_updated", current, "old", EventId(6, 0))).data == current
+
+
+def test_a_report_emits_report_created_once_and_its_resolution_report_resolved(app, moderator, member, room,
+                                                                               make_client):
+    """Report events are events of the room (so in its stream, and rebuilt alike by the record), the repeat of a
+    report emits nothing, and a deletion shows in the report events that hold the message, as in the message."""
+    reporter = make_client()
+    assert reporter.register().status_code == 201
+    first = member.send(room, "first").json["message"]
+    second = member.send(room, "second").json["message"]
+    made = reporter.post(f"/api/rooms/{room}/messages/{first['id']}/reports", json={"reason": "spam"})
+    assert made.status_code == 201
+    repeat = reporter.post(f"/api/rooms/{room}/messages/{first['id']}/reports", json={"reason": "again"})
+    assert repeat.status_code == 200 and repeat.json == made.json
+    kept = reporter.post(f"/api/rooms/{room}/messages/{second['id']}/reports", json={"reason": "rude"}).json
+    dismissed = moderator.post(f"/api/moderation/reports/{kept['id']}/resolve", json={"action": "dismiss"}).json
+    resolved = moderator.post(f"/api/moderation/reports/{made.json['id']}/resolve", json={"action": "delete"}).json
+    gone = {**first, "body": "", "deleted": True}
+    assert resolved["message"] == gone
+    assert published(app, room) == [
+        ("message", gone),
+        ("message", second),
+        ("report_created", {"report": {**made.json, "message": gone}}),  # read back now: the text is gone
+        ("report_created", {"report": kept}),
+        ("report_resolved", {"report": dismissed}),
+        ("message_deleted", {"id": first["id"], "room": room, "deleted_by": moderator.username}),
+        ("report_resolved", {"report": resolved})]

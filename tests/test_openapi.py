@@ -112,7 +112,10 @@ def fuzz_target(services):
         member = HttpUser(server.url).register()
         room = moderator.create_room()
         message = posted(member, room)
-        known = {"slug": room, "message_id": message["id"], "username": member.user["username"]}
+        report = moderator.post(f"/api/rooms/{room}/messages/{message['id']}/reports", json={"reason": "spam"})
+        report.raise_for_status()
+        known = {"slug": room, "message_id": message["id"], "username": member.user["username"],
+                 "report_id": report.json()["id"]}
         document = requests.get(server.url + DOCUMENT, timeout=10).json()  # (from_url would leave this one out)
         schema = schemathesis.openapi.from_dict(document, config=schemathesis.Config.from_dict({
             "base-url": server.url, "generation": {"with-security-parameters": False}}))
@@ -126,7 +129,7 @@ class FuzzTarget:
     server: LiveServer
     schema: schemathesis.BaseSchema
     users: dict[str, HttpUser]
-    known: dict[str, str]  # path parameters that name what exists
+    known: dict[str, str | int]  # path parameters that name what exists
 
     def credentials(self, who: str, fresh: bool = False) -> tuple[dict, dict]:
         """Cookies and headers of `who` ("nobody": none); `fresh`: a new session of theirs, to sign out."""

@@ -1,9 +1,9 @@
 /**
  * The moderators' dashboard, for people who keep it open all day: one live feed of every room
  * (/api/moderation/events, same Connection as the chat) with room and text filters, per-room activity,
- * the bans and mutes in force, the audit log, and the controls. This module wires the parts together:
- * mod-feed.js (the feed), room-stats.js, sanctions.js (bans and mutes), audit-log.js, mod-actions.js (the calls)
- * and mod-controls.js (the forms).
+ * the open reports, the bans and mutes in force, the audit log, and the controls. This module wires the parts
+ * together: mod-feed.js (the feed), room-stats.js, reports-queue.js, sanctions.js (bans and mutes), audit-log.js,
+ * mod-actions.js (the calls) and mod-controls.js (the forms).
  */
 import { api, ApiError, loadSession, roomPath } from './api.js';
 import { AuditLog } from './audit-log.js';
@@ -13,6 +13,7 @@ import { ModActions } from './mod-actions.js';
 import { fillRoomSelect, wireControls } from './mod-controls.js';
 import { ModFeed } from './mod-feed.js';
 import { Announcer, compareIds, localTime, renderStatus } from './render.js';
+import { ReportsQueue } from './reports-queue.js';
 import { RoomStats } from './room-stats.js';
 import { Sanctions } from './sanctions.js';
 
@@ -66,6 +67,22 @@ const sanctions = new Sanctions({
   bansList: byTestId('bans-list'),
   mutesList: byTestId('mutes-list'),
   onLift: (kind, { room, username }) => (kind === 'unban' ? actions.unban(username) : actions.unmute(room, username)),
+});
+const reports = new ReportsQueue({
+  list: byTestId('reports-queue'),
+  count: byTestId('reports-count'),
+  onResolve: async (report, action) => {
+    try {
+      const resolved = await api('POST', `/api/moderation/reports/${report.id}/resolve`, { body: { action } });
+      actions.say(action === 'delete' ? `Deleted the message ${report.reporter} reported in #${report.room}.`
+        : `Dismissed ${report.reporter}’s report in #${report.room}.`);
+      log.refresh();
+      return resolved;
+    } catch (error) {
+      actions.say(`Could not resolve the report: ${error.message}`);
+      return null;
+    }
+  },
 });
 const log = new AuditLog({
   list: byTestId('audit-log'),
@@ -135,6 +152,7 @@ const connection = new Connection({
   onReset: async () => {
     feed.note('The feed was too far behind and restarted from now.');
     reloadLists();
+    loadReports();
     return null; // the tail
   },
   onSessionEnded: (reason) => actions.say(reason === 'banned' ? 'This account is banned.' : 'You have been signed out.'),
@@ -147,6 +165,7 @@ connection.on('message', (message) => {
   announcer.say(`${message.sender.username} in ${message.room}: ${message.body.slice(0, 120)}`);
 });
 connection.on('message_deleted', (data) => {
+  reports.messageDeleted(data.room, data.id);
   const sender = feed.remove(data.room, data.id);
   feed.note(`${sender ? `${sender}’s message` : 'A message'} in #${data.room} was deleted by ${data.deleted_by}.`,
     data.room);
@@ -175,8 +194,19 @@ connection.on('room_updated', ({ room }) => {
 connection.on('presence', (data) => { if (data?.room) stats.setOnline(data.room, data.online?.length ?? 0); });
 for (const name of ['user_muted', 'user_unmuted', 'room_updated', 'message_deleted']) connection.on(name, () => log.refresh());
 
-// The reports queue goes here: `report_created` / `report_resolved` on this same feed (API.md), a card in
-// moderate.html above "In force", and a module of its own beside sanctions.js. Not built: no reports API yet.
+// The reports queue: `report_created` / `report_resolved` come on this same feed, and on no other (API.md).
+connection.on('report_created', ({ report }) => {
+  reports.created(report);
+  announcer.say(`${report.reporter} reported a message in ${report.room}: ${report.reason.slice(0, 120)}`);
+});
+connection.on('report_resolved', ({ report }) => {
+  reports.resolvedReport(report);
+  log.refresh();
+});
+
+function loadReports() {
+  reports.load().catch(() => actions.say('Could not load the reports.'));
+}
 
 wireControls(actions);
 
@@ -222,6 +252,7 @@ async function start() {
     return;
   }
   connection.start();
+  loadReports();
   loadRooms().catch(() => actions.say('Could not load the rooms list.'));
   refreshBans();
   log.read();
@@ -235,6 +266,7 @@ async function start() {
     loadRooms().catch(() => null);
     refreshBans();
     log.refresh();
+    loadReports();
   });
 }
 

@@ -4,6 +4,7 @@
  * arrivals below show a "new messages" divider and a jump-to-latest button with a count.
  */
 import { compareIds, fillMessage, renderMessage, renderNotice } from './render.js';
+import { addReportControl } from './report.js';
 
 const NEAR_BOTTOM_PX = 64;
 
@@ -223,6 +224,7 @@ export class Timeline {
       if (message.id) this.setState(item, 'sent');
     }
     this.addDeleteButton(item, message);
+    addReportControl(item, message, this.me); // someone else's message: report it to the moderators
     return item;
   }
 
