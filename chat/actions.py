@@ -133,7 +133,7 @@ def find_message(room: Room, event_id: EventId) -> Message | None:
     return Message.query.filter_by(room_id=room.id, event_ms=event_id.ms, event_seq=event_id.seq).one_or_none()
 
 
-def delete_message(user: User, message: Message, *, log: bool = True) -> Message:
+def delete_message(user: User, message: Message, *, log: bool = True, reason: str | None = None) -> Message:
     """Tombstone a message (author or moderator) and broadcast message_deleted, once however many ask.
     `log=False`: the caller logs the deletion in its own moderation entry (a purge)."""
     if not (user.is_moderator or message.sender_id == user.id):
@@ -145,20 +145,20 @@ def delete_message(user: User, message: Message, *, log: bool = True) -> Message
         db.session.rollback()  # another request deleted it meanwhile, and broadcast that
         db.session.refresh(message)
         return message
-    _tombstone(user, message, event_id, log)
+    _tombstone(user, message, event_id, log, reason)
     db.session.commit()
     outbox.publish(message.room_id, message.room.slug, event_id, "message_deleted",
                    check_event("message_deleted", message.deletion_api()))
     return message
 
 
-def _tombstone(user: User, message: Message, event_id: EventId, log: bool) -> None:
+def _tombstone(user: User, message: Message, event_id: EventId, log: bool, reason: str | None = None) -> None:
     """Record a deletion with the id of its message_deleted (the caller allocated it and commits)."""
     message.deleted_at, message.deleted_by = utcnow(), user
     message.deleted_event_ms, message.deleted_event_seq = event_id
     if log and message.sender_id != user.id:
         db.session.add(ModerationAction(moderator_id=user.id, action="delete_message", room_id=message.room_id,
-                                        target=str(message.event_id)))
+                                        target=str(message.event_id), reason=reason))
 
 
 # Moderation
@@ -251,9 +251,9 @@ def expire_mutes(batch: int = 100) -> int:
     return ended
 
 
-def set_locked(moderator: User, room: Room, locked: bool, online_count: int) -> Room:
+def set_locked(moderator: User, room: Room, locked: bool, online_count: int, reason: str | None = None) -> Room:
     room.locked = locked
-    entry = _log(moderator, "lock" if locked else "unlock", room, room.slug)
+    entry = _log(moderator, "lock" if locked else "unlock", room, room.slug, reason)
     _commit_with_event(entry, room, "room_updated", {"room": room.to_api(online_count)})
     return room
 

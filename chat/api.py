@@ -5,7 +5,7 @@ from . import actions, auth, history, metrics, streams
 from .auth import check_request, current_session, login_required, set_cookie, start_session
 from .errors import ApiError
 from .ids import EventId
-from .views import json_body, known_room, online_in, parse_event_id, query_limit, room_or_404
+from .views import json_body, known_room, online_in, optional_reason, parse_event_id, query_limit, room_or_404
 from .models import Room, User, find_user
 from .passwords import check_password
 from .schemas import CredentialsSchema, MessageCreateSchema, PasswordChangeSchema, RoomCreateSchema
@@ -209,4 +209,5 @@ def delete_message(slug, message_id):
     message = actions.find_message(room, event_id) if event_id else None
     if message is None:
         raise ApiError(404, "not_found", "no such message in this room")
-    return {"message": actions.delete_message(current_session().user, message).to_api()}
+    reason = optional_reason()
+    return {"message": actions.delete_message(current_session().user, message, reason=reason).to_api()}

@@ -9,7 +9,7 @@ from .errors import ApiError
 from .ids import EventId
 from .models import bans_newest_first, find_report, moderation_log, mutes_in_force, reports_newest_first
 from .schemas import BanSchema, MuteSchema, PurgeSchema, ReportSchema, ResolveReportSchema, SlowModeSchema
-from .views import json_body, online_in, query_limit, room_or_404
+from .views import json_body, online_in, optional_reason, query_limit, room_or_404
 
 bp = Blueprint("moderation", __name__, url_prefix="/api")
 
@@ -64,16 +64,16 @@ def unban(username):
 @login_required(moderator=True)
 def lock(slug):
     room = room_or_404(slug)
-    online_count = len(online_in([slug])[slug])
-    return {"room": actions.set_locked(_moderator(), room, True, online_count).to_api(online_count)}
+    reason, online_count = optional_reason(), len(online_in([slug])[slug])
+    return {"room": actions.set_locked(_moderator(), room, True, online_count, reason).to_api(online_count)}
 
 
 @bp.post("/rooms/<slug>/unlock")
 @login_required(moderator=True)
 def unlock(slug):
     room = room_or_404(slug)
-    online_count = len(online_in([slug])[slug])
-    return {"room": actions.set_locked(_moderator(), room, False, online_count).to_api(online_count)}
+    reason, online_count = optional_reason(), len(online_in([slug])[slug])
+    return {"room": actions.set_locked(_moderator(), room, False, online_count, reason).to_api(online_count)}
 
 
 @bp.post("/rooms/<slug>/slow_mode")

@@ -90,6 +90,12 @@ class MessageCreateSchema(_Input):
         _multiline_text(value)
 
 
+class ReasonSchema(_Input):
+    """The optional body of a deletion, a lock or an unlock: why, for the moderation log."""
+
+    reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])
+
+
 class MuteSchema(_Input):
     username = fields.String(required=True, validate=validate.Length(min=1, max=32))
     minutes = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=10080))

@@ -68,6 +68,15 @@ def online_in(slugs: list[str]) -> dict[str, list[str]]:
     return streams.current().online(slugs, current_app.config["CHAT_PRESENCE_TTL_SECONDS"])
 
 
+def optional_reason() -> str | None:
+    """The `reason` of a request whose JSON body is optional (a deletion, a lock): None without a body."""
+    if not request.content_length:
+        return None
+    from .schemas import ReasonSchema  # noqa: PLC0415
+
+    return json_body(ReasonSchema())["reason"]
+
+
 def known_room(slug: str) -> CachedRoom:
     """The room's identity from this process's memory of rooms (they are never renamed or deleted), else
     from the database, else 404: what the hot paths (posting, live events) need without a query."""

@@ -514,3 +514,17 @@ def test_refusing_a_moderator_comes_after_422_and_404(make_moderator, room):
     assert_error(moderator.mute(room, unique()), 404, "not_found")
     assert_error(moderator.mute("nowhere", moderator.username), 404, "not_found")
     assert_error(moderator.mute(room, moderator.username), 403, "forbidden")
+
+
+def test_a_deletion_a_lock_and_an_unlock_keep_their_optional_reason(moderator, member, room):
+    """The dashboard asks for a reason for every action: a deletion, a lock and an unlock take one in an
+    optional body (none is needed) and the log keeps it."""
+    doomed = member.send(room, "spam").json["message"]
+    assert moderator.delete(f"/api/rooms/{room}/messages/{doomed['id']}", json={"reason": "a spam link"}).status_code == 200
+    assert moderator.post(f"/api/rooms/{room}/lock", json={"reason": "a raid"}).status_code == 200
+    assert moderator.post(f"/api/rooms/{room}/unlock").status_code == 200  # no body: still fine
+    entries = moderator.get("/api/moderation/actions").json["actions"]
+    assert [(entry["action"], entry["reason"]) for entry in entries[:3]] == [
+        ("unlock", None), ("lock", "a raid"), ("delete_message", "a spam link")]
+    assert_error(moderator.post(f"/api/rooms/{room}/lock", json={"reason": "x" * 501}), 422, "validation_error",
+                 ["reason"])

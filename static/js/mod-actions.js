@@ -2,14 +2,12 @@
  * The moderation calls the dashboard makes, each with its optional reason, and the one feedback line that says
  * how each went. After a call succeeds, onDone(kind) lets the page re-read what it changed (the log, the bans).
  *
- * Reasons: mutes, bans, slow mode and purges keep theirs in the log (API.md). A deletion, a lock and an unlock
- * send theirs too (`{reason}` in the body), but the server does not keep it yet (actions.delete_message and
- * set_locked take none), and the feedback line says so when one was given.
+ * Reasons: every action keeps its reason in the log: mutes, bans, slow mode and purges as API.md has it, a
+ * deletion, a lock and an unlock as this implementation adds (`{reason}` in their optional body).
  */
 import { api, ApiError, roomPath } from './api.js';
 
 const LAST_HOUR_MINUTES = 60;
-const NOT_KEPT = ' (the server does not record a reason for this yet)';
 
 function problem(error) {
   if (error instanceof ApiError) {
@@ -52,7 +50,7 @@ export class ModActions {
   deleteMessage(room, id, sender, reason) {
     const body = reason ? { reason } : undefined;
     return this.run('delete_message', `delete ${sender}’s message in #${room}`,
-      () => api('DELETE', roomPath(room, 'messages', id), { body }), { note: reason ? NOT_KEPT : '' });
+      () => api('DELETE', roomPath(room, 'messages', id), { body }));
   }
 
   mute(room, username, minutes, reason) {
@@ -83,8 +81,7 @@ export class ModActions {
   setLocked(room, locked, reason) {
     const verb = locked ? 'lock' : 'unlock';
     const body = reason ? { reason } : undefined;
-    return this.run(verb, `${verb} #${room}`, () => api('POST', roomPath(room, verb), { body }),
-      { note: reason ? NOT_KEPT : '' });
+    return this.run(verb, `${verb} #${room}`, () => api('POST', roomPath(room, verb), { body }));
   }
 
   slowMode(room, seconds, reason) {
