@@ -9,7 +9,7 @@ from apispec.ext.marshmallow.common import resolve_schema_cls
 
 from .answers import ANSWERS, EVENT_ID
 from .schemas import (BanSchema, CredentialsSchema, MessageCreateSchema, MuteSchema, PasswordChangeSchema, PurgeSchema,
-                      ReportSchema, ResolveReportSchema, RoomCreateSchema, SlowModeSchema)
+                      ReasonSchema, ReportSchema, ResolveReportSchema, RoomCreateSchema, SlowModeSchema)
 
 # Parts that many operations share.
 
@@ -111,7 +111,7 @@ def _parameters(max_rooms: int) -> dict:
 
 
 def _op(summary: str, answers: dict, *, errors=(), body=None, parameters=(), public=False,
-        description=None) -> dict:
+        description=None, body_required=True) -> dict:
     """An operation: its answers, the shared error answers it may give, its JSON body and parameters;
     `public`: no sign-in (else build() adds the session, and the CSRF header to a POST or DELETE)."""
     operation = {"summary": summary,
@@ -121,7 +121,7 @@ def _op(summary: str, answers: dict, *, errors=(), body=None, parameters=(), pub
     if description:
         operation["description"] = description
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        operation["requestBody"] = {"required": body_required, "content": {"application/json": {"schema": body}}}
     if parameters:
         operation["parameters"] = list(parameters)
     return operation
@@ -203,7 +203,8 @@ def _operations(config) -> dict[str, dict[str, tuple[str, dict]]]:
                         "After a 503, retry with the same `client_id`: there will be one message.")),
         "api.delete_message": ("delete", _op(
             "Delete a message (its author or a moderator)", {"200": _json("OneMessage", "the tombstone")},
-            errors=(*SIGNED_IN, 404), parameters=["slug", "message_id"])),
+            errors=(*SIGNED_IN, 404, *BODY), parameters=["slug", "message_id"], body=ReasonSchema,
+            body_required=False, description="An optional body gives a moderator's reason, kept in the log.")),
     }, "Live events": {
         "live.room_events": ("get", _op("A room's live events", _sse("StreamEvent"), errors=(*_LIVE_ERRORS, 404),
                                         parameters=["slug", *_STREAM_PARAMS])),
@@ -239,9 +240,10 @@ def _operations(config) -> dict[str, dict[str, tuple[str, dict]]]:
         "moderation.unban": ("delete", _op("Lift a ban", _NO_CONTENT, errors=(*SIGNED_IN, 404),
                                            parameters=["username"])),
         "moderation.lock": ("post", _op("Lock a room: only moderators may post", {"200": _json("OneRoom")},
-                                        errors=(*SIGNED_IN, 404), parameters=["slug"])),
-        "moderation.unlock": ("post", _op("Unlock a room", {"200": _json("OneRoom")}, errors=(*SIGNED_IN, 404),
-                                          parameters=["slug"])),
+                                        errors=(*SIGNED_IN, 404, *BODY), parameters=["slug"], body=ReasonSchema,
+                                        body_required=False)),
+        "moderation.unlock": ("post", _op("Unlock a room", {"200": _json("OneRoom")}, errors=(*SIGNED_IN, 404, *BODY),
+                                          parameters=["slug"], body=ReasonSchema, body_required=False)),
         "moderation.slow_mode": ("post", _op(
             "Set a room's slow mode (0 turns it off)", {"200": _json("OneRoom")}, errors=(*SIGNED_IN, *BODY, 404),
             body=SlowModeSchema, parameters=["slug"])),
