@@ -4,16 +4,9 @@
  * reported, reported before (the API answers the first report again), or why it failed. DOM text only.
  */
 import { api, roomPath } from './api.js';
+import { element } from './dom.js';
 
 const MAX_REASON = 500;
-
-function element(tag, { className, testid, text } = {}) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (testid) node.dataset.testid = testid;
-  if (text) node.textContent = text;
-  return node;
-}
 
 /** Add the control to a message's element (once; never on one's own messages or on one not confirmed yet). */
 export function addReportControl(item, message, me) {

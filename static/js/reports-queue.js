@@ -6,16 +6,9 @@
  */
 import { api, roomPath } from './api.js';
 import { setTime } from './render.js';
+import { element } from './dom.js';
 
 const CONTEXT_BEFORE = 3; // messages shown before the reported one
-
-function element(tag, { className, testid, text } = {}) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (testid) node.dataset.testid = testid;
-  if (text) node.textContent = text;
-  return node;
-}
 
 /** The id just after a message's (`ms-seq` -> `ms-(seq+1)`): `before` it, a history page ends with the message. */
 function justAfter(id) {

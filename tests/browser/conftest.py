@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,18 @@ def buffering_proxy(live):
     proxy.start()
     yield proxy
     proxy.stop()
+
+
+@pytest.fixture
+def run_out(services):
+    """Make a user's mutes end now, as if their time had passed: the server's expiry job (every second)
+    then broadcasts `user_unmuted` with `"by": null`, as it would at the real `until`."""
+    def run(username: str) -> None:
+        past = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=1)
+        engine = sqlalchemy.create_engine(services["database_url"])
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(
+                "UPDATE mutes SET until = :past WHERE user_id = (SELECT id FROM users WHERE username_key = :key)"),
+                {"past": past, "key": username.lower()})
+        engine.dispose()
+    return run

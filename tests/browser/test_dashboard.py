@@ -3,10 +3,7 @@ one-click lifting, reasons on actions, the ban dialog's "delete the last hour", 
 feed's room and text filters, per-room activity, and a feed that keeps up with a burst."""
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
 
-import pytest
-import sqlalchemy
 from playwright.sync_api import expect
 
 from tests.browser.helpers import expect_live, message_with, send
@@ -21,21 +18,6 @@ def open_dashboard(person, query=""):
     page.goto(f"/moderate{query}")
     expect_live(page)
     return page
-
-
-@pytest.fixture
-def run_out(services):
-    """Make a user's mutes end now, as if their time had passed: the server's expiry job (every second)
-    then broadcasts `user_unmuted` with `"by": null`, as it would at the real `until`."""
-    def run(username: str) -> None:
-        past = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=1)
-        engine = sqlalchemy.create_engine(services["database_url"])
-        with engine.begin() as connection:
-            connection.execute(sqlalchemy.text(
-                "UPDATE mutes SET until = :past WHERE user_id = (SELECT id FROM users WHERE username_key = :key)"),
-                {"past": past, "key": username.lower()})
-        engine.dispose()
-    return run
 
 
 def another_moderator(live, promote):

@@ -1,30 +1,13 @@
 """The room page under slow mode and mutes, in a real Chromium: the composer counts down to when the user can
 post again, holds their text until then, and says why; a mute that runs out or is lifted ends it at once."""
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
-import pytest
-import sqlalchemy
 from playwright.sync_api import expect
 
 from tests.browser.helpers import message_with, messages, send
 
 COUNTDOWN = re.compile(r"^Slow mode: you can post again in \d+ (s|min)$")
-
-
-@pytest.fixture
-def run_out(services):
-    """Make a user's mutes end now, as if their time had passed: the server's expiry job (every second)
-    then broadcasts `user_unmuted` with `"by": null`, as it would at the real `until`."""
-    def run(username: str) -> None:
-        past = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=1)
-        engine = sqlalchemy.create_engine(services["database_url"])
-        with engine.begin() as connection:
-            connection.execute(sqlalchemy.text(
-                "UPDATE mutes SET until = :past WHERE user_id = (SELECT id FROM users WHERE username_key = :key)"),
-                {"past": past, "key": username.lower()})
-        engine.dispose()
-    return run
 
 
 def a_room_with_a_moderator(people, promote):
