@@ -325,15 +325,16 @@ def poll_from_memory(environ, slug: str | None):
             return None
         touched = _touch_poller(session, present)
         answer = wait_for_events(session, frozenset(rooms), start, timeout, feed=slug is None, environ=environ)
+        if answer is None:
+            return None
+        found, cursor = answer
+        # Redis may have gone meanwhile (the online list can need a read): the view then answers, 503 included.
+        online = local_hub.online_json(slug, fresh=touched) if slug else \
+            events.encode_json(local_hub.online(rooms, recent_enough=not touched))
     except ApiError as error:
         if error.status in (401, 403):  # the session ended while the poll waited
             return error_response(error)
         return None  # a bad parameter: the view answers it
     except (LookupError, redis.RedisError):
         return None
-    if answer is None:
-        return None
-    found, cursor = answer
-    online = local_hub.online_json(slug, fresh=touched) if slug else \
-        events.encode_json(local_hub.online(rooms, recent_enough=not touched))
     return events.poll_answer(found, cursor, online)

@@ -33,7 +33,11 @@ FILL_BATCH = 500
 RELAY_GRACE_MS = 1000  # the request that committed an event publishes it itself; the relay comes after
 RELAY_RECENT_MS = 10 * 60 * 1000  # rooms the relay checks every second; every room once a minute
 VERIFY_LEASE_SECONDS = 30
-RESTORE_RECENT = 100  # events given back to each room active lately when Redis comes back without them
+# When Redis comes back without a room's latest events, the rooms with an event in the last few seconds get up
+# to this many back (events in flight around the restart then stay live); every other room starts over at once.
+# The check must stay quick: publishes wait for it, and polls and streams answer 503 meanwhile.
+RESTORE_RECENT = 100
+RESTORE_WINDOW_MS = 10_000
 
 
 GAP_WAITS = (0.002, 0.005)  # seconds: the event before is most likely being published right now
@@ -154,9 +158,9 @@ def verify() -> str | None:
 
 
 def _verify(room_streams, run: str, recorded: dict) -> dict:
-    """Every room whose stream ends below the record is restored: a room active lately gets its last
-    events back (the stream starts over just before them if Redis lost more), any other starts over,
-    empty, at the record's last id (readers take what is older from the database). If any room was
+    """Every room whose stream ends below the record is restored: a room with an event in the last few
+    seconds gets its last events back (the stream starts over just before them if Redis lost more), any
+    other starts over, empty, at the record's last id (readers take what is older from the database). If any room was
     behind, entries the feeds' clients may have seen are gone from the firehose: a marker there makes
     every older feed position answer `reset`."""
     rooms = [(room_id, slug, EventId(ms, seq)) for room_id, slug, ms, seq in
@@ -172,7 +176,7 @@ def _verify(room_streams, run: str, recorded: dict) -> dict:
                 continue
             restored += 1
             tail = events_before(room_id, recorded_last, RESTORE_RECENT) \
-                if recorded_last.ms >= now_ms - RELAY_RECENT_MS else []
+                if recorded_last.ms >= now_ms - RESTORE_WINDOW_MS else []
             db.session.commit()
             if last is None or not tail or last < tail[0][0].just_before():
                 last = tail[0][0].just_before() if tail else recorded_last

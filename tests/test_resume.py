@@ -255,7 +255,7 @@ def _torture(servers, subscribe, post=posted, chaos=None):
         thread.start()
     for thread in threads:
         thread.join(90)
-    assert not failures, failures
+    assert not failures and not subscriber_errors, (failures, subscriber_errors)
     follower.join(max(1, 90 - (time.monotonic() - started)))
     assert not follower.is_alive(), f"the subscriber got {len(received)} of {POSTERS * PER_POSTER} in time"
     assert not subscriber_errors, subscriber_errors
