@@ -13,6 +13,7 @@ import weakref
 from collections import Counter, defaultdict
 
 import redis
+from flask import current_app
 
 from . import events, metrics
 from .caches import Recent, SessionCache
@@ -90,6 +91,7 @@ class Hub:
         # emptied, as tests do).
         self._user_counts = Counter()  # username -> streams and polls held here
         self._user_counts_changed = set()
+        self._published_counts = {}  # username -> the count last published (what the others see)
         self._user_counts_elsewhere = {}  # username -> what the other processes hold
         _HUBS.add(self)
 
@@ -384,14 +386,22 @@ class Hub:
         return found
 
     def _sync_user_counts(self, everything: bool) -> None:
-        """Publish this process's counts that changed (or all of them), and read the others' back."""
+        """Publish this process's counts that changed since they were last published (or all of them,
+        which also reads the others' back). A poller's count goes 1, 0, 1 between its polls: only a
+        count that differs from the published one is worth a write."""
         changed, self._user_counts_changed = self._user_counts_changed, set()
-        users = set(self._user_counts) if everything else changed
+        counts = {username: self._user_counts.get(username, 0)
+                  for username in (set(self._user_counts) if everything else changed)}
+        if not everything:
+            counts = {username: count for username, count in counts.items() if self._published_counts.get(username) != count}
         stamp = time.time()
         self.streams.publish_user_streams(
-            self.process_id, {username: f"{self._user_counts[username]}:{stamp}" if self._user_counts.get(username)
-                              else 0 for username in users}, 3 * self.USER_COUNTS_REFRESH)
-        self._user_counts_elsewhere = self._held_elsewhere(list(self._user_counts)) if self._user_counts else {}
+            self.process_id, {username: f"{count}:{stamp}" if count else 0 for username, count in counts.items()},
+            3 * self.USER_COUNTS_REFRESH)
+        self._published_counts.update(counts)
+        if everything:
+            self._published_counts = {username: count for username, count in self._published_counts.items() if count}
+            self._user_counts_elsewhere = self._held_elsewhere(list(self._user_counts)) if self._user_counts else {}
 
     def _presence_forever(self) -> None:
         last_refresh = last_counts = 0.0
@@ -456,19 +466,20 @@ def shutdown_all() -> None:
 
 
 def current() -> Hub:
-    """This app's hub in this process, created on first use."""
-    from flask import current_app  # noqa: PLC0415
-
+    """This app's hub in this process, created on first use (called several times by every poll)."""
     app = current_app._get_current_object()
-    hub = app.extensions.get("chat_hub")
-    if hub is None:
-        from . import streams  # noqa: PLC0415
+    try:
+        return app.extensions["chat_hub"]
+    except KeyError:
+        return _create(app)
 
-        def verify():
-            from . import outbox  # noqa: PLC0415  (the write path, above the hub)
 
-            with app.app_context():
-                return outbox.verify()
+def _create(app) -> Hub:
+    from . import outbox, streams  # noqa: PLC0415  (the write path is above the hub)
 
-        hub = app.extensions["chat_hub"] = Hub(streams.current(), app.config, verify)
+    def verify():
+        with app.app_context():
+            return outbox.verify()
+
+    hub = app.extensions["chat_hub"] = Hub(streams.current(), app.config, verify)
     return hub

@@ -5,10 +5,9 @@ from urllib.parse import parse_qsl
 
 import redis
 from flask import Blueprint, Response, current_app, request
-from werkzeug.http import parse_cookie
 
 from . import events, hub, logs, metrics
-from .auth import check_request, cookie_name, expires_at, token_hash
+from .auth import check_request, expires_at, session_token_from, token_hash
 from .errors import ApiError, Unavailable, error_response
 from .extensions import db
 from .ids import EventId
@@ -307,7 +306,7 @@ def poll_from_memory(environ, slug: str | None):
     knows, well-formed parameters and a cursor within the recent events."""
     local_hub = hub.current()
     sessions = local_hub.cached_sessions()
-    token = parse_cookie(environ.get("HTTP_COOKIE", "")).get(cookie_name(environ.get("wsgi.url_scheme") == "https"))
+    token = session_token_from(environ.get("HTTP_COOKIE", ""), environ.get("wsgi.url_scheme") == "https")
     session = sessions.get(token_hash(token)) if sessions is not None and token else None
     if session is None:
         return None

@@ -10,8 +10,14 @@ import time
 log = logging.getLogger("chat")
 
 
+_second = [-1, ""]  # the last whole second formatted: every request writes a line, most in the same second
+
+
 def _stamp(moment: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment * 1000) % 1000:03d}Z"
+    whole = int(moment)
+    if _second[0] != whole:
+        _second[:] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second[1]}.{int(moment * 1000) % 1000:03d}Z"
 
 
 def _line(moment: float, level: str, logger: str, message: str, fields: dict) -> str:

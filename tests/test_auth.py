@@ -3,6 +3,7 @@ import time
 
 import pytest
 
+from chat.auth import session_token_from
 from tests.support import BAD_BODIES, PASSWORD, AuthActions, assert_error, assert_fields, assert_refused, unique
 
 # Every /api/ endpoint in scope here except register and login (the live event endpoints are tested elsewhere).
@@ -266,3 +267,13 @@ def test_a_session_cookie_the_server_did_not_issue_is_refused(client):
         return client.get("/api/auth/me")
 
     assert_refused(me_with, ["forged", "", "x" * 1000], 401, "not_authenticated")
+
+
+def test_the_poll_lane_finds_the_session_cookie_among_an_intranets_others():
+    assert session_token_from("sso=1; chat_session=tok; theme=dark", https=False) == "tok"
+    assert session_token_from("xchat_session=evil;chat_session=tok", https=False) == "tok"
+    assert session_token_from("chat_session=first; chat_session=second", https=False) == "first"  # as Flask reads it
+    assert session_token_from("chat_session=planted", https=True) is None  # over HTTPS only the __Host- cookie counts
+    assert session_token_from("__Host-chat_session=sec", https=True) == "sec"
+    assert session_token_from("__Host-chat_session=sec", https=False) is None
+    assert session_token_from("", https=False) is None

@@ -205,7 +205,7 @@ def test_stream_cap_and_shutdown(make_hub):
 def test_streams_per_user_are_counted_across_processes(make_hub):
     here, there = make_hub(CHAT_MAX_STREAMS_PER_USER=3), make_hub(CHAT_MAX_STREAMS_PER_USER=3)
     held = [subscribe(here, session_id=1), subscribe(there, session_id=2, is_stream=False)]
-    # `here` learns what `there` holds once a second (it read nothing of it before its first subscription).
+    # `here` reads what `there` holds every USER_COUNTS_REFRESH seconds (nothing of it before its first subscription).
     wait_until(lambda: here._user_counts_elsewhere.get("ann") == 1, what="the other process's count")
     held.append(subscribe(here, session_id=3))
     with pytest.raises(TooManyStreams) as refused:
