@@ -334,7 +334,13 @@ def report_message(reporter: User, message: Message, reason: str) -> tuple[Repor
     Returns the report and whether it was created."""
     existing = Report.query.filter_by(message_id=message.id, reporter_id=reporter.id).one_or_none()
     if existing is not None:
-        return existing, False
+        return existing, False  # a repeat is not a report: it counts in no limit
+    # Per account (CHAT_REPORT_LIMIT): each report lands on every moderator's dashboard.
+    scope = f"reports:{reporter.username_key}"  # not the id: ids come back when a database is emptied
+    limit, seconds = current_app.config["CHAT_REPORT_LIMIT_PARSED"]
+    retry_after = streams.current().rate_limited(scope, limit, seconds)
+    if retry_after:
+        raise ApiError(429, "rate_limited", f"too many reports; wait {retry_after} s", retry_after=retry_after)
     report = Report(room_id=message.room_id, message_id=message.id, reporter_id=reporter.id, reason=reason,
                     status="open", created_at=utcnow())
     db.session.add(report)
@@ -342,6 +348,7 @@ def report_message(reporter: User, message: Message, reason: str) -> tuple[Repor
         db.session.flush()  # the report's row first, then the room's counter (the order every writer takes)
     except IntegrityError:  # the same report raced in from another request, which publishes it
         db.session.rollback()
+        streams.current().rate_give_back(scope)  # and counted it
         return Report.query.filter_by(message_id=message.id, reporter_id=reporter.id).one(), False
     event_id = allocate_event_id(message.room_id)
     report.created_event_ms, report.created_event_seq = event_id

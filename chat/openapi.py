@@ -254,8 +254,10 @@ def _operations(config) -> dict[str, dict[str, tuple[str, dict]]]:
             "Report a message to the moderators (any signed-in user)",
             {"201": _json("Report", "reported"),
              "200": _json("Report", "this user reported this message before: the first report, unchanged")},
-            errors=(*SIGNED_IN, *BODY, 404), body=ReportSchema, parameters=["slug", "message_id"],
-            description="Publishes `report_created` on the moderators' feed only; a repeat publishes nothing.")),
+            errors=(*SIGNED_IN, *BODY, 404, 429), body=ReportSchema, parameters=["slug", "message_id"],
+            description="Publishes `report_created` on the moderators' feed only; a repeat publishes nothing. "
+                        "`429 rate_limited` past CHAT_REPORT_LIMIT reports of the account (a repeat does not "
+                        "count).")),
         "moderation.list_reports": ("get", _op(
             "Reports, newest first", {"200": _json("ReportList")}, errors=(*SIGNED_IN, 422), parameters=["status"])),
         "moderation.resolve_report": ("post", _op(
