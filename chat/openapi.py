@@ -96,6 +96,8 @@ def _parameters(max_rooms: int) -> dict:
         "limit": _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
                         "how many, newest first"),
         "before": _param("before", "query", event_id, "page back: what came before this event id"),
+        "after": _param("after", "query", event_id, "the project's addition: the oldest messages after this "
+                        "event id (then `has_more` says whether newer ones exist)"),
         "cursor": _param("cursor", "query", event_id, "the last position this client has; none: the tail"),
         "timeout": _param("timeout", "query", {"type": "number", "minimum": 0, "maximum": 25},
                           "seconds to wait for an event (at most CHAT_POLL_TIMEOUT_SECONDS, default 25)"),
@@ -193,7 +195,7 @@ def _operations(config) -> dict[str, dict[str, tuple[str, dict]]]:
     }, "Messages": {
         "api.list_messages": ("get", _op(
             "A page of a room's history", {"200": _json("MessagePage")}, errors=(*SIGNED_IN, 400, 404, 422),
-            parameters=["slug", "limit", "before"],
+            parameters=["slug", "limit", "before", "after"],
             description="Subscribing from `cursor` yields exactly what happened after this read.")),
         "api.post_message": ("post", _op(
             "Post a message", {"201": _json("OneMessage", "posted"),
