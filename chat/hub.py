@@ -320,6 +320,10 @@ class Hub:
         for_room = events.from_entry(entry, entry.room_event_id)
         for_feeds = events.LiveEvent(entry.id, for_room.type, for_room.data)
         self._recent_feed.add(entry.room, for_feeds)
+        if entry.type in events.ROOMLESS:  # a ban: every moderators' feed, whatever rooms it lists (it is rare)
+            for subscription in {subscription for subscription in self._all() if subscription.feed}:
+                subscription.deliver(for_feeds)  # which drops it for any but the moderators' (events.reaches)
+            return
         recent = self._recent.get(entry.room)
         if recent is None and (entry.room in self.by_room or entry.room in self._followed_at):
             recent = self._recent[entry.room] = Recent(self.RECENT_PER_ROOM)

@@ -52,7 +52,8 @@ event after it, in order."""
 # Each event of a stream and the schema of its data (answers.py).
 DURABLE_EVENTS = {"message": "Message", "message_deleted": "MessageDeletedEvent", "user_muted": "MuteEvent",
                   "user_unmuted": "MuteEvent", "room_updated": "RoomUpdatedEvent"}
-MODERATORS_ONLY_EVENTS = {"report_created": "ReportEvent", "report_resolved": "ReportEvent"}  # events.reaches
+MODERATORS_ONLY_EVENTS = {"report_created": "ReportEvent", "report_resolved": "ReportEvent",  # events.reaches
+                          "user_banned": "UserBannedEvent", "user_unbanned": "UserUnbannedEvent"}
 EPHEMERAL_EVENTS = {"ready": "ReadyEvent", "presence": "PresenceEvent", "ping": "PingEvent", "reset": "ResetEvent"}
 
 
@@ -237,10 +238,14 @@ def _operations(config) -> dict[str, dict[str, tuple[str, dict]]]:
                                             parameters=["slug", "username"])),
         "moderation.ban": ("post", _op(
             "Ban a user", {"201": _json("Ban", "banned")}, errors=(*SIGNED_IN, *BODY, 404), body=BanSchema,
-            description="Their streams end and their polls answer 403 within 2 s; their sessions are kept.")),
+            description="Their streams end and their polls answer 403 within 2 s; their sessions are kept. "
+                        "Publishes `user_banned` on the moderators' feed only (a user banned already: the ban in "
+                        "force, and nothing published).")),
         "moderation.list_bans": ("get", _op("Every ban, newest first", {"200": _json("BanList")}, errors=SIGNED_IN)),
         "moderation.unban": ("delete", _op("Lift a ban", _NO_CONTENT, errors=(*SIGNED_IN, 404),
-                                           parameters=["username"])),
+                                           parameters=["username"],
+                                           description="Publishes `user_unbanned` on the moderators' feed only "
+                                                       "(nothing when the user was not banned).")),
         "moderation.lock": ("post", _op("Lock a room: only moderators may post", {"200": _json("OneRoom")},
                                         errors=(*SIGNED_IN, 404, *BODY), parameters=["slug"], body=ReasonSchema,
                                         body_required=False)),

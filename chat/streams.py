@@ -62,6 +62,14 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'room', ARGV[5], 'id', 
 return {'OK'}
 """
 
+_PUBLISH_ROOMLESS = _IDS + """
+-- Append an event of no room (a ban: events.ROOMLESS) to the firehose alone, after every event before it.
+-- KEYS: firehose, incarnation. ARGV: type, data, firehose maxlen.
+-- Returns the entry's id, or false (this Redis has not been checked against the database yet).
+if not verified(KEYS[2]) then return false end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'room', '', 'type', ARGV[1], 'data', ARGV[2])
+"""
+
 _FLOOR = _IDS + """
 -- KEYS: room stream. ARGV: the id of the room's last event in the database.
 -- A stream that ends below it (Redis lost or rolled back entries) starts over, empty, at that id:
@@ -204,6 +212,7 @@ class Streams:
         self.maxlen = maxlen
         self.firehose_maxlen = max(maxlen * 10, 100000)
         self._publish = client.register_script(_PUBLISH)
+        self._publish_roomless = client.register_script(_PUBLISH_ROOMLESS)
         self._floor = client.register_script(_FLOOR)
         self._last_ids = client.register_script(_LAST_IDS)
         self._read_after = client.register_script(_READ_AFTER)
@@ -250,6 +259,15 @@ class Streams:
         if outcome[0] == "GAP":
             return "GAP", _parse_id(outcome[1])
         return outcome[0], None
+
+    def publish_roomless(self, event_type: str, data: dict) -> EventId:
+        """Append an event of no room (events.ROOMLESS) to the firehose: its position there is its id.
+        Raises Refused before this Redis is verified (outbox.verify)."""
+        found = self._publish_roomless(keys=[self.firehose_key(), self.incarnation_key()], args=[
+            event_type, json.dumps(data, separators=(",", ":"), ensure_ascii=False), self.firehose_maxlen])
+        if not found:
+            raise Refused()
+        return EventId.parse(found)
 
     def floor(self, slug: str, last: EventId) -> bool:
         """Start the room's stream over, empty, at `last` if it ends below it (see _FLOOR)."""
@@ -326,8 +344,9 @@ class Streams:
                 if key == self.firehose_key():
                     if fields["type"] == "epoch":
                         continue
+                    room_event_id = EventId.parse(fields["id"]) if "id" in fields else None  # none: no room
                     firehose.append(Entry(EventId.parse(raw_id), fields["type"], json.loads(fields["data"]),
-                                          fields["room"], EventId.parse(fields["id"])))
+                                          fields["room"], room_event_id))
                 else:
                     control.append((EventId.parse(raw_id), fields))
         return firehose, control
