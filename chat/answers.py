@@ -238,7 +238,9 @@ class FeedPoll(RoomPoll):
 
 class ModerationPoll(RoomPoll):
     events = fields.List(fields.Nested(ModerationPollEvent), required=True)
-    online = fields.List(fields.String(), required=True, metadata={"description": "always empty"})
+    online = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True, metadata={
+        "description": "who is online, by room slug: the listed rooms, or (no `rooms`) every room where anyone "
+                       "is or lately was (the project's addition)"})
 
 
 class Health(Schema):

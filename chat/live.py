@@ -124,7 +124,8 @@ def _open_stream(session, rooms: frozenset | None, plan_for, *, feed: bool, pres
                               sees_reports=sees_reports)
     try:
         plan = resume(plan_for, slug, rooms=rooms if feed else None, sees_reports=sees_reports)
-        online = hub.current().online(rooms) if presence else {}
+        online = {} if not presence else hub.current().online(rooms) if rooms is not None else \
+            hub.current().online_everywhere()
     except BaseException:
         hub.current().unsubscribe(subscription)
         raise
@@ -172,7 +173,8 @@ def moderation_events():
     start, rooms = _start_position(), _rooms_filter()
     if request.method == "HEAD":
         return _head(session, "text/event-stream", _STREAM_HEADERS)
-    return _open_stream(session, rooms, lambda: plan_firehose(start), feed=True, presence=False, sees_reports=True)
+    # Presence of the rooms it follows (every room where anyone is online, unfiltered), counting no moderator.
+    return _open_stream(session, rooms, lambda: plan_firehose(start), feed=True, presence=True, sees_reports=True)
 
 
 # Long-polling
@@ -293,10 +295,14 @@ def moderation_poll():
     timeout = _poll_timeout(request.args)
     if request.method == "HEAD":
         return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
-    found, cursor = wait_for_events(session, _rooms_filter(), start, timeout, feed=True,
+    rooms = _rooms_filter()
+    found, cursor = wait_for_events(session, rooms, start, timeout, feed=True,
                                     plan_for=lambda: plan_firehose(start), environ=request.environ,
                                     sees_reports=True)
-    return _poll_response(found, cursor, b"[]")
+    # Presence rides along as on the several-rooms poll, for the rooms it follows (the moderator is in none).
+    local_hub = hub.current()
+    online = local_hub.online(rooms, recent_enough=True) if rooms else local_hub.online_everywhere()
+    return _poll_response(found, cursor, events.encode_json(online))
 
 
 def poll_from_memory(environ, slug: str | None):

@@ -68,7 +68,7 @@ def _stream_event(name: str, schema: str, durable: bool) -> dict:
 
 
 def _stream_events(presence: bool, reports: bool = False) -> dict:
-    """A room's or the several-rooms feed's events; the moderators' (no presence) adds the reports."""
+    """A room's or the several-rooms feed's events; the moderators' adds the reports and bans."""
     ephemeral = {name: schema for name, schema in EPHEMERAL_EVENTS.items() if presence or name != "presence"}
     durable = {**DURABLE_EVENTS, **(MODERATORS_ONLY_EVENTS if reports else {})}
     return {"oneOf": [_stream_event(name, schema, True) for name, schema in durable.items()]
@@ -224,7 +224,10 @@ def _operations(config) -> dict[str, dict[str, tuple[str, dict]]]:
     }, "Moderation": {  # a user who is not a moderator gets 403 forbidden
         "live.moderation_events": ("get", _op(
             "Every room's durable events (moderators)", _sse("ModerationStreamEvent"), errors=_FEED_ERRORS,
-            parameters=["rooms_filter", *_STREAM_PARAMS])),
+            parameters=["rooms_filter", *_STREAM_PARAMS],
+            description="Also `report_created` / `report_resolved`, `user_banned` / `user_unbanned` (durable) and "
+                        "`presence` of the listed rooms, or without `rooms` of every room where anyone is or "
+                        "lately was online (the project's additions).")),
         "live.moderation_poll": ("get", _op(
             "Every room's durable events, long-polled (moderators)", _poll("ModerationPoll"),
             errors=(*_FEED_ERRORS, 422), parameters=["rooms_filter", "cursor", "timeout"])),
@@ -333,7 +336,7 @@ def build(app) -> dict:
     for schema in ANSWERS:
         spec.components.schema(schema.__name__, schema=schema)
     spec.components.schema("StreamEvent", _stream_events(presence=True))
-    spec.components.schema("ModerationStreamEvent", _stream_events(presence=False, reports=True))
+    spec.components.schema("ModerationStreamEvent", _stream_events(presence=True, reports=True))
     for name, parameter in _parameters(app.config["CHAT_MAX_ROOMS_PER_STREAM"]).items():
         spec.components.parameter(name, parameter["in"], parameter)
     for status, (name, description) in _ERRORS.items():

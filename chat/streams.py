@@ -355,9 +355,13 @@ class Streams:
         """Where a room's stream (or the firehose) stands now."""
         return self.read_after(slug, ZERO, 0)[0]
 
-    # Presence: a sorted set per room of `username|connection` scored by when it was last seen.
+    # Presence: a sorted set per room of `username|connection` scored by when it was last seen, and one
+    # sorted set of the rooms scored by when any of their members was last written (for feeds of every room).
     def presence_key(self, slug: str) -> str:
         return f"{self.prefix}:{{room:{slug}}}:online"
+
+    def presence_rooms_key(self) -> str:
+        return f"{self.prefix}:presence:rooms"
 
     def touch_presence(self, slug: str, members: list[str] | dict[str, float], ttl: int) -> None:
         """Mark members as seen now (or, given as a mapping, at their own wall-clock times)."""
@@ -367,7 +371,16 @@ class Streams:
         pipe.zadd(self.presence_key(slug), seen)
         pipe.zremrangebyscore(self.presence_key(slug), "-inf", now - ttl)
         pipe.expire(self.presence_key(slug), ttl * 2)
+        pipe.zadd(self.presence_rooms_key(), {slug: max(seen.values(), default=now)})
         pipe.execute()
+
+    def rooms_with_presence(self, seconds: float) -> list[str]:
+        """The rooms whose presence was written within `seconds` (older ones are forgotten): where someone is
+        online, or was until lately (long enough for their list to be seen emptying)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(self.presence_rooms_key(), "-inf", time.time() - seconds)
+        pipe.zrange(self.presence_rooms_key(), 0, -1)
+        return pipe.execute()[1]
 
     def leave_presence(self, slug: str, member: str) -> None:
         self.redis.zrem(self.presence_key(slug), member)

@@ -55,7 +55,7 @@ def test_every_durable_event_of_every_room_with_its_room(live):
         got = []
         while len(got) < len(expected):
             event = feed.next(timeout=10)
-            assert event.event not in ("presence", "reset"), event
+            assert event.event != "reset", event
             if event.id is not None and room_of(event.json()) in (first, second):
                 got.append(event)
         assert [(event.event, room_of(event.json())) for event in got] == expected
@@ -283,3 +283,63 @@ def test_resuming_across_ban_events_is_exact(live):
     body = polled_until(moderator, POLL, {"cursor": before}, last["id"])
     assert [(entry["id"], *key(entry["event"], entry["data"])) for entry in body["events"]] == \
         [(event.id, *key(event.event, event.json())) for event in got]
+
+
+# Presence on the moderators' feed (the project's addition): who is online in the rooms it follows.
+
+def presence_of(feed, slug, online, timeout=10):
+    """The feed's next `presence` of `slug` that lists exactly `online` (earlier lists of it may come first)."""
+    return feed.wait_for(lambda event: event.event == "presence" and event.id is None
+                         and event.json() == {"room": slug, "online": online}, timeout=timeout)
+
+
+def test_the_moderators_feed_carries_presence_of_every_room_where_someone_is(live):
+    moderator = live_moderator(live)
+    author, visitor = live.user(), live.user()
+    slug = author.create_room()
+    name = visitor.user["username"]
+    feed = moderator.events(FEED)
+    try:
+        assert feed.next(timeout=5).event == "ready"
+        joined = visitor.events(f"/api/rooms/{slug}/events")
+        try:
+            presence_of(feed, slug, [name])  # the moderator, on a feed, is online nowhere
+            late = moderator.events(FEED)  # connecting now: the room's list comes with `ready` (unchanged since,
+            try:                             # it is not sent again)
+                assert late.next(timeout=5).event == "ready"
+                presence_of(late, slug, [name], timeout=5)
+            finally:
+                late.close()
+            # The moderators' poll: presence rides along in `online`, by room.
+            assert act(moderator, "GET", POLL, 200, params={"timeout": 0})["online"][slug] == [name]
+            assert act(moderator, "GET", POLL, 200, params={"timeout": 0, "rooms": slug})["online"] == {slug: [name]}
+            act(visitor, "POST", "/api/auth/logout", 204)  # ends the visitor's stream within 2 s
+            presence_of(feed, slug, [])  # the visitor left: the room's list empties
+        finally:
+            joined.close()
+    finally:
+        feed.close()
+
+
+def test_a_filtered_moderators_feed_carries_presence_of_its_rooms_only(live):
+    moderator = live_moderator(live)
+    author, visitor = live.user(), live.user()
+    first, second = author.create_room(), author.create_room()
+    name = visitor.user["username"]
+    everything, filtered = moderator.events(FEED), moderator.events(FEED, params={"rooms": second})
+    try:
+        for feed in (everything, filtered):
+            assert feed.next(timeout=5).event == "ready"
+        in_first = visitor.events(f"/api/rooms/{first}/events")
+        presence_of(everything, first, [name])
+        in_second = visitor.events(f"/api/rooms/{second}/events")
+        try:
+            # The filtered feed's first presence naming the visitor is of its own room, not the one joined before.
+            seen = filtered.wait_for(lambda event: event.event == "presence" and name in event.json()["online"])
+            assert seen.json() == {"room": second, "online": [name]}
+        finally:
+            in_first.close()
+            in_second.close()
+    finally:
+        everything.close()
+        filtered.close()

@@ -19,7 +19,7 @@ import { Sanctions } from './sanctions.js';
 
 const RECENT_ROOMS = 30; // on load, the feed starts with the latest messages of this many rooms
 const RECENT_PER_ROOM = 20;
-const ROOMS_EVERY_MS = 10 * 1000; // people online (the moderators' feed carries no presence) and new rooms
+const ROOMS_EVERY_MS = 60 * 1000; // new rooms (nothing announces one); people online come live as `presence`
 const LOG_EVERY_MS = 30 * 1000; // purges without deletions announce nothing, and ban events do not say who logged what
 const FEED_MUTE_MINUTES = 10;
 
@@ -142,7 +142,7 @@ feedList.addEventListener('click', async (event) => {
 const connection = new Connection({
   streamUrl: '/api/moderation/events',
   pollUrl: '/api/moderation/poll',
-  pollPresence: false,
+  pollPresence: true, // long-polled, the feed's `online` (by room) stands for its presence events
   onReset: async () => {
     feed.note('The feed was too far behind and restarted from now.');
     reloadLists();
@@ -184,7 +184,7 @@ connection.on('room_updated', ({ room }) => {
   stats.roomUpdated(room);
   feed.note(`#${room.slug} ${what}.`, room.slug);
 });
-// The moderators' feed carries no presence today; if it does one day, the counts follow it live.
+// Who is online, per room, live: the feed's `presence` for every room where anyone is (the project's addition).
 connection.on('presence', (data) => { if (data?.room) stats.setOnline(data.room, data.online?.length ?? 0); });
 // Bans: `user_banned` / `user_unbanned` come on this feed only (the project's addition, docs/API.md).
 connection.on('user_banned', (ban) => {

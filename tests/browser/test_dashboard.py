@@ -310,8 +310,11 @@ def test_the_dashboard_with_live_traffic_and_what_is_in_force(people, live, prom
     talk = [(alice, garden, "Has anyone tried the new compost bins?"), (bob, lobby, "Morning all!"),
             (alice, garden, "The tomatoes are finally ripe 🍅"), (bob, garden, "Nice! Mine are still green."),
             (alice, lobby, "Welcome to the newcomers"), (bob, lobby, "BUY FOLLOWERS NOW cheap cheap")]
-    for person, slug, text in talk:
-        assert person.http.send(slug, text).status_code == 201
+    sent = [person.http.send(slug, text) for person, slug, text in talk]
+    assert all(answer.status_code == 201 for answer in sent)
+    spam = sent[-1].json()["message"]
+    assert alice.http.post(f"/api/rooms/{lobby}/messages/{spam['id']}/reports",
+                           json={"reason": "Spam: selling followers"}).status_code == 201
     assert colleague.post(f"/api/rooms/{lobby}/slow_mode", json={"seconds": 30, "reason": "Too fast to read"}
                           ).status_code == 200
     assert colleague.post(f"/api/rooms/{lobby}/mutes", json={"username": bob.username, "minutes": 60,
@@ -321,10 +324,30 @@ def test_the_dashboard_with_live_traffic_and_what_is_in_force(people, live, prom
         "Repeated abuse after warnings")
     stats = dashboard.get_by_test_id("room-stats")
     expect(stats.locator(f"[data-room={garden}]").get_by_test_id("room-rate")).to_have_text("3")
-    # People online come from the rooms list, re-read every 10 s (the moderators' feed has no presence).
-    expect(stats.locator(f"[data-room={garden}]").get_by_test_id("room-online")).to_have_text("1", timeout=15_000)
+    # People online come live from the feed's presence.
+    expect(stats.locator(f"[data-room={garden}]").get_by_test_id("room-online")).to_have_text("1", timeout=5_000)
+    expect(stats.locator(f"[data-room={lobby}]").get_by_test_id("room-online")).to_have_text("1", timeout=5_000)
+    report = dashboard.get_by_test_id("report-item")
+    expect(report.get_by_test_id("report-reason")).to_have_text("Spam: selling followers")
+    expect(report.locator("[data-reported=true]")).to_contain_text("BUY FOLLOWERS")
+    expect(report.get_by_test_id("report-context-message")).to_have_count(3)  # the two before it, none after yet
     expect(stats.locator(f"[data-room={kitchen}]")).to_contain_text("locked")
     expect(stats.locator(f"[data-room={lobby}]")).to_contain_text("slow 30 s")
     expect(dashboard.get_by_test_id("audit-entry")).to_have_count(4)
     expect(feed_item(dashboard, "BUY FOLLOWERS")).to_have_count(1)
     dashboard.screenshot(path=str(artifacts / "moderate-dashboard.png"), full_page=True)
+
+
+def test_someone_joining_a_room_shows_in_its_online_count_live(people, promote):
+    """The dashboard's per-room online counts follow the moderators' feed's `presence`: no re-read of the
+    rooms list (once a minute, for new rooms) is needed for someone who joins to be counted."""
+    moderator, alice, bob = people(3)
+    promote(moderator.username)
+    slug = alice.http.create_room("Porch")
+    dashboard = open_dashboard(moderator)
+    online = dashboard.get_by_test_id("room-stats").locator(f"[data-room={slug}]").get_by_test_id("room-online")
+    expect(online).to_have_text("0")  # from the rooms list, read once
+    alice.open_room(slug)
+    expect(online).to_have_text("1", timeout=5_000)
+    bob.open_room(slug)
+    expect(online).to_have_text("2", timeout=5_000)
