@@ -343,3 +343,20 @@ def test_a_filtered_moderators_feed_carries_presence_of_its_rooms_only(live):
     finally:
         everything.close()
         filtered.close()
+
+
+def test_a_ban_wakes_a_waiting_moderators_poll_whatever_its_rooms(live):
+    moderator = live_moderator(live)
+    author, target = live.user(), live.user()
+    slug = author.create_room()
+    cursor = act(moderator, "GET", POLL, 200, params={"timeout": 0, "rooms": slug})["cursor"]
+    answers = []
+    before = no_polls_waiting(live)
+    waiting = threading.Thread(target=lambda: answers.append(
+        act(moderator, "GET", POLL, 200, params={"cursor": cursor, "timeout": 20, "rooms": slug})), daemon=True)
+    waiting.start()
+    wait_until(lambda: answers or metric(live, "chat_polls_waiting") > before, what="the moderators' poll waits")
+    ban = act(moderator, "POST", "/api/bans", 201, json={"username": target.user["username"]})
+    waiting.join(10)
+    assert answers, "the ban did not wake the poll"
+    assert [(event["event"], event["data"]) for event in answers[0]["events"]] == [("user_banned", ban)]
