@@ -58,6 +58,13 @@ def _rooms_filter() -> frozenset | None:
     return frozenset(_slugs(request.args, "rooms")) or None
 
 
+def _online(rooms: frozenset | None, recent_enough: bool = False) -> dict[str, list[str]]:
+    """Who is online in the rooms a feed follows; None (a moderators' feed of every room): in every room
+    where anyone is or lately was."""
+    local_hub = hub.current()
+    return local_hub.online(rooms, recent_enough=recent_enough) if rooms is not None else local_hub.online_everywhere()
+
+
 def _listed_rooms(args, known_only: bool = False) -> tuple[list[str], frozenset]:
     """The several-rooms feed's `rooms` (1 to CHAT_MAX_ROOMS_PER_STREAM existing rooms) and the subset
     where this client counts as online: all but those named in `away` (rooms a browser follows only
@@ -124,8 +131,7 @@ def _open_stream(session, rooms: frozenset | None, plan_for, *, feed: bool, pres
                               sees_reports=sees_reports)
     try:
         plan = resume(plan_for, slug, rooms=rooms if feed else None, sees_reports=sees_reports)
-        online = {} if not presence else hub.current().online(rooms) if rooms is not None else \
-            hub.current().online_everywhere()
+        online = _online(rooms) if presence else {}
     except BaseException:
         hub.current().unsubscribe(subscription)
         raise
@@ -300,9 +306,7 @@ def moderation_poll():
                                     plan_for=lambda: plan_firehose(start), environ=request.environ,
                                     sees_reports=True)
     # Presence rides along as on the several-rooms poll, for the rooms it follows (the moderator is in none).
-    local_hub = hub.current()
-    online = local_hub.online(rooms, recent_enough=True) if rooms else local_hub.online_everywhere()
-    return _poll_response(found, cursor, events.encode_json(online))
+    return _poll_response(found, cursor, events.encode_json(_online(rooms, recent_enough=True)))
 
 
 def poll_from_memory(environ, slug: str | None):
