@@ -55,9 +55,11 @@ def set_role(user: User, role: str) -> None:
 
 
 def lift_ban(user: User) -> bool:
-    """An operator's unban (no moderator to log). Whether there was a ban."""
+    """An operator's unban (no moderator to log; `user_unbanned` says `"by": null`). Whether there was a ban."""
     lifted = Ban.query.filter_by(user_id=user.id).delete()
     db.session.commit()
+    if lifted:
+        outbox.publish_roomless("user_unbanned", check_event("user_unbanned", {"username": user.username, "by": None}))
     return lifted > 0
 
 
@@ -286,23 +288,35 @@ def set_slow_mode(moderator: User, room: Room, seconds: int, online_count: int, 
 
 
 def ban(moderator: User, username: str, reason: str | None) -> Ban:
+    """Ban a user and publish `user_banned` (the ban, on the moderators' feed only). A user banned already
+    keeps the ban in force, which is answered, and nothing is published."""
     user = _sanctionable(moderator, username)
     record = Ban.query.filter_by(user_id=user.id).one_or_none()
-    if record is None:
+    created = record is None
+    if created:
         record = Ban(user_id=user.id, by_id=moderator.id, reason=reason)
         db.session.add(record)
     _log(moderator, "ban", None, user.username, reason)
+    db.session.flush()  # the ban's created_at, for its event
+    data = check_event("user_banned", record.to_api()) if created else None
     db.session.commit()
     streams.current().announce_end(user_id=user.id, reason="banned")
     hub.current().sessions.forget(user_id=user.id)  # this process at once; the others as they read it
+    if created:
+        outbox.publish_roomless("user_banned", data)
     return record
 
 
 def unban(moderator: User, username: str) -> None:
+    """Lift a ban and publish `user_unbanned` (moderators' feed only); nothing is published for a user
+    who was not banned."""
     user = _target_user(username)
-    Ban.query.filter_by(user_id=user.id).delete()
+    lifted = Ban.query.filter_by(user_id=user.id).delete()
     _log(moderator, "unban", None, user.username)
     db.session.commit()
+    if lifted:
+        outbox.publish_roomless("user_unbanned", check_event("user_unbanned", {"username": user.username,
+                                                                               "by": moderator.username}))
 
 
 def logout(session) -> None:
@@ -334,7 +348,13 @@ def report_message(reporter: User, message: Message, reason: str) -> tuple[Repor
     Returns the report and whether it was created."""
     existing = Report.query.filter_by(message_id=message.id, reporter_id=reporter.id).one_or_none()
     if existing is not None:
-        return existing, False
+        return existing, False  # a repeat is not a report: it counts in no limit
+    # Per account (CHAT_REPORT_LIMIT): each report lands on every moderator's dashboard.
+    scope = f"reports:{reporter.username_key}"  # not the id: ids come back when a database is emptied
+    limit, seconds = current_app.config["CHAT_REPORT_LIMIT_PARSED"]
+    retry_after = streams.current().rate_limited(scope, limit, seconds)
+    if retry_after:
+        raise ApiError(429, "rate_limited", f"too many reports; wait {retry_after} s", retry_after=retry_after)
     report = Report(room_id=message.room_id, message_id=message.id, reporter_id=reporter.id, reason=reason,
                     status="open", created_at=utcnow())
     db.session.add(report)
@@ -342,6 +362,7 @@ def report_message(reporter: User, message: Message, reason: str) -> tuple[Repor
         db.session.flush()  # the report's row first, then the room's counter (the order every writer takes)
     except IntegrityError:  # the same report raced in from another request, which publishes it
         db.session.rollback()
+        streams.current().rate_give_back(scope)  # and counted it
         return Report.query.filter_by(message_id=message.id, reporter_id=reporter.id).one(), False
     event_id = allocate_event_id(message.room_id)
     report.created_event_ms, report.created_event_seq = event_id

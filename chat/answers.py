@@ -155,6 +155,19 @@ class ReportEvent(Schema):
     report = fields.Nested(Report, required=True)
 
 
+class UserBannedEvent(Ban):
+    """`user_banned`: the ban, as `GET /api/bans` lists it; on the moderators' feed only (the project's
+    addition)."""
+
+
+class UserUnbannedEvent(Schema):
+    """`user_unbanned`: on the moderators' feed only (the project's addition)."""
+
+    username = _text()
+    by = fields.String(required=True, allow_none=True,
+                       metadata={"description": "null: an operator's unban from the command line"})
+
+
 class MessageDeletedEvent(Schema):
     id = _event_id()
     room = _text()
@@ -205,9 +218,11 @@ class PollEvent(Schema):
 
 class ModerationPollEvent(PollEvent):
     event = _text(validate=validate.OneOf(["message", "message_deleted", "user_muted", "user_unmuted",
-                                           "room_updated", "report_created", "report_resolved", "reset"]))
+                                           "room_updated", "report_created", "report_resolved", "user_banned",
+                                           "user_unbanned", "reset"]))
     data = fields.Dict(required=True, metadata={
-        "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in [*POLL_EVENT_DATA, "ReportEvent"]]})
+        "oneOf": [{"$ref": f"#/components/schemas/{name}"}
+                  for name in [*POLL_EVENT_DATA, "ReportEvent", "UserBannedEvent", "UserUnbannedEvent"]]})
 
 
 class RoomPoll(Schema):
@@ -223,7 +238,9 @@ class FeedPoll(RoomPoll):
 
 class ModerationPoll(RoomPoll):
     events = fields.List(fields.Nested(ModerationPollEvent), required=True)
-    online = fields.List(fields.String(), required=True, metadata={"description": "always empty"})
+    online = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True, metadata={
+        "description": "who is online, by room slug: the listed rooms, or (no `rooms`) every room where anyone "
+                       "is or lately was (the project's addition)"})
 
 
 class Health(Schema):

@@ -172,8 +172,9 @@ def show_room(slug):
 def list_messages(slug):
     room = room_or_404(slug)
     before = parse_event_id(request.args.get("before"))
+    after = parse_event_id(request.args.get("after"))
     limit = query_limit()
-    messages, has_more, cursor = history.read_history(room, before, limit)
+    messages, has_more, cursor = history.read_history(room, before, limit, after)
     return {"messages": messages, "has_more": has_more, "cursor": str(cursor)}
 
 

@@ -10,7 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from .events import LiveEvent, reaches, shows_message, tombstoned_event
+from .events import LiveEvent, in_rooms, reaches, shows_message, tombstoned_event
 from .ids import EventId
 
 
@@ -133,7 +133,7 @@ class Recent:
         for room, event in reversed(self.events):  # a poll's position is usually at or near the end
             if event.id <= position:
                 break
-            if (rooms is None or room in rooms) and reaches(event.type, sees_reports):
+            if in_rooms(event.type, room, rooms) and reaches(event.type, sees_reports):
                 found.append(event)
         found.reverse()
         return found

@@ -18,6 +18,9 @@ CHAT_DEFAULTS = {
     "CHAT_LOGIN_FAILURE_LIMIT": "10/300",  # failed logins per account (any address), then 429 until the window ends
     "CHAT_REGISTER_LIMIT": "100/60",  # registration requests per client address
     "CHAT_ROOM_CREATE_LIMIT": "10/3600",  # rooms a user (not a moderator) may create
+    # Reports an account may make (each is a row and an event on every moderator's dashboard): far above
+    # what a person flags in an hour, far below what a script could bury the queue with.
+    "CHAT_REPORT_LIMIT": "20/3600",
     # Per account, across every room (CHAT_RATE_LIMIT counts per room): a hundred rooms must not mean a
     # hundred times the rate, nor a stream of maximum-size messages fill Redis.
     "CHAT_USER_RATE_LIMIT": "30/10",  # messages per user, all rooms together
@@ -113,6 +116,7 @@ def finish(config, instance_path: str) -> None:
     config["CHAT_LOGIN_FAILURE_LIMIT_PARSED"] = rate(config["CHAT_LOGIN_FAILURE_LIMIT"])
     config["CHAT_REGISTER_LIMIT_PARSED"] = rate(config["CHAT_REGISTER_LIMIT"])
     config["CHAT_ROOM_CREATE_LIMIT_PARSED"] = rate(config["CHAT_ROOM_CREATE_LIMIT"])
+    config["CHAT_REPORT_LIMIT_PARSED"] = rate(config["CHAT_REPORT_LIMIT"])
     config["CHAT_USER_RATE_LIMIT_PARSED"] = rate(config["CHAT_USER_RATE_LIMIT"])
     config["CHAT_USER_BYTES_LIMIT_PARSED"] = rate(config["CHAT_USER_BYTES_LIMIT"])
     config["SESSION_COOKIE_HTTPONLY"] = True

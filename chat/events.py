@@ -67,15 +67,27 @@ def poll_answer(found: list, cursor, online: bytes) -> bytes:
         online)
 
 
-# Events of a room that only the moderators' feed delivers: room streams, room polls and the several-rooms
-# feed never do. Their positions stay where they are; a client that does not see them just never gets
-# one (the one place this rule is decided: the hub's deliveries, its memory and every catch-up ask it).
-MODERATORS_ONLY = frozenset({"report_created", "report_resolved"})
+# Events that only the moderators' feed delivers: room streams, room polls and the several-rooms feed
+# never do. Their positions stay where they are; a client that does not see them just never gets one
+# (the one place this rule is decided: the hub's deliveries, its memory and every catch-up ask it).
+MODERATORS_ONLY = frozenset({"report_created", "report_resolved", "user_banned", "user_unbanned"})
+# Of those, the events of no room: a ban holds in every room, so it is in the firehose alone (no room's
+# stream or record holds it) and reaches a moderators' feed whatever rooms that feed lists.
+ROOMLESS = frozenset({"user_banned", "user_unbanned"})
 
 
 def reaches(event_type: str, sees_reports: bool) -> bool:
     """Whether a durable event of this type goes to a subscriber (`sees_reports`: the moderators' feed)."""
     return sees_reports or event_type not in MODERATORS_ONLY
+
+
+def in_rooms(event_type: str, room: str, rooms: frozenset | None) -> bool:
+    """Whether an event of `room` belongs to a feed of `rooms` (None: every room). An event of no room
+    (ROOMLESS) belongs to every feed; `reaches` then says which may see it."""
+    return rooms is None or room in rooms or event_type in ROOMLESS
+
+
+REPORT_EVENTS = frozenset({"report_created", "report_resolved"})  # each holds the reported message
 
 
 def tombstoned(message: dict) -> dict:
@@ -87,7 +99,7 @@ def tombstoned_event(event_type: str, data: dict) -> dict:
     """An event's data once the message it shows was deleted: a message, or a report's event holding one."""
     if event_type == "message":
         return tombstoned(data)
-    if event_type in MODERATORS_ONLY:
+    if event_type in REPORT_EVENTS:
         return {**data, "report": {**data["report"], "message": tombstoned(data["report"]["message"])}}
     return data
 
@@ -96,7 +108,7 @@ def shows_message(event: "LiveEvent", message_id: str) -> bool:
     """Whether an event's data shows this message (the message itself, or a report of it)."""
     if event.type == "message":
         return event.data.get("id") == message_id
-    return event.type in MODERATORS_ONLY and event.data["report"]["message"]["id"] == message_id
+    return event.type in REPORT_EVENTS and event.data["report"]["message"]["id"] == message_id
 
 
 def from_entry(entry, position: EventId | None = None) -> LiveEvent:

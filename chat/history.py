@@ -17,12 +17,22 @@ def _before(bound: EventId, inclusive: bool):
     return or_(Message.event_ms < bound.ms, and_(Message.event_ms == bound.ms, at_bound))
 
 
-def read_history(room: Room, before: EventId | None, limit: int) -> tuple[list[dict], bool, EventId]:
+def _after(bound: EventId):
+    bound = bound.clamped()
+    return or_(Message.event_ms > bound.ms, and_(Message.event_ms == bound.ms, Message.event_seq > bound.seq))
+
+
+def read_history(room: Room, before: EventId | None, limit: int,
+                 after: EventId | None = None) -> tuple[list[dict], bool, EventId]:
     """The newest `limit` messages before `before` (or the newest of all), oldest first, whether older
-    ones exist, and the cursor."""
+    ones exist, and the cursor. With `after`: the oldest `limit` after it (and before `before`), oldest
+    first, and whether newer ones exist up to the cursor (what follows a message: a report's context)."""
     cursor = last_event_id(room.id)
     query = Message.query.filter(Message.room_id == room.id, Message.event_ms.isnot(None), _before(cursor, True))
     if before is not None:
         query = query.filter(_before(before, False))
+    if after is not None:
+        oldest = query.filter(_after(after)).order_by(Message.event_ms, Message.event_seq).limit(limit + 1).all()
+        return [message.to_api() for message in oldest[:limit]], len(oldest) > limit, cursor
     newest = query.order_by(Message.event_ms.desc(), Message.event_seq.desc()).limit(limit + 1).all()
     return [message.to_api() for message in reversed(newest[:limit])], len(newest) > limit, cursor

@@ -322,6 +322,10 @@ class Hub:
         for_room = events.from_entry(entry, entry.room_event_id)
         for_feeds = events.LiveEvent(entry.id, for_room.type, for_room.data)
         self._recent_feed.add(entry.room, for_feeds)
+        if entry.type in events.ROOMLESS:  # a ban: every moderators' feed, whatever rooms it lists (it is rare)
+            for subscription in {subscription for subscription in self._all() if subscription.feed}:
+                subscription.deliver(for_feeds)  # which drops it for any but the moderators' (events.reaches)
+            return
         recent = self._recent.get(entry.room)
         if recent is None and (entry.room in self.by_room or entry.room in self._followed_at):
             recent = self._recent[entry.room] = Recent(self.RECENT_PER_ROOM)
@@ -423,7 +427,11 @@ class Hub:
                         if members:
                             self.streams.touch_presence(room, members, self.presence_ttl)
                     last_refresh = time.monotonic()
-                online = self.streams.online(list(rooms), self.presence_ttl) if rooms else {}
+                # A feed of every room that wants presence (the moderators') watches the rooms where anyone is,
+                # or lately was, online: not every room.
+                everywhere = self._rooms_with_presence() if self._presence_everywhere() else []
+                watched = list(rooms.keys() | set(everywhere))
+                online = self.streams.online(watched, self.presence_ttl) if watched else {}
             except redis.RedisError as error:
                 log.warning("hub: presence update failed: %s", error)
                 continue
@@ -440,12 +448,26 @@ class Hub:
                     self._online_sent[room] = names
                     self._presence_due[room] = now + self._presence_interval(room) - 0.05
                     item = Presence(room, names)
-                    for subscription in tuple(self.by_room.get(room, ())):
+                    for subscription in (*self.by_room.get(room, ()), *self.firehose_subscribers):
                         if subscription.presence:
                             subscription.deliver(item)
             for room in set(self._online_sent) - set(online):
                 del self._online_sent[room]
                 self._presence_due.pop(room, None)
+
+    def _presence_everywhere(self) -> bool:
+        """Whether a local feed of every room wants presence (a moderators' feed without `?rooms=`)."""
+        return any(subscription.presence for subscription in tuple(self.firehose_subscribers))
+
+    def _rooms_with_presence(self) -> list[str]:
+        # Twice the TTL: a member who vanished drops out after the TTL, and the room stays watched long enough
+        # for its emptied list to go out.
+        return self.streams.rooms_with_presence(2 * self.presence_ttl)
+
+    def online_everywhere(self) -> dict[str, list[str]]:
+        """Who is online in each room where anyone is or lately was (an emptied list included, so that a
+        client sees it empty): what a feed of every room is sent on connecting, and its poll answers."""
+        return dict(sorted(self.streams.online(self._rooms_with_presence(), self.presence_ttl).items()))
 
     # Shutdown
 

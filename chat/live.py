@@ -57,6 +57,13 @@ def _rooms_filter() -> frozenset | None:
     return frozenset(_slugs(request.args, "rooms")) or None
 
 
+def _online(rooms: frozenset | None, recent_enough: bool = False) -> dict[str, list[str]]:
+    """Who is online in the rooms a feed follows; None (a moderators' feed of every room): in every room
+    where anyone is or lately was."""
+    local_hub = hub.current()
+    return local_hub.online(rooms, recent_enough=recent_enough) if rooms is not None else local_hub.online_everywhere()
+
+
 def _listed_rooms(args, known_only: bool = False) -> tuple[list[str], frozenset]:
     """The several-rooms feed's `rooms` (1 to CHAT_MAX_ROOMS_PER_STREAM existing rooms) and the subset
     where this client counts as online: all but those named in `away` (rooms a browser follows only
@@ -123,7 +130,7 @@ def _open_stream(session, rooms: frozenset | None, plan_for, *, feed: bool, pres
                               sees_reports=sees_reports)
     try:
         plan = resume(plan_for, slug, rooms=rooms if feed else None, sees_reports=sees_reports)
-        online = hub.current().online(rooms) if presence else {}
+        online = _online(rooms) if presence else {}
     except BaseException:
         hub.current().unsubscribe(subscription)
         raise
@@ -171,7 +178,8 @@ def moderation_events():
     start, rooms = _start_position(), _rooms_filter()
     if request.method == "HEAD":
         return _head(session, "text/event-stream", _STREAM_HEADERS)
-    return _open_stream(session, rooms, lambda: plan_firehose(start), feed=True, presence=False, sees_reports=True)
+    # Presence of the rooms it follows (every room where anyone is online, unfiltered), counting no moderator.
+    return _open_stream(session, rooms, lambda: plan_firehose(start), feed=True, presence=True, sees_reports=True)
 
 
 # Long-polling
@@ -292,10 +300,12 @@ def moderation_poll():
     timeout = _poll_timeout(request.args)
     if request.method == "HEAD":
         return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
-    found, cursor = wait_for_events(session, _rooms_filter(), start, timeout, feed=True,
+    rooms = _rooms_filter()
+    found, cursor = wait_for_events(session, rooms, start, timeout, feed=True,
                                     plan_for=lambda: plan_firehose(start), environ=request.environ,
                                     sees_reports=True)
-    return _poll_response(found, cursor, b"[]")
+    # Presence rides along as on the several-rooms poll, for the rooms it follows (the moderator is in none).
+    return _poll_response(found, cursor, events.encode_json(_online(rooms, recent_enough=True)))
 
 
 def poll_from_memory(environ, slug: str | None):

@@ -52,7 +52,8 @@ event after it, in order."""
 # Each event of a stream and the schema of its data (answers.py).
 DURABLE_EVENTS = {"message": "Message", "message_deleted": "MessageDeletedEvent", "user_muted": "MuteEvent",
                   "user_unmuted": "MuteEvent", "room_updated": "RoomUpdatedEvent"}
-MODERATORS_ONLY_EVENTS = {"report_created": "ReportEvent", "report_resolved": "ReportEvent"}  # events.reaches
+MODERATORS_ONLY_EVENTS = {"report_created": "ReportEvent", "report_resolved": "ReportEvent",  # events.reaches
+                          "user_banned": "UserBannedEvent", "user_unbanned": "UserUnbannedEvent"}
 EPHEMERAL_EVENTS = {"ready": "ReadyEvent", "presence": "PresenceEvent", "ping": "PingEvent", "reset": "ResetEvent"}
 
 
@@ -67,7 +68,7 @@ def _stream_event(name: str, schema: str, durable: bool) -> dict:
 
 
 def _stream_events(presence: bool, reports: bool = False) -> dict:
-    """A room's or the several-rooms feed's events; the moderators' (no presence) adds the reports."""
+    """A room's or the several-rooms feed's events; the moderators' adds the reports and bans."""
     ephemeral = {name: schema for name, schema in EPHEMERAL_EVENTS.items() if presence or name != "presence"}
     durable = {**DURABLE_EVENTS, **(MODERATORS_ONLY_EVENTS if reports else {})}
     return {"oneOf": [_stream_event(name, schema, True) for name, schema in durable.items()]
@@ -96,6 +97,8 @@ def _parameters(max_rooms: int) -> dict:
         "limit": _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
                         "how many, newest first"),
         "before": _param("before", "query", event_id, "page back: what came before this event id"),
+        "after": _param("after", "query", event_id, "the project's addition: the oldest messages after this "
+                        "event id (then `has_more` says whether newer ones exist)"),
         "cursor": _param("cursor", "query", event_id, "the last position this client has; none: the tail"),
         "timeout": _param("timeout", "query", {"type": "number", "minimum": 0, "maximum": 25},
                           "seconds to wait for an event (at most CHAT_POLL_TIMEOUT_SECONDS, default 25)"),
@@ -193,7 +196,7 @@ def _operations(config) -> dict[str, dict[str, tuple[str, dict]]]:
     }, "Messages": {
         "api.list_messages": ("get", _op(
             "A page of a room's history", {"200": _json("MessagePage")}, errors=(*SIGNED_IN, 400, 404, 422),
-            parameters=["slug", "limit", "before"],
+            parameters=["slug", "limit", "before", "after"],
             description="Subscribing from `cursor` yields exactly what happened after this read.")),
         "api.post_message": ("post", _op(
             "Post a message", {"201": _json("OneMessage", "posted"),
@@ -221,7 +224,10 @@ def _operations(config) -> dict[str, dict[str, tuple[str, dict]]]:
     }, "Moderation": {  # a user who is not a moderator gets 403 forbidden
         "live.moderation_events": ("get", _op(
             "Every room's durable events (moderators)", _sse("ModerationStreamEvent"), errors=_FEED_ERRORS,
-            parameters=["rooms_filter", *_STREAM_PARAMS])),
+            parameters=["rooms_filter", *_STREAM_PARAMS],
+            description="Also `report_created` / `report_resolved`, `user_banned` / `user_unbanned` (durable) and "
+                        "`presence` of the listed rooms, or without `rooms` of every room where anyone is or "
+                        "lately was online (the project's additions).")),
         "live.moderation_poll": ("get", _op(
             "Every room's durable events, long-polled (moderators)", _poll("ModerationPoll"),
             errors=(*_FEED_ERRORS, 422), parameters=["rooms_filter", "cursor", "timeout"])),
@@ -235,10 +241,14 @@ def _operations(config) -> dict[str, dict[str, tuple[str, dict]]]:
                                             parameters=["slug", "username"])),
         "moderation.ban": ("post", _op(
             "Ban a user", {"201": _json("Ban", "banned")}, errors=(*SIGNED_IN, *BODY, 404), body=BanSchema,
-            description="Their streams end and their polls answer 403 within 2 s; their sessions are kept.")),
+            description="Their streams end and their polls answer 403 within 2 s; their sessions are kept. "
+                        "Publishes `user_banned` on the moderators' feed only (a user banned already: the ban in "
+                        "force, and nothing published).")),
         "moderation.list_bans": ("get", _op("Every ban, newest first", {"200": _json("BanList")}, errors=SIGNED_IN)),
         "moderation.unban": ("delete", _op("Lift a ban", _NO_CONTENT, errors=(*SIGNED_IN, 404),
-                                           parameters=["username"])),
+                                           parameters=["username"],
+                                           description="Publishes `user_unbanned` on the moderators' feed only "
+                                                       "(nothing when the user was not banned).")),
         "moderation.lock": ("post", _op("Lock a room: only moderators may post", {"200": _json("OneRoom")},
                                         errors=(*SIGNED_IN, 404, *BODY), parameters=["slug"], body=ReasonSchema,
                                         body_required=False)),
@@ -254,8 +264,10 @@ def _operations(config) -> dict[str, dict[str, tuple[str, dict]]]:
             "Report a message to the moderators (any signed-in user)",
             {"201": _json("Report", "reported"),
              "200": _json("Report", "this user reported this message before: the first report, unchanged")},
-            errors=(*SIGNED_IN, *BODY, 404), body=ReportSchema, parameters=["slug", "message_id"],
-            description="Publishes `report_created` on the moderators' feed only; a repeat publishes nothing.")),
+            errors=(*SIGNED_IN, *BODY, 404, 429), body=ReportSchema, parameters=["slug", "message_id"],
+            description="Publishes `report_created` on the moderators' feed only; a repeat publishes nothing. "
+                        "`429 rate_limited` past CHAT_REPORT_LIMIT reports of the account (a repeat does not "
+                        "count).")),
         "moderation.list_reports": ("get", _op(
             "Reports, newest first", {"200": _json("ReportList")}, errors=(*SIGNED_IN, 422), parameters=["status"])),
         "moderation.resolve_report": ("post", _op(
@@ -324,7 +336,7 @@ def build(app) -> dict:
     for schema in ANSWERS:
         spec.components.schema(schema.__name__, schema=schema)
     spec.components.schema("StreamEvent", _stream_events(presence=True))
-    spec.components.schema("ModerationStreamEvent", _stream_events(presence=False, reports=True))
+    spec.components.schema("ModerationStreamEvent", _stream_events(presence=True, reports=True))
     for name, parameter in _parameters(app.config["CHAT_MAX_ROOMS_PER_STREAM"]).items():
         spec.components.parameter(name, parameter["in"], parameter)
     for status, (name, description) in _ERRORS.items():

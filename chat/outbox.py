@@ -85,6 +85,25 @@ def publish(room_id: int, slug: str, event_id: EventId, event_type: str, data: d
         return False
 
 
+def publish_roomless(event_type: str, data: dict) -> bool:
+    """Publish a committed event of no room (a ban or an unban: events.ROOMLESS) to the moderators' feed.
+    No room's record holds it, so no relay repeats it: if Redis fails now it is only logged, and the
+    state it announces is still what every read (GET /api/bans) answers. False when it was not published."""
+    room_streams = streams.current()
+    try:
+        try:
+            room_streams.publish_roomless(event_type, data)
+        except streams.Refused:
+            if verify() is None:
+                raise
+            room_streams.publish_roomless(event_type, data)
+        return True
+    except (redis.RedisError, streams.Refused, SQLAlchemyError) as error:
+        metrics.DEPENDENCY_ERRORS.labels(dependency="database" if isinstance(error, SQLAlchemyError) else "redis").inc()
+        log.warning("publishing %s to the moderators' feed failed: %s", event_type, type(error).__name__)
+        return False
+
+
 def fill(room_id: int, slug: str, after: EventId, upto: EventId, verifying: bool = False) -> int:
     """Publish the room's events after `after` up to `upto`, from the database, in order; each only
     right after the one before it, so a concurrent publisher can only make it skip what is already

@@ -124,7 +124,7 @@ def catch_up(room_streams, slug, after: EventId, limit: int | None = None, rooms
         if planned is not None and _dropped(planned, window, after):
             raise Trimmed(slug)
         found.extend(events.from_entry(entry) for entry in entries
-                     if (rooms is None or entry.room in rooms) and events.reaches(entry.type, sees_reports))
+                     if events.in_rooms(entry.type, entry.room, rooms) and events.reaches(entry.type, sees_reports))
         if len(entries) < CATCH_UP_BATCH:
             break
         after = entries[-1].id

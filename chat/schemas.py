@@ -197,6 +197,22 @@ class ReportEvent(Schema):
     report = fields.Nested(_Report, required=True)
 
 
+class UserBannedEvent(Schema):
+    """`user_banned`: the ban, as GET /api/bans lists it (the moderators' feed only)."""
+
+    username = fields.String(required=True)
+    by = fields.String(required=True)
+    reason = fields.String(allow_none=True, required=True)
+    created_at = fields.String(required=True)
+
+
+class UserUnbannedEvent(Schema):
+    """`user_unbanned` (the moderators' feed only)."""
+
+    username = fields.String(required=True)
+    by = fields.String(allow_none=True, required=True)  # null: an operator's unban (flask users unban)
+
+
 DURABLE_EVENTS = {
     "message": MessageEvent(),
     "message_deleted": MessageDeletedEvent(),
@@ -205,6 +221,8 @@ DURABLE_EVENTS = {
     "room_updated": RoomUpdatedEvent(),
     "report_created": ReportEvent(),
     "report_resolved": ReportEvent(),
+    "user_banned": UserBannedEvent(),
+    "user_unbanned": UserUnbannedEvent(),
 }
 
 

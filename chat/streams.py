@@ -62,6 +62,14 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'room', ARGV[5], 'id', 
 return {'OK'}
 """
 
+_PUBLISH_ROOMLESS = _IDS + """
+-- Append an event of no room (a ban: events.ROOMLESS) to the firehose alone, after every event before it.
+-- KEYS: firehose, incarnation. ARGV: type, data, firehose maxlen.
+-- Returns the entry's id, or false (this Redis has not been checked against the database yet).
+if not verified(KEYS[2]) then return false end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'room', '', 'type', ARGV[1], 'data', ARGV[2])
+"""
+
 _FLOOR = _IDS + """
 -- KEYS: room stream. ARGV: the id of the room's last event in the database.
 -- A stream that ends below it (Redis lost or rolled back entries) starts over, empty, at that id:
@@ -204,6 +212,7 @@ class Streams:
         self.maxlen = maxlen
         self.firehose_maxlen = max(maxlen * 10, 100000)
         self._publish = client.register_script(_PUBLISH)
+        self._publish_roomless = client.register_script(_PUBLISH_ROOMLESS)
         self._floor = client.register_script(_FLOOR)
         self._last_ids = client.register_script(_LAST_IDS)
         self._read_after = client.register_script(_READ_AFTER)
@@ -250,6 +259,15 @@ class Streams:
         if outcome[0] == "GAP":
             return "GAP", _parse_id(outcome[1])
         return outcome[0], None
+
+    def publish_roomless(self, event_type: str, data: dict) -> EventId:
+        """Append an event of no room (events.ROOMLESS) to the firehose: its position there is its id.
+        Raises Refused before this Redis is verified (outbox.verify)."""
+        found = self._publish_roomless(keys=[self.firehose_key(), self.incarnation_key()], args=[
+            event_type, json.dumps(data, separators=(",", ":"), ensure_ascii=False), self.firehose_maxlen])
+        if not found:
+            raise Refused()
+        return EventId.parse(found)
 
     def floor(self, slug: str, last: EventId) -> bool:
         """Start the room's stream over, empty, at `last` if it ends below it (see _FLOOR)."""
@@ -326,8 +344,9 @@ class Streams:
                 if key == self.firehose_key():
                     if fields["type"] == "epoch":
                         continue
+                    room_event_id = EventId.parse(fields["id"]) if "id" in fields else None  # none: no room
                     firehose.append(Entry(EventId.parse(raw_id), fields["type"], json.loads(fields["data"]),
-                                          fields["room"], EventId.parse(fields["id"])))
+                                          fields["room"], room_event_id))
                 else:
                     control.append((EventId.parse(raw_id), fields))
         return firehose, control
@@ -336,9 +355,13 @@ class Streams:
         """Where a room's stream (or the firehose) stands now."""
         return self.read_after(slug, ZERO, 0)[0]
 
-    # Presence: a sorted set per room of `username|connection` scored by when it was last seen.
+    # Presence: a sorted set per room of `username|connection` scored by when it was last seen, and one
+    # sorted set of the rooms scored by when any of their members was last written (for feeds of every room).
     def presence_key(self, slug: str) -> str:
         return f"{self.prefix}:{{room:{slug}}}:online"
+
+    def presence_rooms_key(self) -> str:
+        return f"{self.prefix}:presence:rooms"
 
     def touch_presence(self, slug: str, members: list[str] | dict[str, float], ttl: int) -> None:
         """Mark members as seen now (or, given as a mapping, at their own wall-clock times)."""
@@ -348,7 +371,16 @@ class Streams:
         pipe.zadd(self.presence_key(slug), seen)
         pipe.zremrangebyscore(self.presence_key(slug), "-inf", now - ttl)
         pipe.expire(self.presence_key(slug), ttl * 2)
+        pipe.zadd(self.presence_rooms_key(), {slug: max(seen.values(), default=now)})
         pipe.execute()
+
+    def rooms_with_presence(self, seconds: float) -> list[str]:
+        """The rooms whose presence was written within `seconds` (older ones are forgotten): where someone is
+        online, or was until lately (long enough for their list to be seen emptying)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(self.presence_rooms_key(), "-inf", time.time() - seconds)
+        pipe.zrange(self.presence_rooms_key(), 0, -1)
+        return pipe.execute()[1]
 
     def leave_presence(self, slug: str, member: str) -> None:
         self.redis.zrem(self.presence_key(slug), member)

@@ -155,3 +155,27 @@ def test_a_report_emits_report_created_once_and_its_resolution_report_resolved(a
         ("report_resolved", {"report": dismissed}),
         ("message_deleted", {"id": first["id"], "room": room, "deleted_by": moderator.username}),
         ("report_resolved", {"report": resolved})]
+
+
+def test_ban_and_unban_emit_one_event_each_in_the_firehose_alone(app, moderator, member, room):
+    """A ban is an event of no room: the firehose holds it (the moderators' feed), no room's stream does. A ban
+    in force or an unban of nobody emits nothing; an operator's unban (the CLI) says `"by": null`."""
+    from chat.models import find_user  # noqa: PLC0415
+
+    with app.app_context():
+        start = streams.current().positions()[0]
+    ban = moderator.ban(member.username, reason="spam").json
+    assert moderator.ban(member.username).status_code == 201  # in force already
+    assert moderator.delete(f"/api/bans/{member.username}").status_code == 204
+    assert moderator.delete(f"/api/bans/{member.username}").status_code == 204  # not banned
+    assert moderator.ban(member.username).status_code == 201
+    with app.app_context():
+        assert actions.lift_ban(find_user(member.username)) is True
+        _, entries = streams.current().read_after(None, start, 1000)
+    assert not any(entry.room for entry in entries)  # of no room
+    assert [(entry.type, entry.data) for entry in entries] == [
+        ("user_banned", ban),
+        ("user_unbanned", {"username": member.username, "by": moderator.username}),
+        ("user_banned", {**ban, "reason": None, "created_at": entries[2].data["created_at"]}),
+        ("user_unbanned", {"username": member.username, "by": None})]
+    assert published(app, room) == []

@@ -136,6 +136,28 @@ def test_a_several_rooms_feed_gets_its_rooms_in_firehose_positions_and_their_pre
     assert hub.online(["lobby"]) == {"lobby": []}
 
 
+def test_a_feed_of_every_room_gets_presence_of_the_rooms_where_someone_is_elsewhere(make_hub, streams):
+    """The moderators' feed (every room, with presence) hears a room's list when it changes, also when the
+    member is connected to another process; a room nobody is in stays unwatched."""
+    here, elsewhere = make_hub(), make_hub()
+    moderators = subscribe(here, room=None, presence=True, sees_reports=True, username="mod")
+    member = subscribe(elsewhere, room="attic", username="ann")
+
+    def lists():
+        found = {}
+        deadline = time.monotonic() + 10
+        while found.get("attic") != expected and time.monotonic() < deadline:
+            found.update({item.room: item.online for item in moderators.take(1) if hasattr(item, "room")})
+        return found
+
+    expected = ["ann"]
+    assert lists() == {"attic": ["ann"]}  # the moderator, on a feed, is online nowhere
+    elsewhere.unsubscribe(member)
+    expected = []
+    assert lists() == {"attic": []}
+    assert here.online_everywhere() == {"attic": []}  # emptied lately: still watched, so its emptying was sent
+
+
 def test_a_slow_subscriber_is_cut_off_while_the_others_get_everything(make_hub, streams):
     hub = make_hub(CHAT_SUBSCRIBER_QUEUE=5)
     # Feeds over every room: no presence items share their queues.

@@ -281,6 +281,20 @@ def test_history_has_no_more_before_the_first_message(member, room):
     assert member.history(room, before=first["id"]).json["messages"] == []
 
 
+def test_after_reads_what_follows_a_message_oldest_first(member, room):
+    """`after=` (the project's addition, for a report's context): the oldest messages after an id, and
+    whether newer ones exist; with `before`, only what lies between."""
+    posted = post_all(member, room, [f"message {n}" for n in range(6)])
+    page = member.history(room, after=posted[1]["id"], limit=3).json
+    assert page["messages"] == posted[2:5] and page["has_more"] is True
+    assert page["cursor"] == member.history(room).json["cursor"]
+    assert member.history(room, after=posted[3]["id"]).json["messages"] == posted[4:]
+    assert member.history(room, after=posted[3]["id"]).json["has_more"] is False
+    assert member.history(room, after=posted[5]["id"]).json["messages"] == []
+    assert member.history(room, after="0-0", before=posted[2]["id"]).json["messages"] == posted[:2]
+    assert_refused(lambda after: member.history(room, after=after), ["abc", "1-"], 400, "invalid_cursor")
+
+
 def test_nothing_comes_before_0_0(member, room):
     """`0-0` is a valid position (API.md), the one before a room's first event: a page before it is empty.
     (Redis refuses the exclusive range `(0-0`, which answered 503: found by tests/test_openapi.py.)"""

@@ -352,3 +352,31 @@ def test_resolutions_at_once_resolve_a_report_once(live):
     listed = act(first, "GET", "/api/moderation/reports", 200, params={"status": "resolved"})["reports"]
     now = next(entry for entry in listed if entry["id"] == made["id"])
     assert now["message"]["deleted"] is True and {key: value for key, value in now.items() if key != "message"} == final
+
+
+def test_reports_per_hour_per_account(make_app):
+    """CHAT_REPORT_LIMIT: past it `429 rate_limited` with Retry-After; reporting a message again answers the
+    first report and counts for nothing; another account has its own allowance."""
+    from tests.support import AuthActions  # noqa: PLC0415
+
+    app = make_app(CHAT_REPORT_LIMIT="2/3600")
+    author, reporter, other = (AuthActions(app.test_client()) for _ in range(3))
+    for user in (author, reporter, other):
+        assert user.register().status_code == 201
+    slug = author.create_room()
+    messages = [author.send(slug, f"message {n}").json["message"] for n in range(3)]
+
+    def report_via(user, message):
+        return user.post(f"/api/rooms/{slug}/messages/{message['id']}/reports", json={"reason": "spam"})
+
+    first = report_via(reporter, messages[0])
+    assert first.status_code == 201
+    for _ in range(3):  # repeats: the first report each time, and no count
+        again = report_via(reporter, messages[0])
+        assert again.status_code == 200 and again.json == first.json
+    assert report_via(reporter, messages[1]).status_code == 201
+    refused = report_via(reporter, messages[2])
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "rate_limited"
+    assert 0 < int(refused.headers["Retry-After"]) <= 3600
+    assert report_via(reporter, messages[0]).status_code == 200  # a repeat still answers, limit or not
+    assert report_via(other, messages[2]).status_code == 201

@@ -1,6 +1,6 @@
 /**
  * The moderation calls the dashboard makes, each with its optional reason, and the one feedback line that says
- * how each went. After a call succeeds, onDone(kind) lets the page re-read what it changed (the log, the bans).
+ * how each went. After a call succeeds, onDone(kind) lets the page re-read what it changed (the log).
  *
  * Reasons: every action keeps its reason in the log: mutes, bans, slow mode and purges as API.md has it, a
  * deletion, a lock and an unlock as this implementation adds (`{reason}` in their optional body).

@@ -19,9 +19,8 @@ import { Sanctions } from './sanctions.js';
 
 const RECENT_ROOMS = 30; // on load, the feed starts with the latest messages of this many rooms
 const RECENT_PER_ROOM = 20;
-const ROOMS_EVERY_MS = 10 * 1000; // people online (the moderators' feed carries no presence) and new rooms
-const BANS_EVERY_MS = 30 * 1000; // no event announces a ban
-const LOG_EVERY_MS = 30 * 1000; // bans, unbans and purges without deletions announce nothing either
+const ROOMS_EVERY_MS = 60 * 1000; // new rooms (nothing announces one); people online come live as `presence`
+const LOG_EVERY_MS = 30 * 1000; // purges without deletions announce nothing, and ban events do not say who logged what
 const FEED_MUTE_MINUTES = 10;
 
 const byTestId = (id) => document.querySelector(`[data-testid=${id}]`);
@@ -58,10 +57,7 @@ const stats = new RoomStats({
 });
 const actions = new ModActions({
   feedback: byTestId('mod-feedback'),
-  onDone: (kind) => {
-    log.refresh();
-    if (kind === 'ban' || kind === 'unban') refreshBans();
-  },
+  onDone: () => log.refresh(), // a ban or an unban reaches the bans list as an event, like anyone else's
 });
 const sanctions = new Sanctions({
   bansList: byTestId('bans-list'),
@@ -89,8 +85,6 @@ const log = new AuditLog({
   count: byTestId('audit-count'),
   selects: { moderator: byTestId('audit-filter-moderator'), room: byTestId('audit-filter-room'),
     action: byTestId('audit-filter-action') },
-  // Another moderator's ban or unban shows in the log before any timer re-reads the bans.
-  onNew: (entries) => { if (entries.some((entry) => ['ban', 'unban'].includes(entry.action))) refreshBans(); },
 });
 
 function refreshBans() {
@@ -148,7 +142,7 @@ feedList.addEventListener('click', async (event) => {
 const connection = new Connection({
   streamUrl: '/api/moderation/events',
   pollUrl: '/api/moderation/poll',
-  pollPresence: false,
+  pollPresence: true, // long-polled, the feed's `online` (by room) stands for its presence events
   onReset: async () => {
     feed.note('The feed was too far behind and restarted from now.');
     reloadLists();
@@ -190,9 +184,20 @@ connection.on('room_updated', ({ room }) => {
   stats.roomUpdated(room);
   feed.note(`#${room.slug} ${what}.`, room.slug);
 });
-// The moderators' feed carries no presence today; if it does one day, the counts follow it live.
+// Who is online, per room, live: the feed's `presence` for every room where anyone is (the project's addition).
 connection.on('presence', (data) => { if (data?.room) stats.setOnline(data.room, data.online?.length ?? 0); });
-for (const name of ['user_muted', 'user_unmuted', 'room_updated', 'message_deleted']) connection.on(name, () => log.refresh());
+// Bans: `user_banned` / `user_unbanned` come on this feed only (the project's addition, docs/API.md).
+connection.on('user_banned', (ban) => {
+  sanctions.banned(ban);
+  feed.note(`${ban.username} was banned by ${ban.by}${ban.reason ? `: ${ban.reason}` : ''}.`);
+});
+connection.on('user_unbanned', (data) => {
+  sanctions.unbanned(data);
+  feed.note(data.by ? `${data.username} was unbanned by ${data.by}.` : `${data.username} was unbanned.`);
+});
+for (const name of ['user_muted', 'user_unmuted', 'room_updated', 'message_deleted', 'user_banned', 'user_unbanned']) {
+  connection.on(name, () => log.refresh());
+}
 
 // The reports queue: `report_created` / `report_resolved` come on this same feed, and on no other (API.md).
 connection.on('report_created', ({ report }) => {
@@ -258,13 +263,11 @@ async function start() {
   log.read();
   stats.start();
   every(ROOMS_EVERY_MS, () => loadRooms().catch(() => null));
-  every(BANS_EVERY_MS, refreshBans);
   every(LOG_EVERY_MS, () => log.refresh());
   // Back from a hidden stretch: read what the timers skipped.
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState !== 'visible') return;
     loadRooms().catch(() => null);
-    refreshBans();
     log.refresh();
     loadReports();
   });

@@ -1,7 +1,7 @@
 /**
  * The dashboard's reports queue: the open reports, newest first (GET /api/moderation/reports?status=open), kept
  * live by `report_created` and `report_resolved` on the moderators' feed. Each shows the reported message in
- * context (the few messages before it, read once from the room's history) with Dismiss and "Delete message"
+ * context (the few messages before and after it, read once from the room's history) with Dismiss and "Delete message"
  * (POST /api/moderation/reports/<id>/resolve). Built with DOM text nodes only.
  */
 import { api, roomPath } from './api.js';
@@ -9,6 +9,7 @@ import { setTime } from './render.js';
 import { element } from './dom.js';
 
 const CONTEXT_BEFORE = 3; // messages shown before the reported one
+const CONTEXT_AFTER = 3; // and after it: a reply often says more about a report than what came before
 
 /** The id just after a message's (`ms-seq` -> `ms-(seq+1)`): `before` it, a history page ends with the message. */
 function justAfter(id) {
@@ -110,7 +111,7 @@ export class ReportsQueue {
     head.append(room, by, when);
     const why = element('p', { className: 'report-why', testid: 'report-reason', text: report.reason });
     const context = element('ol', { className: 'report-context', testid: 'report-context' });
-    context.setAttribute('aria-label', 'The reported message, with what came before it');
+    context.setAttribute('aria-label', 'The reported message, with what came before and after it');
     context.append(this.line(report.message, true));
     this.loadContext(report, context);
     const buttons = element('div', { className: 'row' });
@@ -147,17 +148,23 @@ export class ReportsQueue {
     else line.append(document.createTextNode(message.body));
   }
 
-  /** The messages before the reported one, read once from its room's history (what a failure leaves: the message). */
+  /** The messages around the reported one, read once from its room's history: up to CONTEXT_BEFORE before it
+   * (the page ending with it, which also says whether it was deleted since) and CONTEXT_AFTER after it
+   * (`after=`, the project's addition to the history). What a failure leaves: the message alone. */
   async loadContext(report, context) {
-    try {
-      const page = await api('GET', `${roomPath(report.room, 'messages')}?limit=${CONTEXT_BEFORE + 1}`
-        + `&before=${encodeURIComponent(justAfter(report.message.id))}`);
-      const before = page.messages.filter((message) => message.id !== report.message.id);
+    const path = roomPath(report.room, 'messages');
+    const id = encodeURIComponent(report.message.id);
+    const [upTo, after] = await Promise.all([
+      api('GET', `${path}?limit=${CONTEXT_BEFORE + 1}&before=${encodeURIComponent(justAfter(report.message.id))}`)
+        .catch(() => null),
+      api('GET', `${path}?limit=${CONTEXT_AFTER}&after=${id}`).catch(() => null),
+    ]);
+    if (upTo) {
+      const before = upTo.messages.filter((message) => message.id !== report.message.id);
       context.prepend(...before.slice(-CONTEXT_BEFORE).map((message) => this.line(message)));
-      const reported = page.messages.find((message) => message.id === report.message.id);
+      const reported = upTo.messages.find((message) => message.id === report.message.id);
       if (reported?.deleted) this.fillLine(context.querySelector('[data-reported=true]'), reported);
-    } catch {
-      // the reported message alone still shows
     }
+    if (after) context.append(...after.messages.slice(0, CONTEXT_AFTER).map((message) => this.line(message)));
   }
 }

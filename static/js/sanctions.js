@@ -4,8 +4,9 @@
  *
  * Mutes stay live from the feed: `user_muted` adds a row at once, and since that event carries no reason the
  * room's mutes are then re-read (an answer that a later event of the room overtook is dropped); `user_unmuted`
- * removes it, also when a mute ran out (`"by": null`). No event announces a ban or an unban, so the page calls
- * loadBans() after its own actions and on a timer (moderate.js).
+ * removes it, also when a mute ran out (`"by": null`). Bans are live the same way: `user_banned` carries the ban
+ * itself (reason included) and `user_unbanned` lifts it, whichever moderator acted; the list is read once at the
+ * start and again only when the feed restarts (`reset`).
  */
 import { api, roomPath } from './api.js';
 import { cloneTemplate, setTime } from './render.js';
@@ -22,6 +23,7 @@ export class Sanctions {
   constructor({ bansList, mutesList, onLift }) {
     Object.assign(this, { bansList, mutesList, onLift });
     this.bans = [];
+    this.bansVersion = 0; // ban events seen, so that a list read they overtook is read again
     this.mutes = new Map(); // muteKey -> {room, username, until, by, reason}
     this.roomVersions = new Map(); // slug -> count of events seen, to drop reads that an event overtook
     this.rereads = new Map(); // slug -> timer
@@ -31,9 +33,25 @@ export class Sanctions {
   }
 
   async loadBans() {
+    const version = this.bansVersion;
     const { bans } = await api('GET', '/api/bans');
+    if (version !== this.bansVersion) return this.loadBans(); // an event came meanwhile: this read may predate it
     this.bans = bans;
     this.renderBans();
+    return undefined;
+  }
+
+  /** A `user_banned` event: the ban, newest first (a repeat replaces the row). */
+  banned(ban) {
+    this.bansVersion += 1;
+    this.bans = [ban, ...this.bans.filter((held) => held.username.toLowerCase() !== ban.username.toLowerCase())];
+    this.renderBans();
+  }
+
+  /** A `user_unbanned` event. */
+  unbanned({ username }) {
+    this.bansVersion += 1;
+    this.banLifted(username);
   }
 
   /** Read the mutes of these rooms (a few requests at a time). */

@@ -131,20 +131,26 @@ def test_ban_and_delete_the_last_hour_then_unban_in_one_click(people, promote, a
 
 
 def test_a_ban_by_another_moderator_shows_without_a_reload(people, live, promote):
+    """`user_banned` / `user_unbanned` on the moderators' feed keep the bans list live: nothing re-reads it on a
+    timer, so each change shows within the wait only because its event arrived."""
     moderator, carol = people(2)
     promote(moderator.username)
     colleague = another_moderator(live, promote)
     slug = colleague.create_room()
     dashboard = open_dashboard(moderator)
-    # No event announces a ban; a ban with a purge does (its deletions), and the page re-reads the log and the bans.
     assert carol.http.send(slug, "troll").status_code == 201
     expect(feed_item(dashboard, "troll")).to_have_count(1)
+    bans = dashboard.get_by_test_id("bans-list")
+    expect(bans).to_contain_text("Nobody is banned.")
     assert colleague.post("/api/bans", json={"username": carol.username, "reason": "trolling"}).status_code == 201
-    assert colleague.post("/api/moderation/purge", json={"username": carol.username, "minutes": 5}).status_code == 200
-    entry = dashboard.get_by_test_id("ban-entry")
-    expect(entry).to_have_attribute("data-username", carol.username)
+    entry = bans.get_by_test_id("ban-entry")
+    expect(entry).to_have_attribute("data-username", carol.username, timeout=5_000)
     expect(entry.get_by_test_id("entry-reason")).to_have_text("trolling")
     expect(entry.get_by_test_id("entry-by")).to_have_text(colleague.user['username'])
+    expect(dashboard.get_by_test_id("mod-feed")).to_contain_text(f"{carol.username} was banned by")
+    assert colleague.delete(f"/api/bans/{carol.username}").status_code == 204
+    expect(entry).to_have_count(0, timeout=5_000)
+    expect(bans).to_contain_text("Nobody is banned.")
 
 
 def test_the_audit_log_filters_by_action_moderator_and_room(people, live, promote):
@@ -304,8 +310,11 @@ def test_the_dashboard_with_live_traffic_and_what_is_in_force(people, live, prom
     talk = [(alice, garden, "Has anyone tried the new compost bins?"), (bob, lobby, "Morning all!"),
             (alice, garden, "The tomatoes are finally ripe 🍅"), (bob, garden, "Nice! Mine are still green."),
             (alice, lobby, "Welcome to the newcomers"), (bob, lobby, "BUY FOLLOWERS NOW cheap cheap")]
-    for person, slug, text in talk:
-        assert person.http.send(slug, text).status_code == 201
+    sent = [person.http.send(slug, text) for person, slug, text in talk]
+    assert all(answer.status_code == 201 for answer in sent)
+    spam = sent[-1].json()["message"]
+    assert alice.http.post(f"/api/rooms/{lobby}/messages/{spam['id']}/reports",
+                           json={"reason": "Spam: selling followers"}).status_code == 201
     assert colleague.post(f"/api/rooms/{lobby}/slow_mode", json={"seconds": 30, "reason": "Too fast to read"}
                           ).status_code == 200
     assert colleague.post(f"/api/rooms/{lobby}/mutes", json={"username": bob.username, "minutes": 60,
@@ -315,10 +324,30 @@ def test_the_dashboard_with_live_traffic_and_what_is_in_force(people, live, prom
         "Repeated abuse after warnings")
     stats = dashboard.get_by_test_id("room-stats")
     expect(stats.locator(f"[data-room={garden}]").get_by_test_id("room-rate")).to_have_text("3")
-    # People online come from the rooms list, re-read every 10 s (the moderators' feed has no presence).
-    expect(stats.locator(f"[data-room={garden}]").get_by_test_id("room-online")).to_have_text("1", timeout=15_000)
+    # People online come live from the feed's presence.
+    expect(stats.locator(f"[data-room={garden}]").get_by_test_id("room-online")).to_have_text("1", timeout=5_000)
+    expect(stats.locator(f"[data-room={lobby}]").get_by_test_id("room-online")).to_have_text("1", timeout=5_000)
+    report = dashboard.get_by_test_id("report-item")
+    expect(report.get_by_test_id("report-reason")).to_have_text("Spam: selling followers")
+    expect(report.locator("[data-reported=true]")).to_contain_text("BUY FOLLOWERS")
+    expect(report.get_by_test_id("report-context-message")).to_have_count(3)  # the two before it, none after yet
     expect(stats.locator(f"[data-room={kitchen}]")).to_contain_text("locked")
     expect(stats.locator(f"[data-room={lobby}]")).to_contain_text("slow 30 s")
     expect(dashboard.get_by_test_id("audit-entry")).to_have_count(4)
     expect(feed_item(dashboard, "BUY FOLLOWERS")).to_have_count(1)
     dashboard.screenshot(path=str(artifacts / "moderate-dashboard.png"), full_page=True)
+
+
+def test_someone_joining_a_room_shows_in_its_online_count_live(people, promote):
+    """The dashboard's per-room online counts follow the moderators' feed's `presence`: no re-read of the
+    rooms list (once a minute, for new rooms) is needed for someone who joins to be counted."""
+    moderator, alice, bob = people(3)
+    promote(moderator.username)
+    slug = alice.http.create_room("Porch")
+    dashboard = open_dashboard(moderator)
+    online = dashboard.get_by_test_id("room-stats").locator(f"[data-room={slug}]").get_by_test_id("room-online")
+    expect(online).to_have_text("0")  # from the rooms list, read once
+    alice.open_room(slug)
+    expect(online).to_have_text("1", timeout=5_000)
+    bob.open_room(slug)
+    expect(online).to_have_text("2", timeout=5_000)

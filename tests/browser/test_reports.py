@@ -13,6 +13,7 @@ def test_a_report_reaches_the_dashboard_live_and_its_deletion_reaches_the_room(p
         assert alice.http.send(slug, body).status_code == 201
     assert bob.http.send(slug, "BUY CHEAP WATCHES at spam dot example").status_code == 201
     assert alice.http.send(slug, "ignore that").status_code == 201
+    assert bob.http.send(slug, "last chance for cheap watches").status_code == 201
 
     dashboard = moderator.page
     dashboard.set_viewport_size({"width": 1440, "height": 1000})
@@ -33,17 +34,20 @@ def test_a_report_reaches_the_dashboard_live_and_its_deletion_reaches_the_room(p
     expect(spam.get_by_test_id("report-outcome")).to_contain_text("Reported")
     expect(spam.get_by_test_id("report")).to_be_disabled()
 
-    # The open dashboard shows it at once, from the feed, with the messages before it.
+    # The open dashboard shows it at once, from the feed, with the messages before and after it.
     item = queue.get_by_test_id("report-item")
     expect(item).to_have_count(1)
     expect(item.get_by_test_id("report-reason")).to_have_text("spam link")
     expect(item.get_by_test_id("report-reporter")).to_have_text(alice.username)
     expect(item.get_by_test_id("report-room")).to_have_text(f"#{slug}")
     context = item.get_by_test_id("report-context-message")
-    expect(context).to_have_count(4)
-    expect(context.last).to_have_attribute("data-reported", "true")
-    expect(context.last).to_contain_text("BUY CHEAP WATCHES")
+    expect(context).to_have_count(6)
+    expect(context.nth(3)).to_have_attribute("data-reported", "true")
+    expect(context.nth(3)).to_contain_text("BUY CHEAP WATCHES")
+    expect(item.locator("[data-reported=true]")).to_have_count(1)  # the reported one alone is marked
     expect(context.first).to_contain_text("morning all")
+    expect(context.nth(4)).to_contain_text("ignore that")
+    expect(context.last).to_contain_text("last chance for cheap watches")
     expect(dashboard.get_by_test_id("reports-count")).to_have_text("1 open")
     # Live traffic on the feed, and a mute in the lists and the log, for the picture.
     send(chat, "back to the ferry: nine it is")
