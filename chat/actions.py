@@ -10,12 +10,12 @@ from flask import current_app
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import failpoints, hub, outbox, streams
+from . import hub, outbox, streams, writer
 from .errors import ApiError
 from .extensions import db
 from .ids import EventId, iso, utcnow
 from .models import (Ban, Message, ModerationAction, Mute, Report, Room, Session, User, allocate_event_id, find_room,
-                     find_user, insert_message, message_api, posting_state)
+                     find_user, posting_state)
 from .passwords import hash_password
 from .schemas import SLUG, USERNAME, check_event
 
@@ -115,18 +115,12 @@ def post_message(user, room, body: str, client_id: str | None) -> tuple[dict, bo
             raise ApiError(429, "slow_mode", f"this room is in slow mode; wait {retry_after} s",
                            retry_after=retry_after)
 
-    with outbox.in_order(room.id):
-        event_id, created_at = allocate_event_id(room.id), utcnow()
-        try:
-            insert_message(room.id, user.id, client_id, body, created_at, event_id)
-            db.session.commit()  # acknowledged: from here on the message exists, whatever Redis does
-        except IntegrityError:  # the same client_id raced in from another request, which recorded it
-            db.session.rollback()
-            return _repeat(posting_state(room.id, user.id, client_id)[3]), False
-        failpoints.hit("after_commit")
-        data = message_api(event_id, room.slug, body, user.id, user.username, created_at, client_id)
-        outbox.publish(room.id, room.slug, event_id, "message", data)
-    return data, True
+    db.session.close()  # the checks' read ends here: the writer records the message on its own connection
+    try:
+        return writer.current().record(writer.Post(room.id, room.slug, user.id, user.username, body, client_id))
+    except IntegrityError:  # the same client_id raced in from another request, which recorded it
+        repeat_id = posting_state(room.id, user.id, client_id)[3]
+        return _repeat(repeat_id), False
 
 
 def find_message(room: Room, event_id: EventId) -> Message | None:

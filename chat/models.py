@@ -125,11 +125,12 @@ def posting_state(room_id: int, user_id: int, client_id: str | None) -> tuple[bo
     return locked, slow_mode, bool(is_muted), repeat_id
 
 
-def insert_message(room_id: int, sender_id: int, client_id: str | None, body: str, created_at: datetime,
-                   event_id: EventId) -> None:
-    db.session.connection().execute(_INSERT_MESSAGE, {
-        "room_id": room_id, "sender_id": sender_id, "client_id": client_id, "body": body, "created_at": created_at,
-        "event_ms": event_id.ms, "event_seq": event_id.seq})
+def insert_messages(rows: list[tuple]) -> None:
+    """Insert messages `(room_id, sender_id, client_id, body, created_at, event_id)` in one statement."""
+    db.session.connection().execute(_INSERT_MESSAGE, [
+        {"room_id": room_id, "sender_id": sender_id, "client_id": client_id, "body": body, "created_at": created_at,
+         "event_ms": event_id.ms, "event_seq": event_id.seq}
+        for room_id, sender_id, client_id, body, created_at, event_id in rows])
 
 
 class Mute(db.Model):
@@ -302,17 +303,22 @@ _POSTING_STATE = select(
 _INSERT_MESSAGE = insert(_messages)
 _ALLOCATE = update(_rooms).where(_rooms.c.id == bindparam("room_id")).values(
     event_ms=case((_rooms.c.event_ms < bindparam("now_ms"), bindparam("now_ms")), else_=_rooms.c.event_ms),
-    event_seq=_rooms.c.event_seq + 1).returning(_rooms.c.event_ms, _rooms.c.event_seq)
+    event_seq=_rooms.c.event_seq + bindparam("count")).returning(_rooms.c.event_ms, _rooms.c.event_seq)
+
+
+def allocate_event_ids(room_id: int, count: int) -> list[EventId]:
+    """The next `count` event ids of a room, in the transaction that records the events: `(ms, seq)` where
+    `ms` is now (never less than the last event's) and `seq` counts the room's events one by one. The
+    update locks the room's row until the commit, so commits happen in id order and a reader never sees
+    an event without every earlier one (a prefix of the room's log)."""
+    ms, last_seq = db.session.connection().execute(_ALLOCATE, {"room_id": room_id, "count": count,
+                                                               "now_ms": int(time.time() * 1000)}).one()
+    return [EventId(ms, seq) for seq in range(last_seq - count + 1, last_seq + 1)]
 
 
 def allocate_event_id(room_id: int) -> EventId:
-    """The next event id of a room, in the transaction that records the event: `(ms, seq)` where `ms` is
-    now (never less than the last event's) and `seq` counts the room's events one by one. The update
-    locks the room's row until the commit, so commits happen in id order and a reader never sees an
-    event without every earlier one (a prefix of the room's log)."""
-    ms, seq = db.session.connection().execute(_ALLOCATE, {"room_id": room_id,
-                                                          "now_ms": int(time.time() * 1000)}).one()
-    return EventId(ms, seq)
+    """One event's id (see allocate_event_ids)."""
+    return allocate_event_ids(room_id, 1)[0]
 
 
 def last_event_id(room_id: int) -> EventId:

@@ -14,10 +14,7 @@ end below the record; each such stream starts over at the record's last id, and 
 from before get a boundary (docs/ARCHITECTURE.md, "The write path").
 """
 import logging
-import threading
 import time
-import weakref
-from contextlib import contextmanager
 
 import redis
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,21 +38,6 @@ RESTORE_WINDOW_MS = 10_000
 
 
 GAP_WAITS = (0.002, 0.005)  # seconds: the event before is most likely being published right now
-
-
-@contextmanager
-def in_order(room_id: int):
-    """Hold while recording and publishing an event of a room: this process then publishes a room's events
-    in the order it committed them (the room's row lock orders the commits), so its requests do not find
-    each other's events missing. Another process's may still be in flight: see publish."""
-    lock = _room_locks.get(room_id)
-    if lock is None:
-        lock = _room_locks.setdefault(room_id, threading.Lock())
-    with lock:
-        yield
-
-
-_room_locks = weakref.WeakValueDictionary()
 
 
 def publish(room_id: int, slug: str, event_id: EventId, event_type: str, data: dict) -> bool:
@@ -102,6 +84,20 @@ def publish_roomless(event_type: str, data: dict) -> bool:
         metrics.DEPENDENCY_ERRORS.labels(dependency="database" if isinstance(error, SQLAlchemyError) else "redis").inc()
         log.warning("publishing %s to the moderators' feed failed: %s", event_type, type(error).__name__)
         return False
+
+
+def publish_many(room_id: int, slug: str, events: list[tuple[EventId, str, dict]]) -> None:
+    """Publish a room's consecutive committed events (the writer's batch) in one round trip; from the
+    first that does not simply follow, one by one as publish() does (waits, fills, leaves to the relay)."""
+    try:
+        outcomes = streams.current().publish_many(slug, events)
+    except (redis.RedisError, streams.Refused):
+        outcomes = []
+    for index in range(len(events)):
+        if index >= len(outcomes) or outcomes[index][0] == "GAP":
+            for event in events[index:]:
+                publish(room_id, slug, *event)
+            return
 
 
 def fill(room_id: int, slug: str, after: EventId, upto: EventId, verifying: bool = False) -> int:

@@ -248,12 +248,26 @@ class Streams:
         none): the events in between must be published first. Raises Refused before this Redis is verified
         (unless `verifying`: the check itself restores events).
         """
+        return self._outcome(self._publish(**self._publish_call(slug, event_id, event_type, data, previous, verifying)))
+
+    def publish_many(self, slug: str, events: list[tuple[EventId, str, dict]]) -> list[tuple[str, EventId | None]]:
+        """publish() for several consecutive events of a room in one round trip, in order: each outcome
+        as publish() gives it (an event after a GAP finds a GAP too)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event_id, event_type, data in events:
+            self._publish(**self._publish_call(slug, event_id, event_type, data, None, False), client=pipe)
+        return [self._outcome(outcome) for outcome in pipe.execute()]
+
+    def _publish_call(self, slug, event_id, event_type, data, previous, verifying) -> dict:
         keys = [self.room_stream_key(slug), self.firehose_key(), self.tombstones_key(slug), self.incarnation_key()]
         tombstone = data["id"] if event_type == "message_deleted" else ""
         args = [str(event_id), str(previous) if previous is not None else "", event_type,
                 json.dumps(data, separators=(",", ":"), ensure_ascii=False), slug, self.maxlen, self.firehose_maxlen,
                 tombstone, "" if verifying else "1"]
-        outcome = self._publish(keys=keys, args=args)
+        return {"keys": keys, "args": args}
+
+    @staticmethod
+    def _outcome(outcome) -> tuple[str, EventId | None]:
         if outcome[0] == "EPOCH":
             raise Refused()
         if outcome[0] == "GAP":

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from chat import streams
+from chat.ids import EventId
 from tests.support import (BAD_BODIES, TIME_FORMAT, UNLIMITED_POSTING, AuthActions, assert_error, assert_fields,
                            assert_refused, event_key)
 
@@ -128,6 +129,29 @@ def test_repeats_of_a_client_id_racing_in_together_make_one_message_acknowledged
     assert sorted(response.status_code for response in responses) == [200] * (attempts - 1) + [201]
     assert len({response.json["message"]["id"] for response in responses}) == 1
     assert member.history(room).json["messages"] == [responses[0].json["message"]]
+
+
+def test_a_repeat_racing_in_with_other_posts_costs_none_of_them(app, member, room):
+    """Posts that arrive together are recorded together (group commit); a repeated client_id among them
+    is answered with its original and every other post is still recorded, once, in the answered order."""
+    token, bodies = member.client.get_cookie("chat_session").value, ["a", "b", "c", "d", "e", "f"]
+    client_ids = ["same", "same", "same", "c1", "c2", "c3"]
+    start = threading.Barrier(len(bodies))
+
+    def attempt(index):
+        browser = app.test_client()
+        browser.set_cookie("chat_session", token)
+        start.wait(timeout=10)
+        return browser.post(f"/api/rooms/{room}/messages", json={"body": bodies[index], "client_id": client_ids[index]},
+                            headers=member.headers())
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        responses = list(pool.map(attempt, range(len(bodies))))
+    assert sorted(response.status_code for response in responses) == [200, 200, 201, 201, 201, 201]
+    recorded = {response.json["message"]["id"]: response.json["message"] for response in responses}
+    history = member.history(room).json["messages"]
+    assert len(history) == 4 and {message["id"]: message for message in history} == recorded
+    assert [message["id"] for message in history] == sorted(recorded, key=EventId.parse)
 
 
 def test_a_client_id_is_scoped_to_the_sender_and_the_room(member, room, make_client):

@@ -1,0 +1,119 @@
+"""Group commit: one writer per process records the messages its requests post, many in one transaction.
+
+A post's costly part is its commit (SQLite's journal write, PostgreSQL's WAL flush), and a room's posts
+queue on its row lock anyway. So a request that passed every check hands its message to this process's
+writer and waits; the writer takes every message waiting when it is free, gives each room's messages
+their ids in one statement, inserts them, commits once, publishes them in id order, and then answers each
+request. Under load a commit carries many messages; alone, a message waits for nothing.
+
+The database stays the order (docs/ARCHITECTURE.md, "The write path"): ids come from the room's counter in
+the transaction that records the events, rooms are locked in id order (two writers cannot deadlock), and
+the commit is the acknowledgement. One writer per process also keeps this process's publishing in commit
+order, which a per-room lock did before.
+"""
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from . import failpoints, outbox
+from .extensions import db
+from .ids import EventId, utcnow
+from .models import allocate_event_ids, insert_messages, message_api
+
+MAX_BATCH = 64  # messages per transaction: bounds the time a room's row stays locked
+
+
+@dataclass(slots=True)
+class Post:
+    room_id: int
+    slug: str
+    user_id: int
+    username: str
+    body: str
+    client_id: str | None
+    answer: Future = field(default_factory=Future)  # (the API's message, whether it was created)
+
+
+class Writer:
+    def __init__(self, app):
+        self.app = app
+        self.waiting = queue.SimpleQueue()  # gevent's, under its monkey-patching: waiting yields
+        threading.Thread(target=self._run, name="chat-writer", daemon=True).start()
+
+    def record(self, post: Post) -> tuple[dict, bool]:
+        """Record and publish a message. Raises what recording it raised: IntegrityError when its client_id
+        was recorded meanwhile by another request, a database failure (503) otherwise."""
+        self.waiting.put(post)
+        return post.answer.result()
+
+    def _run(self) -> None:
+        with self.app.app_context():
+            while True:
+                batch = [self.waiting.get()]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self.waiting.get_nowait())
+                    except queue.Empty:
+                        break
+                try:
+                    self._record(batch)
+                except BaseException as error:  # noqa: BLE001  (every request waiting must get an answer)
+                    db.session.rollback()
+                    for post in batch:
+                        if not post.answer.done():
+                            post.answer.set_exception(error)
+
+    def _record(self, batch: list[Post]) -> None:
+        try:
+            recorded = _commit(batch)
+        except IntegrityError:  # a client_id recorded meanwhile by another request: one by one, to find which
+            db.session.rollback()
+            recorded = []
+            for post in batch:
+                try:
+                    recorded += _commit([post])
+                except IntegrityError as error:  # the request answers with the message recorded before
+                    db.session.rollback()
+                    post.answer.set_exception(error)
+        failpoints.hit("after_commit")
+        for (room_id, slug), of_room in groupby(recorded, key=lambda each: (each[0].room_id, each[0].slug)):
+            of_room = list(of_room)  # in id order
+            outbox.publish_many(room_id, slug, [(event_id, "message", data) for _, event_id, data in of_room])
+            for post, _, data in of_room:
+                post.answer.set_result((data, True))
+
+
+def _commit(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
+    """One transaction for the batch: each room's ids in one statement (rooms in id order, the order every
+    writer locks them in), every message inserted, one commit."""
+    recorded, created_at = [], utcnow()
+    by_room = sorted(batch, key=lambda post: post.room_id)  # stable: a room's posts keep their arrival order
+    for room_id, posts in groupby(by_room, key=lambda post: post.room_id):
+        posts = list(posts)
+        for post, event_id in zip(posts, allocate_event_ids(room_id, len(posts))):
+            recorded.append((post, event_id, message_api(event_id, post.slug, post.body, post.user_id, post.username,
+                                                         created_at, post.client_id)))
+    insert_messages([(post.room_id, post.user_id, post.client_id, post.body, created_at, event_id)
+                     for post, event_id, _ in recorded])
+    db.session.commit()  # acknowledged: from here on the messages exist, whatever Redis does
+    return recorded
+
+
+def current() -> Writer:
+    """This app's writer in this process, started on first use."""
+    app = current_app._get_current_object()
+    writer = app.extensions.get("chat_writer")
+    if writer is None:
+        with _starting:
+            writer = app.extensions.get("chat_writer")
+            if writer is None:
+                writer = app.extensions["chat_writer"] = Writer(app)
+    return writer
+
+
+_starting = threading.Lock()
