@@ -18,6 +18,7 @@ db = SQLAlchemy(session_options={"expire_on_commit": False}, metadata=MetaData(n
     "pk": "pk_%(table_name)s",
 }))
 migrate = Migrate()
+SQLITE_BUSY_TIMEOUT_MS = 2000  # how long a connection waits for another's write lock (writer.py waits its own way)
 
 
 @event.listens_for(Engine, "connect")
@@ -26,7 +27,7 @@ def _sqlite_pragmas(dbapi_connection, _record):
     if type(dbapi_connection).__module__ == "sqlite3":
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=2000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         # In WAL, NORMAL skips the fsync per commit (which would stall every greenlet of the worker):
         # a commit survives a crash of the process, though not a power loss (docs/ARCHITECTURE.md).
         cursor.execute("PRAGMA synchronous=NORMAL")

@@ -13,19 +13,21 @@ order, which a per-room lock did before.
 """
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import groupby
 
 from flask import current_app
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import failpoints, outbox
-from .extensions import db
+from .extensions import SQLITE_BUSY_TIMEOUT_MS, db
 from .ids import EventId, utcnow
 from .models import allocate_event_ids, insert_messages, message_api
 
 MAX_BATCH = 64  # messages per transaction: bounds the time a room's row stays locked
+LOCK_WAIT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000  # SQLite: the writer waits for another's write lock as long
 
 
 @dataclass(slots=True)
@@ -89,6 +91,28 @@ class Writer:
 
 
 def _commit(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
+    """_record_batch, waiting for SQLite's write lock cooperatively. SQLite's own busy wait sleeps in C,
+    which stops every greenlet of the worker (every stream and poll in it) while another process writes:
+    the writer asks without waiting, and on "locked" sleeps a millisecond or two the gevent way."""
+    if db.engine.dialect.name != "sqlite":
+        return _record_batch(batch)
+    deadline, pause = time.monotonic() + LOCK_WAIT_SECONDS, 0.001
+    while True:
+        connection = db.session.connection().connection.dbapi_connection
+        connection.execute("PRAGMA busy_timeout=0")
+        try:
+            return _record_batch(batch)
+        except OperationalError as error:
+            db.session.rollback()
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+        finally:  # the connection is back in the pool, untouched by anyone else (no greenlet ran meanwhile)
+            connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
+
+
+def _record_batch(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
     """One transaction for the batch: each room's ids in one statement (rooms in id order, the order every
     writer locks them in), every message inserted, one commit."""
     recorded, created_at = [], utcnow()

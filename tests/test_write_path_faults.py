@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -658,3 +659,37 @@ def check_crash_and_retry(services, tmp_path, recovery_server, alice):
     later = alice.send(slug, "after the recovery")
     assert later.status_code == 201 and eid(later.json()["message"]["id"]) > eid(message["id"])
     assert alice.get(f"/api/rooms/{slug}/messages").json()["messages"] == [acked, message, later.json()["message"]]
+
+
+# 5. Another process holding SQLite's write lock
+
+def test_a_post_waiting_for_sqlites_write_lock_leaves_its_worker_answering(services, tmp_path):
+    """While another process holds SQLite's write lock (the other worker, a migration), a post waits for
+    it without stopping its worker: the worker's other requests are answered meanwhile, and the post is
+    recorded once the lock is free. (SQLite's own busy wait sleeps in C, which stopped every stream and
+    poll of the worker for as long as it waited.) Its own SQLite file, whatever the run's database."""
+    path = tmp_path / "chat.sqlite3"
+    run_migrations(f"sqlite:///{path}", services["instance"])
+    server = LiveServer(services, workers=1, DATABASE_URL=f"sqlite:///{path}",
+                        PROMETHEUS_MULTIPROC_DIR=tmp_path / "metrics")
+    server.start()
+    alice, lock = server.user(), SqliteWriteLock(str(path))
+    try:
+        slug = alice.create_room()
+        lock.acquire()
+        with ThreadPoolExecutor(1) as pool:
+            posting = pool.submit(alice.send, slug, "waits for the lock")
+            slowest, held_until = 0.0, time.monotonic() + 1.0
+            while time.monotonic() < held_until:
+                started = time.monotonic()
+                assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+                slowest = max(slowest, time.monotonic() - started)
+            assert not posting.done(), "the post waits for the lock"
+            lock.release()
+            assert posting.result(timeout=10).status_code == 201
+        assert slowest < 0.3, f"the worker stopped for {slowest:.2f} s while the post waited"
+        assert [m["body"] for m in alice.get(f"/api/rooms/{slug}/messages").json()["messages"]] == ["waits for the lock"]
+    finally:
+        lock.release()
+        alice.http.close()
+        server.stop()
