@@ -186,6 +186,19 @@ def _commit_with_event(entry: ModerationAction, room: Room, event_type: str, dat
     outbox.publish(room.id, room.slug, event_id, event_type, data)
 
 
+def _inserted(row) -> bool:
+    """Insert a row that a read just found missing. False, with the transaction rolled back, when another request
+    inserted a row with the same unique key after that read: the caller reads that row and goes on as if it had
+    come second (never a 500 for a race)."""
+    db.session.add(row)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    return True
+
+
 def _target_user(username: str) -> User:
     user = find_user(username) if USERNAME.match(username) else None  # no query for an impossible name (NUL)
     if user is None:
@@ -205,10 +218,11 @@ def mute(moderator: User, room: Room, username: str, duration: timedelta, reason
     user = _sanctionable(moderator, username)
     until = utcnow() + duration
     existing = Mute.query.filter_by(room_id=room.id, user_id=user.id).one_or_none()
-    if existing:
+    if existing is None and not _inserted(
+            Mute(room_id=room.id, user_id=user.id, until=until, by_id=moderator.id, reason=reason)):
+        existing = Mute.query.filter_by(room_id=room.id, user_id=user.id).one()  # so this one is a re-mute
+    if existing is not None:
         existing.until, existing.by_id, existing.reason = until, moderator.id, reason
-    else:
-        db.session.add(Mute(room_id=room.id, user_id=user.id, until=until, by_id=moderator.id, reason=reason))
     entry = _log(moderator, "mute", room, user.username, reason)
     data = {"room": room.slug, "username": user.username, "until": iso(until), "by": moderator.username}
     _commit_with_event(entry, room, "user_muted", data)
@@ -294,10 +308,10 @@ def ban(moderator: User, username: str, reason: str | None) -> Ban:
     record = Ban.query.filter_by(user_id=user.id).one_or_none()
     created = record is None
     if created:
-        record = Ban(user_id=user.id, by_id=moderator.id, reason=reason)
-        db.session.add(record)
+        record = Ban(user_id=user.id, by_id=moderator.id, reason=reason)  # flushed: its created_at, for its event
+        if not _inserted(record):  # so this ban found the user banned, and the other request publishes it
+            record, created = Ban.query.filter_by(user_id=user.id).one(), False
     _log(moderator, "ban", None, user.username, reason)
-    db.session.flush()  # the ban's created_at, for its event
     data = check_event("user_banned", record.to_api()) if created else None
     db.session.commit()
     streams.current().announce_end(user_id=user.id, reason="banned")
