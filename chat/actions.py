@@ -371,11 +371,8 @@ def report_message(reporter: User, message: Message, reason: str) -> tuple[Repor
         raise ApiError(429, "rate_limited", f"too many reports; wait {retry_after} s", retry_after=retry_after)
     report = Report(room_id=message.room_id, message_id=message.id, reporter_id=reporter.id, reason=reason,
                     status="open", created_at=utcnow())
-    db.session.add(report)
-    try:
-        db.session.flush()  # the report's row first, then the room's counter (the order every writer takes)
-    except IntegrityError:  # the same report raced in from another request, which publishes it
-        db.session.rollback()
+    # The report's row first, then the room's counter (the order every writer takes).
+    if not _inserted(report):  # the same report raced in from another request, which publishes it
         streams.current().rate_give_back(scope)  # and counted it
         return Report.query.filter_by(message_id=message.id, reporter_id=reporter.id).one(), False
     event_id = allocate_event_id(message.room_id)
