@@ -432,6 +432,14 @@ def live_moderator(server: LiveServer, username=None) -> HttpUser:
     return moderator
 
 
+def another_session(user: HttpUser, server: LiveServer) -> HttpUser:
+    """The same account signed in on another browser: a session of its own, on `server`."""
+    other = HttpUser(server.url)
+    response = other.login(user.user["username"])
+    assert response.status_code == 200, response.text
+    return other
+
+
 def same_session(user: HttpUser, server: LiveServer) -> HttpUser:
     """The same browser session (cookie and CSRF token) talking to another server."""
     other = HttpUser(server.url)
