@@ -337,7 +337,7 @@ def build(app) -> dict:
     spec = APISpec(title="Chat", version="1", openapi_version="3.2.0", plugins=[plugin],
                    info={"description": _ABOUT})
     plugin.converter.add_attribute_function(_ecma_pattern)
-    for schema in ANSWERS:
+    for schema in [*ANSWERS, *(type(checked) for checked in schemas.DURABLE_EVENTS.values())]:
         if schema.__name__ not in spec.components.schemas:  # else added already, by a schema that nests it
             spec.components.schema(schema.__name__, schema=schema)
     spec.components.schema("StreamEvent", _stream_events(presence=True))
