@@ -20,17 +20,27 @@ from .passwords import hash_password
 from .schemas import SLUG, USERNAME, check_event
 
 
+def _inserted(row) -> bool:
+    """Insert a row (flushed, not committed). False, with the transaction rolled back, when a row with the same
+    unique key is there already, as when another request inserted it after this one read it missing: the caller
+    answers as if it had come second (never a 500 for a race)."""
+    db.session.add(row)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    return True
+
+
 # Accounts and rooms
 
 def register_user(username: str, password: str, role: str = "user") -> User:
     password_hash = hash_password(password)
     user = User(username=username, username_key=username.lower(), password_hash=password_hash, role=role)
-    db.session.add(user)
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise ApiError(409, "username_taken", "that username is taken") from None
+    if not _inserted(user):
+        raise ApiError(409, "username_taken", "that username is taken")
+    db.session.commit()
     return user
 
 
@@ -65,12 +75,9 @@ def lift_ban(user: User) -> bool:
 
 def create_room(name: str, slug: str, creator: User) -> Room:
     room = Room(name=name, slug=slug, created_by_id=creator.id)
-    db.session.add(room)
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise ApiError(409, "room_exists", f"a room with the address '{slug}' exists") from None
+    if not _inserted(room):
+        raise ApiError(409, "room_exists", f"a room with the address '{slug}' exists")
+    db.session.commit()
     return room
 
 
@@ -184,19 +191,6 @@ def _commit_with_event(entry: ModerationAction, room: Room, event_type: str, dat
     entry.event_ms, entry.event_seq = event_id
     db.session.commit()
     outbox.publish(room.id, room.slug, event_id, event_type, data)
-
-
-def _inserted(row) -> bool:
-    """Insert a row that a read just found missing. False, with the transaction rolled back, when another request
-    inserted a row with the same unique key after that read: the caller reads that row and goes on as if it had
-    come second (never a 500 for a race)."""
-    db.session.add(row)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        return False
-    return True
 
 
 def _target_user(username: str) -> User:
