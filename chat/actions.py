@@ -20,17 +20,27 @@ from .passwords import hash_password
 from .schemas import SLUG, USERNAME, check_event
 
 
+def _inserted(row) -> bool:
+    """Insert a row (flushed, not committed). False, with the transaction rolled back, when a row with the same
+    unique key is there already, as when another request inserted it after this one read it missing: the caller
+    answers as if it had come second (never a 500 for a race)."""
+    db.session.add(row)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    return True
+
+
 # Accounts and rooms
 
 def register_user(username: str, password: str, role: str = "user") -> User:
     password_hash = hash_password(password)
     user = User(username=username, username_key=username.lower(), password_hash=password_hash, role=role)
-    db.session.add(user)
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise ApiError(409, "username_taken", "that username is taken") from None
+    if not _inserted(user):
+        raise ApiError(409, "username_taken", "that username is taken")
+    db.session.commit()
     return user
 
 
@@ -65,12 +75,9 @@ def lift_ban(user: User) -> bool:
 
 def create_room(name: str, slug: str, creator: User) -> Room:
     room = Room(name=name, slug=slug, created_by_id=creator.id)
-    db.session.add(room)
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise ApiError(409, "room_exists", f"a room with the address '{slug}' exists") from None
+    if not _inserted(room):
+        raise ApiError(409, "room_exists", f"a room with the address '{slug}' exists")
+    db.session.commit()
     return room
 
 
@@ -199,10 +206,11 @@ def mute(moderator: User, room: Room, username: str, duration: timedelta, reason
     user = _sanctionable(moderator, username)
     until = utcnow() + duration
     existing = Mute.query.filter_by(room_id=room.id, user_id=user.id).one_or_none()
-    if existing:
+    if existing is None and not _inserted(
+            Mute(room_id=room.id, user_id=user.id, until=until, by_id=moderator.id, reason=reason)):
+        existing = Mute.query.filter_by(room_id=room.id, user_id=user.id).one()  # so this one is a re-mute
+    if existing is not None:
         existing.until, existing.by_id, existing.reason = until, moderator.id, reason
-    else:
-        db.session.add(Mute(room_id=room.id, user_id=user.id, until=until, by_id=moderator.id, reason=reason))
     entry = _log(moderator, "mute", room, user.username, reason)
     data = {"room": room.slug, "username": user.username, "until": iso(until), "by": moderator.username}
     _commit_with_event(entry, room, "user_muted", data)
@@ -288,10 +296,10 @@ def ban(moderator: User, username: str, reason: str | None) -> Ban:
     record = Ban.query.filter_by(user_id=user.id).one_or_none()
     created = record is None
     if created:
-        record = Ban(user_id=user.id, by_id=moderator.id, reason=reason)
-        db.session.add(record)
+        record = Ban(user_id=user.id, by_id=moderator.id, reason=reason)  # flushed: its created_at, for its event
+        if not _inserted(record):  # so this ban found the user banned, and the other request publishes it
+            record, created = Ban.query.filter_by(user_id=user.id).one(), False
     _log(moderator, "ban", None, user.username, reason)
-    db.session.flush()  # the ban's created_at, for its event
     data = check_event("user_banned", record.to_api()) if created else None
     db.session.commit()
     streams.current().announce_end(user_id=user.id, reason="banned")
@@ -351,11 +359,8 @@ def report_message(reporter: User, message: Message, reason: str) -> tuple[Repor
         raise ApiError(429, "rate_limited", f"too many reports; wait {retry_after} s", retry_after=retry_after)
     report = Report(room_id=message.room_id, message_id=message.id, reporter_id=reporter.id, reason=reason,
                     status="open", created_at=utcnow())
-    db.session.add(report)
-    try:
-        db.session.flush()  # the report's row first, then the room's counter (the order every writer takes)
-    except IntegrityError:  # the same report raced in from another request, which publishes it
-        db.session.rollback()
+    # The report's row first, then the room's counter (the order every writer takes).
+    if not _inserted(report):  # the same report raced in from another request, which publishes it
         streams.current().rate_give_back(scope)  # and counted it
         return Report.query.filter_by(message_id=message.id, reporter_id=reporter.id).one(), False
     event_id = allocate_event_id(message.room_id)

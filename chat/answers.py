@@ -1,11 +1,11 @@
-"""The shapes of the API's answers and of live events' data, for the OpenAPI document (openapi.py)."""
+"""The shapes of the API's answers and of ephemeral events' data, for the OpenAPI document (openapi.py).
+The durable events' data, and the message, room, report and ban objects they carry, are schemas.py's."""
 from marshmallow import Schema, fields, validate
+
+from .schemas import EVENT_ID, TIME, Ban, Message, Report, Room
 
 # The document states answers exactly (no field it does not name), so the schemathesis run in
 # tests/test_openapi.py notices a field added or changed on either side.
-
-TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"  # API.md: ISO-8601 UTC with milliseconds and Z
-EVENT_ID = r"^\d{1,20}-\d{1,20}$"  # opaque to clients, but always a Redis Stream id
 
 
 def _text(description=None, pattern=None, **options):
@@ -41,15 +41,6 @@ class SignedIn(Schema):
     csrf_token = _text("send it as the X-CSRF-Token header of every POST and DELETE")
 
 
-class Room(Schema):
-    slug = _text(pattern=r"^[a-z0-9\-]{1,64}$")
-    name = _text()
-    created_at = _time()
-    locked = fields.Boolean(required=True)
-    slow_mode_seconds = fields.Integer(required=True, metadata={"description": "0 when slow mode is off"})
-    online_count = fields.Integer(required=True)
-
-
 class RoomList(Schema):
     rooms = fields.List(fields.Nested(Room), required=True)
 
@@ -60,21 +51,6 @@ class OneRoom(Schema):
 
 class RoomWithOnline(OneRoom):
     online = _usernames()
-
-
-class Sender(Schema):
-    id = fields.Integer(required=True)
-    username = _text()
-
-
-class Message(Schema):
-    id = _event_id()
-    room = _text()
-    body = _text("empty when the message is deleted")
-    sender = fields.Nested(Sender, required=True)
-    created_at = _time()
-    client_id = _nullable_text()
-    deleted = fields.Boolean(required=True)
 
 
 class OneMessage(Schema):
@@ -97,13 +73,6 @@ class Mute(Schema):
 
 class MuteList(Schema):
     mutes = fields.List(fields.Nested(Mute), required=True)
-
-
-class Ban(Schema):
-    username = _text()
-    by = _text()
-    reason = _nullable_text()
-    created_at = _time()
 
 
 class BanList(Schema):
@@ -130,60 +99,11 @@ class Purged(Schema):
     deleted = fields.List(fields.String(metadata={"pattern": EVENT_ID}), required=True)
 
 
-class Report(Schema):
-    id = fields.Integer(required=True)
-    room = _text()
-    message = fields.Nested(Message, required=True, metadata={"description": "as it is now (a tombstone once "
-                                                                             "deleted)"})
-    reporter = _text()
-    reason = _text()
-    status = _text(validate=validate.OneOf(["open", "resolved"]))
-    resolution = fields.String(required=True, allow_none=True, validate=validate.OneOf(["dismiss", "delete"]))
-    resolved_by = _nullable_text()
-    created_at = _time()
-
-
 class ReportList(Schema):
     reports = fields.List(fields.Nested(Report), required=True, metadata={"description": "newest first"})
 
 
-# The data of each live event (SSE `data:` lines, poll `events[].data`).
-
-class ReportEvent(Schema):
-    """`report_created` and `report_resolved`: on the moderators' feed only."""
-
-    report = fields.Nested(Report, required=True)
-
-
-class UserBannedEvent(Ban):
-    """`user_banned`: the ban, as `GET /api/bans` lists it; on the moderators' feed only (the project's
-    addition)."""
-
-
-class UserUnbannedEvent(Schema):
-    """`user_unbanned`: on the moderators' feed only (the project's addition)."""
-
-    username = _text()
-    by = fields.String(required=True, allow_none=True,
-                       metadata={"description": "null: an operator's unban from the command line"})
-
-
-class MessageDeletedEvent(Schema):
-    id = _event_id()
-    room = _text()
-    deleted_by = _text()
-
-
-class MuteEvent(Schema):
-    room = _text()
-    username = _text()
-    until = _time(allow_none=True)
-    by = _nullable_text()
-
-
-class RoomUpdatedEvent(OneRoom):
-    pass
-
+# The data of each ephemeral event (SSE `data:` lines, poll `events[].data`); the durable ones' are schemas.py's.
 
 class PresenceEvent(Schema):
     room = _text()
@@ -263,6 +183,6 @@ class Error(Schema):
     error = fields.Nested(ErrorDetail, required=True)
 
 
-# Every schema above, named in the document by its class name.
+# Every schema above (and those it takes from schemas.py), named in the document by its class name.
 ANSWERS = [schema for schema in list(globals().values())
            if isinstance(schema, type) and issubclass(schema, Schema) and schema is not Schema]

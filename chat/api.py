@@ -57,6 +57,13 @@ def _signed_in(user, status: int):
     return response
 
 
+def _signed_out():
+    """The answer of a sign-out (this session or every one): 204, and the browser drops the session cookie."""
+    response = current_app.response_class(status=204)
+    auth.clear_cookie(response)
+    return response
+
+
 # Users and sessions
 
 @bp.post("/auth/register")
@@ -88,9 +95,7 @@ def login():
 @login_required
 def logout():
     actions.logout(current_session())
-    response = current_app.response_class(status=204)
-    auth.clear_cookie(response)
-    return response
+    return _signed_out()
 
 
 @bp.post("/auth/logout_all")
@@ -98,9 +103,7 @@ def logout():
 def logout_all():
     """Every session of the user ends, this one included, with every stream and poll (within 2 s)."""
     auth.end_all_sessions(current_session().user_id)
-    response = current_app.response_class(status=204)
-    auth.clear_cookie(response)
-    return response
+    return _signed_out()
 
 
 @bp.post("/auth/password")

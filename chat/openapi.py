@@ -1,4 +1,5 @@
-"""The OpenAPI document of the JSON API (API.md): the request schemas of schemas.py, the answers of answers.py."""
+"""The OpenAPI document of the JSON API (API.md): the request and event schemas of schemas.py, the answers of
+answers.py."""
 import hashlib
 import json
 import re
@@ -7,9 +8,11 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_cls
 
-from .answers import ANSWERS, EVENT_ID
-from .schemas import (BanSchema, CredentialsSchema, MessageCreateSchema, MuteSchema, PasswordChangeSchema, PurgeSchema,
-                      ReasonSchema, ReportSchema, ResolveReportSchema, RoomCreateSchema, SlowModeSchema)
+from . import schemas
+from .answers import ANSWERS
+from .events import reaches
+from .schemas import (EVENT_ID, BanSchema, CredentialsSchema, MessageCreateSchema, MuteSchema, PasswordChangeSchema,
+                      PurgeSchema, ReasonSchema, ReportSchema, ResolveReportSchema, RoomCreateSchema, SlowModeSchema)
 
 # Parts that many operations share.
 
@@ -49,11 +52,12 @@ and a `ready` event; then durable events, each with an `id:` line, and ephemeral
 `data` is JSON. Resume from `Last-Event-ID` (or `last_event_id` / `lastEventId` in the query): every durable
 event after it, in order."""
 
-# Each event of a stream and the schema of its data (answers.py).
-DURABLE_EVENTS = {"message": "Message", "message_deleted": "MessageDeletedEvent", "user_muted": "MuteEvent",
-                  "user_unmuted": "MuteEvent", "room_updated": "RoomUpdatedEvent"}
-MODERATORS_ONLY_EVENTS = {"report_created": "ReportEvent", "report_resolved": "ReportEvent",  # events.reaches
-                          "user_banned": "UserBannedEvent", "user_unbanned": "UserUnbannedEvent"}
+# Each event of a stream and the schema of its data: the durable ones as schemas.py checks them before they are
+# published, the ephemeral ones as answers.py describes them.
+_EVENT_DATA = {event_type: type(schema).__name__ for event_type, schema in schemas.DURABLE_EVENTS.items()}
+DURABLE_EVENTS = {event_type: name for event_type, name in _EVENT_DATA.items() if reaches(event_type, False)}
+MODERATORS_ONLY_EVENTS = {event_type: name for event_type, name in _EVENT_DATA.items()
+                          if event_type not in DURABLE_EVENTS}
 EPHEMERAL_EVENTS = {"ready": "ReadyEvent", "presence": "PresenceEvent", "ping": "PingEvent", "reset": "ResetEvent"}
 
 
@@ -333,8 +337,9 @@ def build(app) -> dict:
     spec = APISpec(title="Chat", version="1", openapi_version="3.2.0", plugins=[plugin],
                    info={"description": _ABOUT})
     plugin.converter.add_attribute_function(_ecma_pattern)
-    for schema in ANSWERS:
-        spec.components.schema(schema.__name__, schema=schema)
+    for schema in [*ANSWERS, *(type(checked) for checked in schemas.DURABLE_EVENTS.values())]:
+        if schema.__name__ not in spec.components.schemas:  # else added already, by a schema that nests it
+            spec.components.schema(schema.__name__, schema=schema)
     spec.components.schema("StreamEvent", _stream_events(presence=True))
     spec.components.schema("ModerationStreamEvent", _stream_events(presence=True, reports=True))
     for name, parameter in _parameters(app.config["CHAT_MAX_ROOMS_PER_STREAM"]).items():

@@ -119,25 +119,34 @@ class BanSchema(_Input):
     reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), _multiline_text])
 
 
-# Events: every durable and ephemeral event's data, checked before it is published (STYLE.md).
+# Events: every durable event's data, checked before it is published (STYLE.md), and named in the OpenAPI
+# document (openapi.py) by class name. `metadata` is the document's only: patterns and formats that events
+# hold by construction are described there, not checked again on each publish.
 
-class _Sender(Schema):
+TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"  # API.md: ISO-8601 UTC with milliseconds and Z
+EVENT_ID = r"^\d{1,20}-\d{1,20}$"  # opaque to clients, but always a Redis Stream id
+_TIME = {"format": "date-time", "pattern": TIME}
+
+
+class Sender(Schema):
     id = fields.Integer(required=True)
     username = fields.String(required=True)
 
 
-class MessageEvent(Schema):
-    id = fields.String(required=True)  # the room event id the database gave it
+class Message(Schema):
+    """The API's message object: `message` events, the answers that carry a message, a report's message."""
+
+    id = fields.String(required=True, metadata={"pattern": EVENT_ID})  # the room event id the database gave it
     room = fields.String(required=True)
-    body = fields.String(required=True)
-    sender = fields.Nested(_Sender, required=True)
-    created_at = fields.String(required=True)
+    body = fields.String(required=True, metadata={"description": "empty when the message is deleted"})
+    sender = fields.Nested(Sender, required=True)
+    created_at = fields.String(required=True, metadata=_TIME)
     client_id = fields.String(allow_none=True, required=True)
     deleted = fields.Boolean(required=True)
 
 
 class MessageDeletedEvent(Schema):
-    id = fields.String(required=True)
+    id = fields.String(required=True, metadata={"pattern": EVENT_ID})
     room = fields.String(required=True)
     deleted_by = fields.String(required=True)
 
@@ -145,21 +154,23 @@ class MessageDeletedEvent(Schema):
 class MuteEvent(Schema):
     room = fields.String(required=True)
     username = fields.String(required=True)
-    until = fields.String(allow_none=True, required=True)
+    until = fields.String(allow_none=True, required=True, metadata=_TIME)
     by = fields.String(allow_none=True, required=True)  # null: a mute that ran out
 
 
-class _Room(Schema):
-    slug = fields.String(required=True)
+class Room(Schema):
+    """The API's room object: `room_updated` events and the answers that carry a room."""
+
+    slug = fields.String(required=True, metadata={"pattern": SLUG.pattern})
     name = fields.String(required=True)
-    created_at = fields.String(required=True)
+    created_at = fields.String(required=True, metadata=_TIME)
     locked = fields.Boolean(required=True)
-    slow_mode_seconds = fields.Integer(required=True)
+    slow_mode_seconds = fields.Integer(required=True, metadata={"description": "0 when slow mode is off"})
     online_count = fields.Integer(required=True)
 
 
 class RoomUpdatedEvent(Schema):
-    room = fields.Nested(_Room, required=True)
+    room = fields.Nested(Room, required=True)
 
 
 class ReportSchema(_Input):
@@ -179,42 +190,49 @@ class ResolveReportSchema(_Input):
     action = fields.String(required=True, validate=validate.OneOf(["dismiss", "delete"]))
 
 
-class _Report(Schema):
+class Report(Schema):
+    """The API's report object: report events and the moderators' report answers."""
+
     id = fields.Integer(required=True)
     room = fields.String(required=True)
-    message = fields.Nested(MessageEvent, required=True)
+    message = fields.Nested(Message, required=True, metadata={"description": "as it is now (a tombstone once deleted)"})
     reporter = fields.String(required=True)
     reason = fields.String(required=True)
     status = fields.String(required=True, validate=validate.OneOf(["open", "resolved"]))
     resolution = fields.String(allow_none=True, required=True, validate=validate.OneOf(["dismiss", "delete"]))
     resolved_by = fields.String(allow_none=True, required=True)
-    created_at = fields.String(required=True)
+    created_at = fields.String(required=True, metadata=_TIME)
 
 
 class ReportEvent(Schema):
     """`report_created` and `report_resolved`: the moderators' feed only."""
 
-    report = fields.Nested(_Report, required=True)
+    report = fields.Nested(Report, required=True)
 
 
-class UserBannedEvent(Schema):
-    """`user_banned`: the ban, as GET /api/bans lists it (the moderators' feed only)."""
+class Ban(Schema):
+    """The API's ban object, as GET /api/bans lists it."""
 
     username = fields.String(required=True)
     by = fields.String(required=True)
     reason = fields.String(allow_none=True, required=True)
-    created_at = fields.String(required=True)
+    created_at = fields.String(required=True, metadata=_TIME)
+
+
+class UserBannedEvent(Ban):
+    """`user_banned`: the ban (the moderators' feed only)."""
 
 
 class UserUnbannedEvent(Schema):
     """`user_unbanned` (the moderators' feed only)."""
 
     username = fields.String(required=True)
-    by = fields.String(allow_none=True, required=True)  # null: an operator's unban (flask users unban)
+    by = fields.String(allow_none=True, required=True, metadata={
+        "description": "null: an operator's unban from the command line"})  # flask users unban
 
 
 DURABLE_EVENTS = {
-    "message": MessageEvent(),
+    "message": Message(),
     "message_deleted": MessageDeletedEvent(),
     "user_muted": MuteEvent(),
     "user_unmuted": MuteEvent(),

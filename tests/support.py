@@ -128,6 +128,32 @@ class AuthActions:
         return self.post("/api/bans", json={"username": username, **extra})
 
 
+@contextmanager
+def beaten_to_insert(model, rival):
+    """A race lost every time, not by luck: the first flush that would insert a `model` row waits for `rival()`
+    (a whole request through a test client, run on a thread of its own so that it has its own app context and
+    database session) as if that request had come between this one's read and its insert. Yields a list that
+    then holds `rival()`'s answer."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    from sqlalchemy import event  # noqa: PLC0415
+    from sqlalchemy.orm import Session  # noqa: PLC0415
+
+    answers = []
+
+    def rival_first(session, _context, _instances):
+        if not answers and any(isinstance(row, model) for row in session.new):
+            answers.append(None)  # the rival's own insert must not start another rival
+            with ThreadPoolExecutor(1) as pool:
+                answers[0] = pool.submit(rival).result(timeout=30)
+
+    event.listen(Session, "before_flush", rival_first)
+    try:
+        yield answers
+    finally:
+        event.remove(Session, "before_flush", rival_first)
+
+
 # Settings for servers that tests flood with messages on purpose: none of the posting limits bites.
 UNLIMITED_POSTING = {"CHAT_RATE_LIMIT": "100000/10", "CHAT_USER_RATE_LIMIT": "100000/10",
                      "CHAT_USER_BYTES_LIMIT": "1000000000/10"}
@@ -404,6 +430,14 @@ def live_moderator(server: LiveServer, username=None) -> HttpUser:
     response = moderator.login(username)
     response.raise_for_status()
     return moderator
+
+
+def another_session(user: HttpUser, server: LiveServer) -> HttpUser:
+    """The same account signed in on another browser: a session of its own, on `server`."""
+    other = HttpUser(server.url)
+    response = other.login(user.user["username"])
+    assert response.status_code == 200, response.text
+    return other
 
 
 def same_session(user: HttpUser, server: LiveServer) -> HttpUser:

@@ -5,7 +5,8 @@ import pytest
 
 from chat import actions, streams
 from chat.ids import ZERO
-from chat.models import events_between, find_room
+from chat.models import Ban, Mute, Report, Room, events_between, find_room
+from tests.support import assert_error, beaten_to_insert
 
 
 @pytest.fixture
@@ -179,3 +180,58 @@ def test_ban_and_unban_emit_one_event_each_in_the_firehose_alone(app, moderator,
         ("user_banned", {**ban, "reason": None, "created_at": entries[2].data["created_at"]}),
         ("user_unbanned", {"username": member.username, "by": None})]
     assert published(app, room) == []
+
+
+# Races: two requests read that a row is missing, both insert it; the loser answers as if it had come second.
+
+def test_a_ban_that_loses_a_race_answers_the_ban_in_force_and_publishes_nothing(app, make_moderator, member):
+    """Two moderators ban one user at once, the other's ban committed between this one's read and its insert: this
+    one answers as banning a banned user does (the ban in force), and the one ban is published once."""
+    winner, loser = make_moderator(), make_moderator()
+    with app.app_context():
+        start = streams.current().positions()[0]
+    with beaten_to_insert(Ban, lambda: winner.ban(member.username, reason="spam")) as rival:
+        lost = loser.ban(member.username, reason="spam too")
+    won = rival[0]
+    assert (won.status_code, lost.status_code) == (201, 201), won.json
+    assert lost.json == won.json and won.json["by"] == winner.username
+    assert loser.get("/api/bans").json["bans"] == [won.json]
+    with app.app_context():
+        _, entries = streams.current().read_after(None, start, 1000)
+    assert [(entry.type, entry.data) for entry in entries] == [("user_banned", won.json)]
+
+
+def test_a_mute_that_loses_a_race_is_a_re_mute(app, make_moderator, member, room):
+    """Two moderators mute one user in one room at once, the other's mute committed between this one's read and
+    its insert: this one moves the end of that mute, as muting again does, and each mute is published."""
+    winner, loser = make_moderator(), make_moderator()
+    with beaten_to_insert(Mute, lambda: winner.mute(room, member.username, minutes=5)) as rival:
+        lost = loser.mute(room, member.username, minutes=60, reason="again")
+    won = rival[0]
+    assert (won.status_code, lost.status_code) == (201, 201)
+    assert loser.get(f"/api/rooms/{room}/mutes").json["mutes"] == [lost.json]
+    assert published(app, room) == [("user_muted", {k: v for k, v in answer.json.items() if k != "reason"})
+                                    for answer in (won, lost)]
+    assert member.send(room, "muted").status_code == 403
+
+
+def test_a_report_that_loses_a_race_to_the_same_report_answers_it(app, member, room, make_client):
+    """The same user reporting one message from two tabs at once: one report, answered to both, published once."""
+    reporter = make_client()
+    assert reporter.register().status_code == 201
+    message = member.send(room, "rude").json["message"]
+    path = f"/api/rooms/{room}/messages/{message['id']}/reports"
+    with beaten_to_insert(Report, lambda: reporter.post(path, json={"reason": "spam"})) as rival:
+        lost = reporter.post(path, json={"reason": "spam"})
+    won = rival[0]
+    assert (won.status_code, lost.status_code) == (201, 200) and lost.json == won.json
+    assert published(app, room) == [("message", message), ("report_created", {"report": won.json})]
+
+
+def test_a_room_created_that_loses_a_race_for_its_address_is_409(member, make_client):
+    other = make_client()
+    assert other.register().status_code == 201
+    with beaten_to_insert(Room, lambda: other.post("/api/rooms", json={"name": "Lobby"})) as rival:
+        lost = member.post("/api/rooms", json={"name": "Lobby"})
+    assert rival[0].status_code == 201
+    assert_error(lost, 409, "room_exists")

@@ -69,6 +69,20 @@ def test_request_bodies_come_from_the_validating_schemas(client):
     assert schemas["MuteRequest"]["properties"]["minutes"] == {"type": "integer", "minimum": 1, "maximum": 10080}
 
 
+def test_durable_events_are_documented_with_the_schemas_they_are_checked_with(client):
+    """A client built from the document expects of each durable event exactly the fields the service checks the
+    event for before publishing it (schemas.DURABLE_EVENTS): no second copy of the schemas to drift."""
+    from chat.schemas import DURABLE_EVENTS  # noqa: PLC0415
+
+    schemas = client.get(DOCUMENT).json["components"]["schemas"]
+    documented = {item["properties"]["event"]["const"]: item["properties"]["data"]["contentSchema"]["$ref"]
+                  for item in schemas["ModerationStreamEvent"]["oneOf"]}
+    for event_type, checked in DURABLE_EVENTS.items():
+        assert documented[event_type] == f"#/components/schemas/{type(checked).__name__}"
+        data = schemas[type(checked).__name__]
+        assert set(data["properties"]) == set(checked.fields)
+        assert set(data["required"]) == {name for name, field in checked.fields.items() if field.required}
+
 def test_sign_in_is_described_as_security_schemes(client):
     document = client.get(DOCUMENT).json
     schemes = document["components"]["securitySchemes"]

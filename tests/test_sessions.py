@@ -14,9 +14,9 @@ from chat.caches import CachedSession, CachedUser, SessionCache
 from chat.extensions import db
 from chat.ids import utcnow
 from chat.models import Session
-from tests.support import (PASSWORD, AuthActions, HttpUser, assert_error, assert_refused, events_path, operator_context,
-                           posted, unique, wait_until)
-from tests.test_fastpoll import by_the_view, from_memory
+from tests.support import (PASSWORD, AuthActions, HttpUser, another_session, assert_error, assert_refused, events_path,
+                           operator_context, posted, unique, wait_until)
+from tests.test_fastpoll import by_the_view, from_memory, poll_environ
 from tests.test_live_poll import cursor_of, waiting_poll
 
 IDLE = timedelta(minutes=7 * 24 * 60)  # the defaults, which these tests run with
@@ -34,47 +34,76 @@ def app_database(app):
             db.session.remove()
 
 
-def set_session_times(context, user_id: int, **times) -> None:
-    """Move the user's sessions' `created_at` / `last_seen_at` as the database holds them."""
-    with context:
-        db.session.execute(update(Session).where(Session.user_id == user_id).values(**times))
-        db.session.commit()
+class SessionRows:
+    """Users' session rows as the database holds them, read and moved behind the service's back (as time would).
+    `context()` opens a context with the database: the test app's, or an operator's beside a live server."""
+
+    def __init__(self, context):
+        self.context = context
+
+    def move(self, browser, **times) -> None:
+        """Set the browser's user's sessions' `created_at` / `last_seen_at`."""
+        with self.context():
+            db.session.execute(update(Session).where(Session.user_id == browser.user["id"]).values(**times))
+            db.session.commit()
+
+    def end_in(self, browser, seconds: float) -> float:
+        """Bring the sessions' absolute end to `seconds` from now; returns that moment on the monotonic clock."""
+        self.move(browser, created_at=utcnow() - LIFETIME + timedelta(seconds=seconds))
+        return time.monotonic() + seconds
+
+    def of(self, browser) -> list[tuple]:
+        """(id, created_at, last_seen_at) of each session of the browser's user."""
+        with self.context():
+            return db.session.execute(select(Session.id, Session.created_at, Session.last_seen_at)
+                                      .where(Session.user_id == browser.user["id"])).all()
 
 
-def session_rows(context, user_id: int) -> list[tuple]:
-    with context:
-        return db.session.execute(select(Session.id, Session.created_at, Session.last_seen_at)
-                                  .where(Session.user_id == user_id)).all()
+@pytest.fixture
+def sessions(app):
+    return SessionRows(lambda: app_database(app))
+
+
+@pytest.fixture
+def elsewhere(make_client, member):
+    """The member signed in on a second browser: another session of theirs."""
+    browser = make_client()
+    assert browser.login(member.username).status_code == 200
+    return browser
 
 
 def change_password(user, current=PASSWORD, new=NEW_PASSWORD, **kwargs):
     return user.post("/api/auth/password", json={"current_password": current, "new_password": new}, **kwargs)
 
 
+def remembered_by_the_lane(browser, path: str, headers=None) -> None:
+    for _ in range(2):  # the first live request starts the hub; the second is remembered
+        assert browser.get(path, query_string={"timeout": 0}, headers=headers).status_code == 200
+
+
 # The idle timeout and the absolute lifetime
 
-def test_a_session_idle_for_longer_than_the_idle_timeout_is_refused_and_deleted(app, member):
-    set_session_times(app_database(app), member.user["id"], last_seen_at=utcnow() - IDLE - timedelta(minutes=1))
+def test_a_session_idle_for_longer_than_the_idle_timeout_is_refused_and_deleted(sessions, member):
+    sessions.move(member, last_seen_at=utcnow() - IDLE - timedelta(minutes=1))
     assert_error(member.get("/api/auth/me"), 401, "not_authenticated")
-    assert session_rows(app_database(app), member.user["id"]) == []
+    assert sessions.of(member) == []
     assert_error(member.post("/api/rooms", json={"name": "after"}), 401, "not_authenticated")
 
 
-def test_a_session_used_just_within_the_idle_timeout_stays(app, member):
-    set_session_times(app_database(app), member.user["id"], last_seen_at=utcnow() - IDLE + timedelta(minutes=1))
+def test_a_session_used_just_within_the_idle_timeout_stays(sessions, member):
+    sessions.move(member, last_seen_at=utcnow() - IDLE + timedelta(minutes=1))
     assert member.get("/api/auth/me").status_code == 200
 
 
-def test_a_session_past_its_absolute_lifetime_is_refused_however_busy(app, member):
-    set_session_times(app_database(app), member.user["id"], created_at=utcnow() - LIFETIME - timedelta(seconds=1),
-                      last_seen_at=utcnow())
+def test_a_session_past_its_absolute_lifetime_is_refused_however_busy(sessions, member):
+    sessions.move(member, created_at=utcnow() - LIFETIME - timedelta(seconds=1), last_seen_at=utcnow())
     assert_error(member.get("/api/auth/me"), 401, "not_authenticated")
-    assert session_rows(app_database(app), member.user["id"]) == []
+    assert sessions.of(member) == []
 
 
-def test_an_expired_session_is_refused_by_every_endpoint_kind(app, member):
+def test_an_expired_session_is_refused_by_every_endpoint_kind(sessions, member):
     slug = member.create_room()
-    set_session_times(app_database(app), member.user["id"], created_at=utcnow() - LIFETIME)
+    sessions.move(member, created_at=utcnow() - LIFETIME)
     for response in (member.get(f"/api/rooms/{slug}/poll", query_string={"timeout": 0}),
                      member.get(f"/api/rooms/{slug}/events"), member.send(slug), member.get("/")):
         if response.mimetype == "application/json":
@@ -83,31 +112,30 @@ def test_an_expired_session_is_refused_by_every_endpoint_kind(app, member):
             assert b'data-testid="login"' in response.data  # the page offers sign-in
 
 
-def test_activity_is_written_at_most_every_few_minutes(app, member):
+def test_activity_is_written_at_most_every_few_minutes(sessions, member):
     """A request notes the session's activity only when the last note is older than ACTIVITY_WRITE_SECONDS."""
-    user_id = member.user["id"]
     recent = utcnow() - timedelta(seconds=ACTIVITY_WRITE_SECONDS - 60)
-    set_session_times(app_database(app), user_id, last_seen_at=recent)
+    sessions.move(member, last_seen_at=recent)
     assert member.get("/api/auth/me").status_code == 200
-    assert session_rows(app_database(app), user_id)[0][2] == recent  # no write
+    assert sessions.of(member)[0][2] == recent  # no write
     stale = utcnow() - timedelta(seconds=ACTIVITY_WRITE_SECONDS + 60)
-    set_session_times(app_database(app), user_id, last_seen_at=stale)
+    sessions.move(member, last_seen_at=stale)
     before = utcnow()
     assert member.get("/api/auth/me").status_code == 200
-    assert session_rows(app_database(app), user_id)[0][2] >= before  # written: the idle clock starts again
+    assert sessions.of(member)[0][2] >= before  # written: the idle clock starts again
 
 
-def test_the_hourly_job_deletes_expired_sessions_nobody_presents_again(app, make_client):
+def test_the_hourly_job_deletes_expired_sessions_nobody_presents_again(app, sessions, make_client):
     idle, busy_but_old, fresh = make_client(), make_client(), make_client()
     for browser in (idle, busy_but_old, fresh):
         assert browser.register().status_code == 201
-    set_session_times(app_database(app), idle.user["id"], last_seen_at=utcnow() - IDLE)
-    set_session_times(app_database(app), busy_but_old.user["id"], created_at=utcnow() - LIFETIME)
+    sessions.move(idle, last_seen_at=utcnow() - IDLE)
+    sessions.move(busy_but_old, created_at=utcnow() - LIFETIME)
     with app_database(app):
         assert actions.delete_expired_sessions() == 2
     for browser in (idle, busy_but_old):
-        assert session_rows(app_database(app), browser.user["id"]) == []
-    assert len(session_rows(app_database(app), fresh.user["id"])) == 1
+        assert sessions.of(browser) == []
+    assert len(sessions.of(fresh)) == 1
     assert fresh.get("/api/auth/me").status_code == 200
 
 
@@ -120,31 +148,25 @@ def test_the_session_cache_never_serves_an_expired_session():
     assert cache.get("ended") is None
 
 
-def test_the_poll_fast_lane_stops_answering_when_the_session_expires(app, member):
+def test_the_poll_fast_lane_stops_answering_when_the_session_expires(app, sessions, member):
     """The lane answers from the cache; the cached session carries its end, so the lane stops at it and
     the view answers 401 (and deletes the session)."""
-    from werkzeug.test import EnvironBuilder  # noqa: PLC0415
-
     slug = member.create_room()
     ends_in = 4.0
-    set_session_times(app_database(app), member.user["id"],
-                      created_at=utcnow() - LIFETIME + timedelta(seconds=ends_in))
-    ends_at = time.monotonic() + ends_in
+    ends_at = sessions.end_in(member, ends_in)
     path, token = f"/api/rooms/{slug}/poll", member.client.get_cookie("chat_session").value
-    for _ in range(2):  # the first live request starts the hub; the second is remembered
-        member.get(path, query_string={"timeout": 0})
+    remembered_by_the_lane(member, path)
     cursor = member.send(slug).json["message"]["id"]
 
     def environ():
-        return EnvironBuilder(path=path, query_string={"cursor": cursor, "timeout": 0},
-                              headers={"Cookie": f"chat_session={token}"}).get_environ()
+        return poll_environ(member, path, token, cursor=cursor, timeout=0)
 
     wait_until(lambda: from_memory(app, environ(), slug), timeout=ends_in, what="the lane answers")
     wait_until(lambda: from_memory(app, environ(), slug) is None, timeout=ends_in + 2, what="the lane stops")
     assert time.monotonic() >= ends_at - 0.5  # not before the session's end (the cache reads the wall clock)
     status, _, body = by_the_view(app, environ())
     assert status.startswith("401") and json.loads(body)["error"]["code"] == "not_authenticated"
-    assert session_rows(app_database(app), member.user["id"]) == []
+    assert sessions.of(member) == []
 
 
 def test_a_stream_lasts_at_most_half_the_idle_timeout_so_its_reconnect_keeps_the_session(make_app, member):
@@ -170,9 +192,8 @@ def test_an_expiring_session_ends_its_stream_and_its_waiting_poll(live):
     slug = user.create_room()
     cursor = cursor_of(user, slug)
     ends_in = 4.0
-    set_session_times(operator_context(live), user.user["id"],
-                      created_at=utcnow() - LIFETIME + timedelta(seconds=ends_in))
-    ends_at = time.monotonic() + ends_in
+    on_live = SessionRows(lambda: operator_context(live))
+    ends_at = on_live.end_in(user, ends_in)
     stream = user.events(events_path(slug))
     try:
         assert stream.status == 200 and stream.next(timeout=3).event == "ready"
@@ -184,19 +205,18 @@ def test_an_expiring_session_ends_its_stream_and_its_waiting_poll(live):
     finally:
         stream.close()
     assert user.get("/api/auth/me").status_code == 401
-    assert session_rows(operator_context(live), user.user["id"]) == []
+    assert on_live.of(user) == []
 
 
 # Sign out everywhere
 
-def test_logout_all_ends_every_session_of_the_user_only(make_client, member):
-    second, stranger = make_client(), make_client()
-    assert second.login(member.username).status_code == 200
+def test_logout_all_ends_every_session_of_the_user_only(make_client, member, elsewhere):
+    stranger = make_client()
     assert stranger.register().status_code == 201
     response = member.post("/api/auth/logout_all")
     assert response.status_code == 204 and response.data == b""
     assert "chat_session=;" in response.headers["Set-Cookie"]  # the browser drops it
-    for ended in (member, second):
+    for ended in (member, elsewhere):
         assert_error(ended.get("/api/auth/me"), 401, "not_authenticated")
     assert stranger.get("/api/auth/me").status_code == 200
     assert member.login(member.username).status_code == 200  # signing in again works
@@ -205,8 +225,7 @@ def test_logout_all_ends_every_session_of_the_user_only(make_client, member):
 def test_logout_all_ends_the_streams_and_polls_of_every_session_within_2_seconds(live):
     """Two workers; one session holds a stream, another a waiting poll; a third user's stream stays."""
     first = live.user()
-    second = HttpUser(live.url)
-    assert second.login(first.user["username"]).status_code == 200
+    second = another_session(first, live)
     bystander = live.user()
     slug = first.create_room()
     cursor = cursor_of(first, slug)
@@ -237,24 +256,20 @@ def test_logout_all_ends_the_streams_and_polls_of_every_session_within_2_seconds
 
 # Changing the password
 
-def test_change_password_keeps_this_session_and_ends_the_others(make_client, member):
-    other = make_client()
-    assert other.login(member.username).status_code == 200
+def test_change_password_keeps_this_session_and_ends_the_others(make_client, member, elsewhere):
     response = change_password(member)
     assert response.status_code == 204 and response.data == b""
     assert member.get("/api/auth/me").json == {"user": member.user, "csrf_token": member.csrf}
     assert member.post("/api/rooms", json={"name": unique("room")}).status_code == 201  # the CSRF token holds
-    assert_error(other.get("/api/auth/me"), 401, "not_authenticated")
+    assert_error(elsewhere.get("/api/auth/me"), 401, "not_authenticated")
     assert_error(make_client().login(member.username), 401, "invalid_credentials")
     assert make_client().login(member.username, NEW_PASSWORD).status_code == 200
 
 
-def test_a_wrong_current_password_is_403_and_changes_nothing(make_client, member):
-    other = make_client()
-    assert other.login(member.username).status_code == 200
+def test_a_wrong_current_password_is_403_and_changes_nothing(make_client, member, elsewhere):
     assert_error(change_password(member, current="not my password"), 403, "invalid_credentials")
     assert member.get("/api/auth/me").status_code == 200  # still signed in: 403, not 401
-    assert other.get("/api/auth/me").status_code == 200
+    assert elsewhere.get("/api/auth/me").status_code == 200
     assert make_client().login(member.username).status_code == 200
 
 
@@ -286,10 +301,7 @@ def test_guesses_at_the_current_password_count_in_the_accounts_login_limit(make_
 
 def test_change_password_ends_the_other_sessions_streams_within_2_seconds_and_keeps_this_ones(live):
     mine = live.user()
-    username = mine.user["username"]
-    others = [HttpUser(live.url), HttpUser(live.url)]
-    for other in others:
-        assert other.login(username).status_code == 200
+    others = [another_session(mine, live), another_session(mine, live)]
     slug = mine.create_room()
     cursor = cursor_of(mine, slug)
     my_streams = [mine.events(events_path(slug)) for _ in range(2)]
@@ -299,8 +311,7 @@ def test_change_password_ends_the_other_sessions_streams_within_2_seconds_and_ke
             assert stream.next(timeout=3).event == "ready"
         poll = waiting_poll(live, others[1], slug, cursor=cursor, timeout=20)
         started = time.monotonic()
-        assert mine.post("/api/auth/password", json={"current_password": PASSWORD,
-                                                     "new_password": NEW_PASSWORD}).status_code == 204
+        assert change_password(mine).status_code == 204
         for stream in their_streams:
             assert stream.wait_closed(2), "the password change did not end another session's stream within 2 s"
         answer = poll.result(timeout=2.5)
@@ -313,7 +324,7 @@ def test_change_password_ends_the_other_sessions_streams_within_2_seconds_and_ke
             assert stream.next_durable().id == message["id"]
         for other in others:
             assert other.get("/api/auth/me").status_code == 401
-        assert HttpUser(live.url).login(username, NEW_PASSWORD).status_code == 200
+        assert HttpUser(live.url).login(mine.user["username"], NEW_PASSWORD).status_code == 200
     finally:
         for stream in [*my_streams, *their_streams]:
             stream.close()
@@ -323,6 +334,16 @@ def test_change_password_ends_the_other_sessions_streams_within_2_seconds_and_ke
 
 def set_cookie_headers(response, name: str) -> list[str]:
     return [value for value in response.headers.getlist("Set-Cookie") if value.startswith(f"{name}=")]
+
+
+def sign_in_over_https(browser, how="register", username=None):
+    """Register (a new account) or log in over HTTPS, as the trusted proxy says; the browser keeps its user and
+    CSRF token. Returns the answer."""
+    response = browser.client.post(f"/api/auth/{how}", json={"username": username or unique(), "password": PASSWORD},
+                                   headers=HTTPS)
+    if response.status_code in (200, 201):
+        browser.user, browser.csrf = response.json["user"], response.json["csrf_token"]
+    return response
 
 
 def cookie_attributes(header: str) -> dict:
@@ -336,15 +357,11 @@ def cookie_attributes(header: str) -> dict:
 @pytest.mark.parametrize("how", ["register", "login"])
 def test_over_https_the_cookie_is_a_host_cookie(make_app, how):
     app = make_app(CHAT_TRUSTED_PROXIES=1)
-    browser = AuthActions(app.test_client())
+    username = unique()
     if how == "login":
-        username = unique()
         assert AuthActions(app.test_client()).register(username).status_code == 201
-        response = browser.client.post("/api/auth/login", json={"username": username, "password": PASSWORD},
-                                       headers=HTTPS)
-    else:
-        response = browser.client.post("/api/auth/register", json={"username": unique(), "password": PASSWORD},
-                                       headers=HTTPS)
+    browser = AuthActions(app.test_client())
+    response = sign_in_over_https(browser, how, username)
     assert response.status_code in (200, 201)
     assert set_cookie_headers(response, "chat_session") == []
     [header] = set_cookie_headers(response, SECURE_COOKIE)
@@ -362,20 +379,18 @@ def test_over_https_a_plain_cookie_is_not_read_and_is_expired_at_sign_in(app, me
     moves to HTTPS signs its users in again, and the old cookie goes."""
     assert member.get("/api/auth/me").status_code == 200
     assert_error(member.client.get("/api/auth/me", headers=HTTPS), 401, "not_authenticated")
-    response = member.client.post("/api/auth/login", json={"username": member.username, "password": PASSWORD},
-                                  headers=HTTPS)
+    response = sign_in_over_https(member, "login", member.username)
     assert response.status_code == 200
     [expired] = set_cookie_headers(response, "chat_session")
     assert expired.startswith("chat_session=;") and "expires=thu, 01 jan 1970" in expired.lower()
     assert set_cookie_headers(response, SECURE_COOKIE)
 
 
-def test_logout_over_https_drops_the_host_cookie(app):
+@pytest.mark.parametrize("path", ["/api/auth/logout", "/api/auth/logout_all"])
+def test_signing_out_over_https_drops_the_host_cookie(app, path):
     browser = AuthActions(app.test_client())
-    response = browser.client.post("/api/auth/register", json={"username": unique(), "password": PASSWORD},
-                                   headers=HTTPS)
-    csrf = response.json["csrf_token"]
-    response = browser.client.post("/api/auth/logout", headers={**HTTPS, "X-CSRF-Token": csrf})
+    assert sign_in_over_https(browser).status_code == 201
+    response = browser.client.post(path, headers={**HTTPS, **browser.headers()})
     assert response.status_code == 204
     [dropped] = set_cookie_headers(response, SECURE_COOKIE)
     assert "secure" in cookie_attributes(dropped) and cookie_attributes(dropped)["path"] == "/"
@@ -386,15 +401,12 @@ def test_the_poll_fast_lane_reads_the_host_cookie_over_https(app):
     from werkzeug.test import EnvironBuilder  # noqa: PLC0415
 
     browser = AuthActions(app.test_client())
-    response = browser.client.post("/api/auth/register", json={"username": unique(), "password": PASSWORD},
-                                   headers=HTTPS)
-    browser.csrf = response.json["csrf_token"]
+    assert sign_in_over_https(browser).status_code == 201
     token = browser.client.get_cookie(SECURE_COOKIE).value
     slug = browser.client.post("/api/rooms", json={"name": unique("room")},
                                headers={**HTTPS, **browser.headers()}).json["room"]["slug"]
     path = f"/api/rooms/{slug}/poll"
-    for _ in range(2):  # the first live request starts the hub; the second is remembered
-        assert browser.client.get(path, query_string={"timeout": 0}, headers=HTTPS).status_code == 200
+    remembered_by_the_lane(browser, path, headers=HTTPS)
     cursor = browser.client.post(f"/api/rooms/{slug}/messages", json={"body": "hi"},
                                  headers={**HTTPS, **browser.headers()}).json["message"]["id"]
 
