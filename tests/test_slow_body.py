@@ -41,7 +41,8 @@ def _answer(sock: socket.socket) -> tuple[int, dict, bool]:
         raw += chunk
     head, _, body = raw.partition(b"\r\n\r\n")
     status = int(head.split()[1])
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
     while len(body) < length:
         body += sock.recv(65536)
     try:
