@@ -114,16 +114,20 @@ def soak(options) -> dict:
 
 
 def _watch(run, seconds: float) -> dict:
-    """Sleep through the soak, sampling the workers and Redis every few seconds for the peak."""
+    """Sleep through the soak, sampling the workers and Redis every few seconds: the peaks, and the
+    workers' RSS over time (a leak climbs through the run; a high-water mark flattens once all are connected)."""
     peak = {"rss_kib": 0, "fds": 0, "redis_used": 0, "streams_open": 0}
-    deadline = time.monotonic() + seconds
+    timeline, started = [], time.monotonic()
+    deadline = started + seconds
     while time.monotonic() < deadline:
         time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
         sample = fds_and_rss(run.server.worker_pids(), run.server.port)
+        timeline.append([round(time.monotonic() - started), sample.rss_kib])
         peak["rss_kib"] = max(peak["rss_kib"], sample.rss_kib)
         peak["fds"] = max(peak["fds"], sample.fds)
         peak["redis_used"] = max(peak["redis_used"], _redis_used(run))
         peak["streams_open"] = max(peak["streams_open"], metric(run.url, "chat_streams_open"))
+    peak["rss_timeline_kib"] = timeline[::max(1, len(timeline) // 12)] + timeline[-1:]
     return peak
 
 
