@@ -50,8 +50,12 @@ class BodyDeadline:
                                                    ("Cache-Control", "no-store"), ("Connection", "close")])
             return _ThenHangUp(environ.get("gunicorn.socket"))
         environ["wsgi.input"] = io.BytesIO(body)
-        if length is None:  # chunked: the app reads the buffer to its end, and 413 still applies past the bound
-            environ["wsgi.input_terminated"] = True
+        if length is None:
+            # Chunked, now read: it has a length like any other body, so past the bound it gets 413 as they do
+            # (Werkzeug would cut a chunked body at the bound silently, and the cut JSON answer 400).
+            environ["CONTENT_LENGTH"] = str(len(body))
+            environ.pop("HTTP_TRANSFER_ENCODING", None)  # else Werkzeug ignores the length
+            environ.pop("wsgi.input_terminated", None)
         return self.wsgi_app(environ, start_response)
 
 

@@ -116,3 +116,28 @@ def test_a_body_sent_in_pieces_within_the_deadline_is_taken(server):
         sock.close()
     assert status == 201, answer
     assert answer["message"]["body"] == "in three pieces"
+
+
+def test_a_chunked_body_has_the_same_deadline(server):
+    """No Content-Length: the body's end is its last chunk, which this client never sends."""
+    user = server.user()
+    slug = user.create_room()
+    cookies = "; ".join(f"{cookie.name}={cookie.value}" for cookie in user.http.cookies)
+    head = (f"POST /api/rooms/{slug}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Transfer-Encoding: chunked\r\nCookie: {cookies}\r\nX-CSRF-Token: {user.csrf}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE + 5) as sock:
+        sock.sendall(head.encode() + b"a\r\n{\"body\": \"\r\n")  # one chunk of ten bytes, then nothing
+        status, answer, closed = _answer(sock)
+    assert (status, answer["error"]["code"], closed) == (408, "request_timeout", True)
+    assert history_ids(user, slug) == []
+
+
+@pytest.mark.parametrize("size, status", [(100, 201), (70000, 413)])
+def test_a_whole_chunked_body_is_taken_and_an_oversized_one_refused(server, size, status):
+    user = server.user()
+    slug = user.create_room()
+    body = json.dumps({"body": "c" * size}).encode()
+    answer = user.post(f"/api/rooms/{slug}/messages", data=iter([body[:50], body[50:]]),  # an iterator: chunked
+                       headers={"Content-Type": "application/json"})
+    assert answer.status_code == status, answer.text
+    assert len(history_ids(user, slug)) == (1 if status == 201 else 0)
