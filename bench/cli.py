@@ -1,15 +1,17 @@
-"""`python -m bench [fanout|poll|capacity|ingest|all] [options]`: pick scenarios and sizes; one JSON line each."""
+"""`python -m bench [fanout|poll|capacity|ingest|soak|all] [options]`: pick scenarios and sizes; one JSON line each.
+`all` is the four measurements; the soak (issue 11's endurance check, `--minutes`) runs only when named."""
 import argparse
 import os
 import signal
 import sys
 import time
 
-from . import scenarios
+from . import scenarios, soak
 from .harness import log
 from .measure import machine
 
-SCENARIOS = ("fanout", "poll", "capacity", "ingest")
+SCENARIOS = ("fanout", "poll", "capacity", "ingest", "soak")
+ALL = SCENARIOS[:4]
 FULL = {"subscribers": [1000, 5000], "pollers": [500, 1000], "streams": [10000], "duration": 30.0}
 QUICK = {"subscribers": [200], "pollers": [100], "streams": [500], "duration": 8.0}
 
@@ -42,7 +44,11 @@ def parser() -> argparse.ArgumentParser:
                       help="distinct accounts for subscribers/streams (default: one per subscriber for fanout, "
                            "one per 10 streams for capacity)")
     size.add_argument("--duration", type=float, help="seconds of publishing (fanout, poll) or posting (ingest)")
-    size.add_argument("--rate", type=float, default=10.0, help="fanout: publisher messages per second")
+    size.add_argument("--rate", type=float, default=10.0,
+                      help="fanout: publisher messages per second; soak: messages per second, all posters together")
+    size.add_argument("--minutes", type=float, default=10.0, help="soak: minutes of posting and hostile load")
+    size.add_argument("--soak-subscribers", type=int, default=500, help="soak: subscribers, half SSE, half polls")
+    size.add_argument("--soak-rooms", type=int, default=10, help="soak: rooms the subscribers spread over")
     size.add_argument("--body-bytes", type=int, default=128, help="message body size")
     server = p.add_argument_group("server")
     server.add_argument("--workers", type=int, default=2, help="WEB_CONCURRENCY (gunicorn gevent workers)")
@@ -95,7 +101,7 @@ def main(argv=None) -> int:
     for key in ("subscribers", "pollers", "streams", "duration"):
         if getattr(options, key) is None:
             setattr(options, key, defaults[key])
-    chosen = SCENARIOS if "all" in options.scenarios else [s for s in SCENARIOS if s in options.scenarios]
+    chosen = ALL if "all" in options.scenarios else [s for s in SCENARIOS if s in options.scenarios]
     facts = machine()
     log(f"machine: {facts}")
     started = time.monotonic()
@@ -114,7 +120,8 @@ def _run(options, chosen) -> int:
         runs = {"fanout": [(scenarios.fanout, (n, "sse")) for n in options.subscribers],
                 "poll": [(scenarios.fanout, (n, "poll")) for n in options.pollers],
                 "capacity": [(scenarios.capacity, (n,)) for n in options.streams],
-                "ingest": [(scenarios.ingest, (url,)) for url in _ingest_databases(options)]}[name]
+                "ingest": [(scenarios.ingest, (url,)) for url in _ingest_databases(options)],
+                "soak": [(_soak, ())]}[name]
         for function, args in runs:
             log(f"{name} {args}")
             try:
@@ -123,6 +130,14 @@ def _run(options, chosen) -> int:
                 failures += 1
                 log(f"{name} {args} FAILED: {type(error).__name__}: {error}")
     return failures
+
+
+def _soak(options) -> dict:
+    """The soak reports what did not hold instead of raising: a failed check is a failed run."""
+    result = soak.soak(options)
+    if result["failures"]:
+        raise AssertionError("; ".join(result["failures"]))
+    return result
 
 
 def _ingest_databases(options) -> list:

@@ -5,6 +5,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, auth, cli, config, errors, http, live, logs, metrics, moderation, ops, pages
+from .bodies import BodyDeadline
 from .fastpoll import PollFastLane
 from .http import RequestIds
 from .extensions import db, migrate, redis_client
@@ -26,6 +27,9 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     hops = app.config["CHAT_TRUSTED_PROXIES"]
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    # Outside the app and the fast lane, inside the request log: a body too slow to arrive is answered 408.
+    app.wsgi_app = BodyDeadline(app.wsgi_app, app.config["CHAT_BODY_TIMEOUT_SECONDS"],
+                                app.config["CHAT_MAX_REQUEST_BYTES"])
     app.wsgi_app = RequestIds(app.wsgi_app)
 
     db.init_app(app)

@@ -7,6 +7,9 @@ from pathlib import Path
 CHAT_DEFAULTS = {
     "CHAT_MAX_MESSAGE_CHARS": 2000,
     "CHAT_MAX_REQUEST_BYTES": 64 * 1024,
+    # A request body must be in within this many seconds of the headers, else 408: a client that
+    # dribbles a body (or stops) cannot hold a connection for ever. 0 turns the deadline off.
+    "CHAT_BODY_TIMEOUT_SECONDS": 10,
     "CHAT_RATE_LIMIT": "10/10",
     "CHAT_RETRY_MS": 3000,
     "CHAT_HEARTBEAT_SECONDS": 15,

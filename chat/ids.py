@@ -3,7 +3,9 @@ import re
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-_EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})\Z")
+# ASCII digits only: Python's \d also takes other scripts' digits ("١-١", "１-１"), which int() reads as 1-1,
+# so malformed ids were taken as positions (found by tests/test_cursor_fuzz.py).
+_EVENT_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})\Z")
 MAX_PART = 2**64 - 1  # Redis Stream ids are two unsigned 64-bit integers
 MAX_STORED_PART = 2**63 - 1  # the database stores each as a signed 64-bit integer
 

@@ -72,3 +72,25 @@ def test_every_line_a_server_writes_is_json(live):
     parsed = [json.loads(line) for line in lines]  # raises on any line that is not JSON
     assert any(line["logger"] == "gunicorn.error" and "Booting worker" in line["message"] for line in parsed)
     assert all({"time", "level", "logger", "message"} <= set(line) for line in parsed)
+
+
+def test_a_path_with_a_line_break_stays_on_its_one_line(member, capsys, caplog):
+    capsys.readouterr()
+    member.get('/api/rooms/x%0A{"level": "ERROR", "message": "forged"}/messages')
+    text = written(capsys, caplog)
+    assert all(json.loads(line).get("message") != "forged" for line in text.splitlines() if line.startswith("{"))
+    assert not any(line.startswith('{"level": "ERROR"') for line in text.splitlines())
+
+
+def test_a_failing_database_logs_no_sql_parameters(make_app, tmp_path, capsys, caplog):
+    """The session's token hash is the lookup's parameter: a database that fails must not log it."""
+    broken = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'no-tables.sqlite3'}")  # every query fails
+    client = broken.test_client()
+    client.set_cookie("chat_session", "a-session-token-that-must-not-be-logged")
+    with caplog.at_level(logging.DEBUG):
+        answer = client.get("/api/auth/me")
+    assert answer.status_code == 503
+    text = written(capsys, caplog)
+    assert "no such table" in text  # the failure itself is logged
+    for secret in ("a-session-token-that-must-not-be-logged", token_hash("a-session-token-that-must-not-be-logged")):
+        assert secret not in text
