@@ -673,8 +673,9 @@ def test_a_post_waiting_for_sqlites_write_lock_leaves_its_worker_answering(servi
     server = LiveServer(services, workers=1, DATABASE_URL=f"sqlite:///{path}",
                         PROMETHEUS_MULTIPROC_DIR=tmp_path / "metrics")
     server.start()
-    alice, lock = server.user(), SqliteWriteLock(str(path))
+    lock, alice = SqliteWriteLock(str(path)), None
     try:
+        alice = server.user()
         slug = alice.create_room()
         lock.acquire()
         with ThreadPoolExecutor(1) as pool:
@@ -691,5 +692,6 @@ def test_a_post_waiting_for_sqlites_write_lock_leaves_its_worker_answering(servi
         assert [m["body"] for m in alice.get(f"/api/rooms/{slug}/messages").json()["messages"]] == ["waits for the lock"]
     finally:
         lock.release()
-        alice.http.close()
+        if alice is not None:
+            alice.http.close()
         server.stop()
