@@ -16,6 +16,9 @@ CHAT_DEFAULTS = {
     "CHAT_POLL_TIMEOUT_SECONDS": 25,
     "CHAT_STREAM_MAX_SECONDS": 3600,
     "CHAT_STREAM_MAXLEN": 10000,
+    # Redis keeps a room's events, and the feeds' firehose, for at most this long (besides CHAT_STREAM_MAXLEN):
+    # an older position is served from the database (rooms) or answered `reset` (feeds). 0: no age bound.
+    "CHAT_STREAM_MAX_AGE_SECONDS": 24 * 3600,
     "CHAT_MAX_ROOMS_PER_STREAM": 50,
     "CHAT_MAX_STREAMS_PER_USER": 20,
     "CHAT_LOGIN_FAILURE_LIMIT": "10/300",  # failed logins per account (any address), then 429 until the window ends

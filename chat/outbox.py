@@ -145,6 +145,8 @@ def relay(everything: bool = False) -> int:
     for start in range(0, len(rooms), 500):
         chunk = rooms[start:start + 500]
         lasts = room_streams.last_ids([slug for _, slug, _ in chunk])
+        if everything:
+            room_streams.trim_by_age([slug for _, slug, _ in chunk])  # idle rooms' old events (a post trims its own)
         for room_id, slug, recorded in chunk:
             last = lasts[slug]
             if (last is None or last < recorded) and recorded.ms < now_ms - RELAY_GRACE_MS:

@@ -43,7 +43,8 @@ _PUBLISH = _IDS + """
 -- Publish one durable event of a room, with the id the database gave it, after the room's previous one.
 -- KEYS: room stream, firehose, tombstones, incarnation
 -- ARGV: id, previous id ('': the event whose seq is one less), type, data, slug, maxlen, firehose maxlen,
---       tombstone ('' or the deleted message's id), '1' unless the caller is the check itself
+--       tombstone ('' or the deleted message's id), '1' unless the caller is the check itself,
+--       the oldest id either stream keeps ('0-0': no age bound)
 -- Returns {'OK'}, {'DUP'} (published already), {'GAP', last id or ''} (publish what is missing first),
 -- or {'EPOCH'} (this Redis has not been checked against the database yet).
 if ARGV[9] == '1' and not verified(KEYS[4]) then return {'EPOCH'} end
@@ -59,6 +60,10 @@ end
 if ARGV[8] ~= '' then redis.call('SADD', KEYS[3], ARGV[8]) end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], ARGV[1], 'type', ARGV[3], 'data', ARGV[4])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'room', ARGV[5], 'id', ARGV[1], 'type', ARGV[3], 'data', ARGV[4])
+if ARGV[10] ~= '0-0' then  -- an emptied stream keeps its last-generated id: continuity is unaffected
+  redis.call('XTRIM', KEYS[1], 'MINID', ARGV[10])
+  redis.call('XTRIM', KEYS[2], 'MINID', ARGV[10])
+end
 return {'OK'}
 """
 
@@ -206,11 +211,12 @@ def _parse_id(raw) -> EventId | None:
 class Streams:
     """Named operations on the service's Redis keys, for one key prefix."""
 
-    def __init__(self, client: redis.Redis, prefix: str, maxlen: int):
+    def __init__(self, client: redis.Redis, prefix: str, maxlen: int, max_age_seconds: float = 0):
         self.redis = client
         self.prefix = prefix
         self.maxlen = maxlen
         self.firehose_maxlen = max(maxlen * 10, 100000)
+        self.max_age_ms = int(max_age_seconds * 1000)
         self._publish = client.register_script(_PUBLISH)
         self._publish_roomless = client.register_script(_PUBLISH_ROOMLESS)
         self._floor = client.register_script(_FLOOR)
@@ -263,8 +269,21 @@ class Streams:
         tombstone = data["id"] if event_type == "message_deleted" else ""
         args = [str(event_id), str(previous) if previous is not None else "", event_type,
                 json.dumps(data, separators=(",", ":"), ensure_ascii=False), slug, self.maxlen, self.firehose_maxlen,
-                tombstone, "" if verifying else "1"]
+                tombstone, "" if verifying else "1", self._oldest_kept()]
         return {"keys": keys, "args": args}
+
+    def _oldest_kept(self) -> str:
+        """The lowest id the streams keep by age (CHAT_STREAM_MAX_AGE_SECONDS), '0-0' without that bound."""
+        return f"{int(time.time() * 1000) - self.max_age_ms}-0" if self.max_age_ms else "0-0"
+
+    def trim_by_age(self, slugs: list[str]) -> None:
+        """Trim these rooms' streams, and the firehose, by age: a publish trims its own room, this the idle."""
+        if not self.max_age_ms:
+            return
+        oldest, pipe = self._oldest_kept(), self.redis.pipeline(transaction=False)
+        for key in [self.firehose_key(), *(self.room_stream_key(slug) for slug in slugs)]:
+            pipe.xtrim(key, minid=oldest)
+        pipe.execute()
 
     @staticmethod
     def _outcome(outcome) -> tuple[str, EventId | None]:
@@ -506,5 +525,6 @@ def current() -> Streams:
     found = app.extensions.get("chat_streams")
     if found is None:
         found = app.extensions["chat_streams"] = Streams(
-            redis_client.get(app), app.config["CHAT_REDIS_PREFIX"], app.config["CHAT_STREAM_MAXLEN"])
+            redis_client.get(app), app.config["CHAT_REDIS_PREFIX"], app.config["CHAT_STREAM_MAXLEN"],
+            app.config["CHAT_STREAM_MAX_AGE_SECONDS"])
     return found

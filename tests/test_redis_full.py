@@ -2,12 +2,15 @@
 that is full answers a post with a clear `503` + Retry-After (never a 5xx of another kind, never a silently
 dropped event); once there is room again, the retry with the same client_id yields exactly one message.
 On a private redis-server: filling it must not touch the machine's Redis."""
+import time
+
 import pytest
 import redis
 
-from chat import embedded_redis
+from chat import embedded_redis, outbox, streams
+from chat.ids import EventId
 from tests.faults import PrivateRedis
-from tests.support import unique
+from tests.support import UNLIMITED_POSTING, AuthActions, unique
 from tests.test_write_path_faults import history, new_room, post_ok, running_app, send, signed_in
 
 
@@ -49,3 +52,26 @@ def test_a_full_redis_answers_503_and_the_retry_yields_one_message(services, pri
         assert retried.status_code in (200, 201), retried.json
         bodies = [message["body"] for message in history(alice, slug)["messages"]]
         assert bodies == ["before Redis filled up", "while Redis is full"]
+
+
+def test_streams_keep_events_for_a_bounded_time_and_older_positions_still_resume_exactly(make_app):
+    """CHAT_STREAM_MAX_AGE_SECONDS bounds how long Redis keeps a room's events (here a millisecond): each
+    publish trims what is older, in the room and the firehose, and the relay's minute pass trims idle rooms.
+    A position older than what Redis keeps still resumes exactly, from the database."""
+    app = make_app(CHAT_STREAM_MAX_AGE_SECONDS=0.001, **UNLIMITED_POSTING)
+    alice = AuthActions(app.test_client())
+    alice.register()
+    slug = alice.create_room()
+    sent = [alice.send(slug, f"message {n}").json["message"] for n in range(6)]
+    with app.app_context():
+        room_streams = streams.current()
+        kept = room_streams.redis.xlen(room_streams.room_stream_key(slug))
+        assert kept < len(sent), "older events were trimmed by age"
+        answer = alice.client.get(f"/api/rooms/{slug}/poll", query_string={"cursor": sent[0]["id"], "timeout": 0})
+        assert [event["data"] for event in answer.json["events"]] == sent[1:]
+        time.sleep(0.002)  # older than the bound: a millisecond must pass (there is no event to await)
+        outbox.relay(everything=True)
+        assert room_streams.redis.xlen(room_streams.room_stream_key(slug)) == 0, "an idle room is trimmed too"
+        assert room_streams.last_ids([slug])[slug] == EventId.parse(sent[-1]["id"]), "its position stays"
+    assert alice.send(slug, "after the trim").status_code == 201
+    assert [m["body"] for m in alice.history(slug).json["messages"]] == [m["body"] for m in sent] + ["after the trim"]
