@@ -14,8 +14,8 @@ from . import hub, outbox, streams, writer
 from .errors import ApiError
 from .extensions import db
 from .ids import EventId, iso, utcnow
-from .models import (Ban, Message, ModerationAction, Mute, Report, Room, Session, User, allocate_event_id, find_room,
-                     find_user, posting_state)
+from .models import (Ban, FeedEvent, Message, ModerationAction, Mute, Report, Room, Session, User, allocate_event_id,
+                     find_room, find_user, posting_state)
 from .passwords import hash_password
 from .schemas import SLUG, USERNAME, check_event
 
@@ -67,9 +67,10 @@ def set_role(user: User, role: str) -> None:
 def lift_ban(user: User) -> bool:
     """An operator's unban (no moderator to log; `user_unbanned` says `"by": null`). Whether there was a ban."""
     lifted = Ban.query.filter_by(user_id=user.id).delete()
+    announced = _feed_event("user_unbanned", {"username": user.username, "by": None}) if lifted else None
     db.session.commit()
-    if lifted:
-        outbox.publish_roomless("user_unbanned", check_event("user_unbanned", {"username": user.username, "by": None}))
+    if announced:
+        outbox.publish_feed_event(announced)
     return lifted > 0
 
 
@@ -289,6 +290,13 @@ def set_slow_mode(moderator: User, room: Room, seconds: int, online_count: int, 
     return data["room"]
 
 
+def _feed_event(event_type: str, data: dict) -> FeedEvent:
+    """Record an event of no room in the current transaction (the relay publishes it if the caller cannot)."""
+    entry = FeedEvent(type=event_type, data=json.dumps(check_event(event_type, data), ensure_ascii=False))
+    db.session.add(entry)
+    return entry
+
+
 def ban(moderator: User, username: str, reason: str | None) -> Ban:
     """Ban a user and publish `user_banned` (the ban, on the moderators' feed only). A user banned already
     keeps the ban in force, which is answered, and nothing is published."""
@@ -300,12 +308,12 @@ def ban(moderator: User, username: str, reason: str | None) -> Ban:
         if not _inserted(record):  # so this ban found the user banned, and the other request publishes it
             record, created = Ban.query.filter_by(user_id=user.id).one(), False
     _log(moderator, "ban", None, user.username, reason)
-    data = check_event("user_banned", record.to_api()) if created else None
+    announced = _feed_event("user_banned", record.to_api()) if created else None
     db.session.commit()
     streams.current().announce_end(user_id=user.id, reason="banned")
     hub.current().sessions.forget(user_id=user.id)  # this process at once; the others as they read it
-    if created:
-        outbox.publish_roomless("user_banned", data)
+    if announced:
+        outbox.publish_feed_event(announced)
     return record
 
 
@@ -315,10 +323,10 @@ def unban(moderator: User, username: str) -> None:
     user = _target_user(username)
     lifted = Ban.query.filter_by(user_id=user.id).delete()
     _log(moderator, "unban", None, user.username)
+    announced = _feed_event("user_unbanned", {"username": user.username, "by": moderator.username}) if lifted else None
     db.session.commit()
-    if lifted:
-        outbox.publish_roomless("user_unbanned", check_event("user_unbanned", {"username": user.username,
-                                                                               "by": moderator.username}))
+    if announced:
+        outbox.publish_feed_event(announced)
 
 
 def logout(session) -> None:

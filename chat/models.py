@@ -197,6 +197,18 @@ class ModerationAction(db.Model):
                 "reason": self.reason, "created_at": iso(self.created_at)}
 
 
+class FeedEvent(db.Model):
+    """An event of no room (a ban, an unban: events.ROOMLESS), recorded in the transaction of the change it
+    announces. Its feed position is where Redis puts it; `published_at` says it got there, and the relay
+    publishes any that a Redis failure held back (outbox.publish_feed_event)."""
+    __tablename__ = "feed_events"
+    id = db.Column(db.Integer, primary_key=True)
+    type = db.Column(db.String(32), nullable=False)
+    data = db.Column(db.Text, nullable=False)  # the event's JSON, as checked against its schema
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    published_at = db.Column(db.DateTime, nullable=True, index=True)
+
+
 class Report(db.Model):
     """A user's report of a message to the moderators. Its two events (`report_created`, `report_resolved`)
     are events of the message's room, with the ids their transactions took from it, so the record rebuilds

@@ -15,14 +15,16 @@ from before get a boundary (docs/ARCHITECTURE.md, "The write path").
 """
 import logging
 import time
+from datetime import timedelta
 
 import redis
+from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics, streams
 from .extensions import db
-from .ids import ZERO, EventId
-from .models import Room, events_after, events_before
+from .ids import ZERO, EventId, utcnow
+from .models import FeedEvent, Room, events_after, events_before
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +69,35 @@ def publish(room_id: int, slug: str, event_id: EventId, event_type: str, data: d
         return False
 
 
-def publish_roomless(event_type: str, data: dict) -> bool:
-    """Publish a committed event of no room (a ban or an unban: events.ROOMLESS) to the moderators' feed.
-    No room's record holds it, so no relay repeats it: if Redis fails now it is only logged, and the
-    state it announces is still what every read (GET /api/bans) answers. False when it was not published."""
+def publish_feed_event(entry: FeedEvent) -> bool:
+    """Publish a committed event of no room (a ban or an unban: events.ROOMLESS) to the moderators' feed,
+    once, and note that it was. False when Redis failed or is not verified yet: the relay publishes it."""
     room_streams = streams.current()
     try:
         try:
-            room_streams.publish_roomless(event_type, data)
+            room_streams.publish_roomless(entry.id, entry.type, entry.data)
         except streams.Refused:
             if verify() is None:
                 raise
-            room_streams.publish_roomless(event_type, data)
+            room_streams.publish_roomless(entry.id, entry.type, entry.data)
+        db.session.execute(update(FeedEvent).where(FeedEvent.id == entry.id).values(published_at=utcnow()))
+        db.session.commit()
         return True
     except (redis.RedisError, streams.Refused, SQLAlchemyError) as error:
+        db.session.close()  # not rollback: the caller's objects keep what they hold (a rollback expires them)
         metrics.DEPENDENCY_ERRORS.labels(dependency="database" if isinstance(error, SQLAlchemyError) else "redis").inc()
-        log.warning("publishing %s to the moderators' feed failed: %s", event_type, type(error).__name__)
+        log.warning("publishing %s %s to the moderators' feed left to the relay: %s", entry.type, entry.id,
+                    type(error).__name__)
         return False
+
+
+def _relay_feed_events() -> int:
+    """Publish, in order, the events of no room that their requests could not (held back past the grace)."""
+    held_back = FeedEvent.query.filter(FeedEvent.published_at.is_(None),
+                                       FeedEvent.created_at < utcnow() - timedelta(milliseconds=RELAY_GRACE_MS)) \
+        .order_by(FeedEvent.id).limit(FILL_BATCH).all()
+    db.session.commit()
+    return sum(publish_feed_event(entry) for entry in held_back)
 
 
 def publish_many(room_id: int, slug: str, events: list[tuple[EventId, str, dict]]) -> None:
@@ -134,13 +148,13 @@ def relay(everything: bool = False) -> int:
     below the record. Returns how many events it published."""
     if verify() is None:
         return 0
+    published = _relay_feed_events()
     query = db.session.query(Room.id, Room.slug, Room.event_ms, Room.event_seq).filter(Room.event_seq > 0)
     now_ms = int(time.time() * 1000)
     if not everything:
         query = query.filter(Room.event_ms >= now_ms - RELAY_RECENT_MS)
     rooms = [(room_id, slug, EventId(ms, seq)) for room_id, slug, ms, seq in query]
     db.session.commit()
-    published = 0
     room_streams = streams.current()
     for start in range(0, len(rooms), 500):
         chunk = rooms[start:start + 500]

@@ -68,10 +68,12 @@ return {'OK'}
 """
 
 _PUBLISH_ROOMLESS = _IDS + """
--- Append an event of no room (a ban: events.ROOMLESS) to the firehose alone, after every event before it.
--- KEYS: firehose, incarnation. ARGV: type, data, firehose maxlen.
--- Returns the entry's id, or false (this Redis has not been checked against the database yet).
+-- Append an event of no room (a ban: events.ROOMLESS) to the firehose alone, once: the event's record
+-- (models.FeedEvent) is named by a key that lives a day, so a retry by the relay is a no-op.
+-- KEYS: firehose, incarnation, the event's once-key. ARGV: type, data, firehose maxlen.
+-- Returns the entry's id, 'DUP' (published already), or false (this Redis has not been checked yet).
 if not verified(KEYS[2]) then return false end
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', 86400) then return 'DUP' end
 return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'room', '', 'type', ARGV[1], 'data', ARGV[2])
 """
 
@@ -243,6 +245,9 @@ class Streams:
     def incarnation_key(self) -> str:
         return f"{self.prefix}:incarnation"
 
+    def feed_event_key(self, record_id: int) -> str:
+        return f"{self.prefix}:feed-event:{record_id}"
+
     def rate_key(self, scope: str) -> str:
         return f"{self.prefix}:rate:{scope}"
 
@@ -293,14 +298,14 @@ class Streams:
             return "GAP", _parse_id(outcome[1])
         return outcome[0], None
 
-    def publish_roomless(self, event_type: str, data: dict) -> EventId:
-        """Append an event of no room (events.ROOMLESS) to the firehose: its position there is its id.
-        Raises Refused before this Redis is verified (outbox.verify)."""
-        found = self._publish_roomless(keys=[self.firehose_key(), self.incarnation_key()], args=[
-            event_type, json.dumps(data, separators=(",", ":"), ensure_ascii=False), self.firehose_maxlen])
+    def publish_roomless(self, record_id: int, event_type: str, data: str) -> bool:
+        """Append an event of no room (events.ROOMLESS; `data` its JSON) to the firehose, where its position is
+        its id, once per record: False if it was there already. Raises Refused before this Redis is verified."""
+        found = self._publish_roomless(keys=[self.firehose_key(), self.incarnation_key(), self.feed_event_key(record_id)],
+                                       args=[event_type, data, self.firehose_maxlen])
         if not found:
             raise Refused()
-        return EventId.parse(found)
+        return found != "DUP"
 
     def floor(self, slug: str, last: EventId) -> bool:
         """Start the room's stream over, empty, at `last` if it ends below it (see _FLOOR)."""

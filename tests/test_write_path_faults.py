@@ -310,6 +310,48 @@ def test_moderation_actions_whose_publish_redis_refused_are_broadcast_once(servi
         proxy.close()
 
 
+def moderators_feed_after(moderator: AuthActions, cursor: str) -> list[dict]:
+    """Every durable event the moderators' poll gives from `cursor`, page after page."""
+    found = []
+    while True:
+        page = moderator.get("/api/moderation/poll", query_string={"cursor": cursor, "timeout": 0}).json
+        found += page["events"]
+        if not page["events"]:
+            return found
+        cursor = page["cursor"]
+
+
+@pytest.mark.parametrize("lost", ["request", "reply"])
+def test_a_ban_whose_publish_redis_failed_reaches_the_moderators_feed_once(services, private_redis, lost):
+    """A ban whose event Redis never got (or took, its reply lost): the ban is in force at once, and its
+    `user_banned` reaches the moderators' feed exactly once, from the relay; an unban likewise."""
+    proxy = TcpProxy("127.0.0.1", private_redis.port).start()
+    try:
+        with running_app(services, f"redis://127.0.0.1:{proxy.port}/0") as app:
+            bob, moderator = signed_in(app), signed_in(app)
+            with app.app_context():
+                actions.set_role(find_user(moderator.username), "moderator")
+                db.session.remove()
+            tail = moderator.get("/api/moderation/poll", query_string={"timeout": 0}).json["cursor"]
+
+            trigger = proxy.when(b"user_banned", proxy.cut, at=lost)
+            banned = moderator.post("/api/bans", json={"username": bob.username, "reason": "spam"})
+            assert banned.status_code == 201 and trigger.fired.wait(5)
+            proxy.restore()
+            assert bob.get("/api/auth/me").status_code == 403, "the ban is in force"
+            relay_now(app)
+            trigger = proxy.when(b"user_unbanned", proxy.cut, at=lost)
+            assert moderator.delete(f"/api/bans/{bob.username}").status_code == 204 and trigger.fired.wait(5)
+            proxy.restore()
+            relay_now(app)
+            assert relay_now(app) == 0
+            events = [(event["event"], event["data"]) for event in moderators_feed_after(moderator, tail)]
+            assert events == [("user_banned", banned.json),
+                              ("user_unbanned", {"username": bob.username, "by": moderator.username})]
+    finally:
+        proxy.close()
+
+
 # 2. Redis comes back empty
 
 def poll(user: AuthActions, slug: str, cursor: str) -> dict:
