@@ -10,6 +10,8 @@ import io
 import json
 import socket
 
+from .http import SECURITY_HEADERS
+
 _TOO_SLOW = json.dumps({"error": {"code": "request_timeout",
                                   "message": "the request body did not arrive in time; send it again"}}).encode()
 
@@ -47,7 +49,8 @@ class BodyDeadline:
         except gevent.Timeout:
             start_response("408 Request Timeout", [("Content-Type", "application/json"),
                                                    ("Content-Length", str(len(_TOO_SLOW))),
-                                                   ("Cache-Control", "no-store"), ("Connection", "close")])
+                                                   ("Cache-Control", "no-store"), ("Connection", "close"),
+                                                   *SECURITY_HEADERS])
             return _ThenHangUp(environ.get("gunicorn.socket"))
         environ["wsgi.input"] = io.BytesIO(body)
         if length is None:
