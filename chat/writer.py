@@ -13,6 +13,7 @@ the transaction that records the events, rooms are locked in id order (two proce
 the commit is the acknowledgement. One commit at a time per process also keeps this process's publishing in
 commit order, which a per-room lock did before.
 """
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -113,23 +114,28 @@ def _record(batch: list[Post]) -> None:
 def _commit(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
     """_record_batch, waiting for SQLite's write lock cooperatively. SQLite's own busy wait sleeps in C,
     which stops every greenlet of the worker (every stream and poll in it) while another process writes:
-    the writer asks without waiting, and on "locked" sleeps a millisecond or two the gevent way."""
+    the writer takes the write lock first (BEGIN IMMEDIATE) without waiting, and on "locked" sleeps a
+    millisecond or more the gevent way; once it holds the lock, nothing in the transaction waits."""
     if db.engine.dialect.name != "sqlite":
         return _record_batch(batch)
     deadline, pause = time.monotonic() + LOCK_WAIT_SECONDS, 0.001
     while True:
-        connection = db.session.connection().connection.dbapi_connection
-        connection.execute("PRAGMA busy_timeout=0")
+        connection = db.session.connection().connection.dbapi_connection  # this session's, until it ends
         try:
-            return _record_batch(batch)
-        except OperationalError as error:
+            connection.execute("PRAGMA busy_timeout=0")
+            try:
+                if not connection.in_transaction:
+                    connection.execute("BEGIN IMMEDIATE")
+            finally:
+                connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        except sqlite3.OperationalError as error:
             db.session.rollback()
             if "locked" not in str(error) or time.monotonic() >= deadline:
-                raise
-        finally:  # the connection is back in the pool, untouched by anyone else (no greenlet ran meanwhile)
-            connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.01)
+                raise OperationalError("BEGIN IMMEDIATE", None, error) from error
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+            continue
+        return _record_batch(batch)
 
 
 def _record_batch(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
