@@ -131,12 +131,6 @@ def post_message(user, room, body: str, client_id: str | None) -> tuple[dict, bo
         return _repeat(repeat_id), False
 
 
-def find_message(room: Room, event_id: EventId) -> Message | None:
-    if not event_id.storable:
-        return None
-    return Message.query.filter_by(room_id=room.id, event_ms=event_id.ms, event_seq=event_id.seq).one_or_none()
-
-
 def delete_message(user: User, message: Message, *, log: bool = True, reason: str | None = None) -> Message:
     """Tombstone a message (author or moderator) and broadcast message_deleted, once however many ask.
     `log=False`: the caller logs the deletion in its own moderation entry (a purge)."""

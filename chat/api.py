@@ -4,8 +4,8 @@ from flask import Blueprint, current_app, jsonify, request
 from . import actions, auth, history, metrics, streams
 from .auth import check_request, current_session, login_required, set_cookie, start_session
 from .errors import ApiError
-from .ids import EventId
-from .views import json_body, known_room, online_in, optional_reason, parse_event_id, query_limit, room_or_404
+from .views import (json_body, known_room, message_or_404, online_in, optional_reason, parse_event_id, query_limit,
+                    room_or_404)
 from .models import Room, User, find_user
 from .passwords import check_password
 from .schemas import CredentialsSchema, MessageCreateSchema, PasswordChangeSchema, RoomCreateSchema
@@ -205,13 +205,6 @@ def post_message(slug):
 @bp.delete("/rooms/<slug>/messages/<message_id>")
 @login_required
 def delete_message(slug, message_id):
-    room = room_or_404(slug)
-    try:
-        event_id = EventId.parse(message_id)
-    except ValueError:
-        event_id = None
-    message = actions.find_message(room, event_id) if event_id else None
-    if message is None:
-        raise ApiError(404, "not_found", "no such message in this room")
+    message = message_or_404(room_or_404(slug), message_id)
     reason = optional_reason()
     return {"message": actions.delete_message(current_session().user, message, reason=reason).to_api()}

@@ -117,6 +117,13 @@ def message_api(event_id: EventId, slug: str, body: str, sender_id: int, usernam
     return tombstoned(data) if deleted else data
 
 
+def find_message(room_id: int, event_id: EventId) -> Message | None:
+    """A room's message by its event id (None for an id no message can have)."""
+    if not event_id.storable:
+        return None
+    return Message.query.filter_by(room_id=room_id, event_ms=event_id.ms, event_seq=event_id.seq).one_or_none()
+
+
 def posting_state(room_id: int, user_id: int, client_id: str | None) -> tuple[bool, int, bool, int | None]:
     """What a post needs to know, in one statement: whether the room is locked, its slow mode, whether the
     user is muted in it, and the id of the message they already sent with this client_id (if any)."""

@@ -6,10 +6,9 @@ from flask import Blueprint, request
 from . import actions
 from .auth import current_session, login_required
 from .errors import ApiError
-from .ids import EventId
 from .models import bans_newest_first, find_report, moderation_log, mutes_in_force, reports_newest_first
 from .schemas import BanSchema, MuteSchema, PurgeSchema, ReportSchema, ResolveReportSchema, SlowModeSchema
-from .views import json_body, online_in, optional_reason, query_limit, room_or_404
+from .views import json_body, message_or_404, online_in, optional_reason, query_limit, room_or_404
 
 bp = Blueprint("moderation", __name__, url_prefix="/api")
 
@@ -104,14 +103,7 @@ def list_actions():
 @bp.post("/rooms/<slug>/messages/<message_id>/reports")
 @login_required
 def report_message(slug, message_id):
-    room = room_or_404(slug)
-    try:
-        event_id = EventId.parse(message_id)
-    except ValueError:
-        event_id = None
-    message = actions.find_message(room, event_id) if event_id else None
-    if message is None:
-        raise ApiError(404, "not_found", "no such message in this room")
+    message = message_or_404(room_or_404(slug), message_id)
     fields = json_body(ReportSchema())
     report, created = actions.report_message(current_session().user, message, fields["reason"])
     return report.to_api(), 201 if created else 200

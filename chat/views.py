@@ -12,7 +12,7 @@ from . import hub, streams
 from .caches import CachedRoom
 from .errors import ApiError
 from .ids import EventId
-from .models import Room, find_room, room_ids
+from .models import Message, Room, find_message, find_room, room_ids
 from .schemas import SLUG
 
 
@@ -62,6 +62,17 @@ def room_or_404(slug: str) -> Room:
     if room is None:
         raise ApiError(404, "not_found", f"no room '{slug}'")
     return room
+
+
+def message_or_404(room: Room, message_id: str) -> Message:
+    """The room's message with this event id, else 404 (a malformed id names no message either)."""
+    try:
+        message = find_message(room.id, EventId.parse(message_id))
+    except ValueError:
+        message = None
+    if message is None:
+        raise ApiError(404, "not_found", "no such message in this room")
+    return message
 
 
 def online_in(slugs: list[str]) -> dict[str, list[str]]:

@@ -13,6 +13,7 @@ import sqlalchemy
 from chat import create_app, embedded_redis
 from chat.config import database_url
 from chat.extensions import db
+from tests.faults import PrivateRedis
 from tests.support import AuthActions, LiveServer, run_migrations
 
 RUN_ID = uuid.uuid4().hex[:8]
@@ -168,3 +169,12 @@ def member(auth):
 def room(member):
     """A room's slug, created by `member`."""
     return member.create_room()
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of the test's own, for tests that stop, fill or cut it (never the machine's)."""
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.close()

@@ -4,22 +4,12 @@ dropped event); once there is room again, the retry with the same client_id yiel
 On a private redis-server: filling it must not touch the machine's Redis."""
 import time
 
-import pytest
 import redis
 
 from chat import embedded_redis, outbox, streams
 from chat.ids import EventId
-from tests.faults import PrivateRedis
 from tests.support import UNLIMITED_POSTING, AuthActions, unique
 from tests.test_write_path_faults import history, new_room, post_ok, running_app, send, signed_in
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.close()
 
 
 def test_the_embedded_redis_is_bounded_and_refuses_rather_than_evicts(tmp_path):

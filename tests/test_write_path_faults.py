@@ -27,7 +27,7 @@ from chat.ids import ZERO, EventId, utcnow
 from chat.models import Message, Mute, find_room, find_user
 from chat.streams import Streams
 from tests.conftest import app_config
-from tests.faults import PrivateRedis, SqliteWriteLock, TcpProxy, fresh_postgres_database, sqlite_path
+from tests.faults import SqliteWriteLock, TcpProxy, fresh_postgres_database, sqlite_path
 from tests.support import UNLIMITED_POSTING, AuthActions, LiveServer, run_migrations, unique
 
 # Upper bounds on how long a 503 may take. A refused connection fails at once; SQLite waits for
@@ -132,14 +132,6 @@ def assert_retry_yields_one(user, slug, body, client_id, acked: list[dict], expe
 
 
 # 1. Redis stops
-
-@pytest.fixture
-def private_redis(tmp_path):
-    server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.close()
-
 
 @pytest.mark.parametrize("restart", ["keeps_data", "comes_back_empty"])
 def test_redis_stopped_answers_503_and_the_retry_yields_one_message(services, private_redis, restart):
