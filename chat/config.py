@@ -44,8 +44,8 @@ CHAT_DEFAULTS = {
     # A stream whose client takes no bytes for this long is ended (it resumes from its last id when it
     # reads again): a client that stops reading must not pin a greenlet and its buffers for ever.
     "CHAT_SEND_TIMEOUT_SECONDS": 30,
-    # A stream resumed from further back than this many events gets `reset` (the client reloads history):
-    # no request holds a room's whole retained backlog (up to CHAT_STREAM_MAXLEN large messages) in memory.
+    # A room's stream resumed from further back than this many events gets `reset` (the client reloads
+    # history, cheaper than a long replay); any catch-up is read a page at a time (resume.PAGE).
     "CHAT_RESUME_MAX_EVENTS": 1000,
     "CHAT_MAX_STREAMS_PER_PROCESS": 8000,  # past it, new streams get 503 + Retry-After
     "CHAT_SUBSCRIBER_QUEUE": 1000,  # events buffered per slow client before it is cut

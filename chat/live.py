@@ -5,13 +5,14 @@ from urllib.parse import parse_qsl
 
 import redis
 from flask import Blueprint, Response, current_app, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import events, hub, logs, metrics
 from .auth import check_request, expires_at, session_token_from, token_hash
 from .errors import ApiError, Unavailable, error_response
 from .extensions import db
 from .ids import EventId
-from .resume import Plan, plan_firehose, plan_room, resume
+from .resume import CatchUp, plan_firehose, plan_room
 from .subscription import direct_fd, hung_up, stream_events
 from .views import known_room, known_rooms, parse_event_id
 
@@ -102,17 +103,31 @@ def _stream_lifetime(session) -> tuple[float, str]:
                                                                                   "session_expired")
 
 
-def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], ready_rooms: list[str] | None,
-                     lifetime: tuple[float, str]):
-    config, environ, local_hub = current_app.config, request.environ, hub.current()
+def _stream_response(subscription, catch: CatchUp, first_page: list, online: dict[str, list[str]],
+                     ready_rooms: list[str] | None, lifetime: tuple[float, str]):
+    app, config, environ, local_hub = current_app._get_current_object(), current_app.config, request.environ, \
+        hub.current()
     started = time.monotonic()
+
+    def next_page() -> list | None:
+        """The catch-up's next page, read while the response streams (its own app context, and a
+        database connection only for the read); None if Redis or the database failed meanwhile."""
+        with app.app_context():
+            try:
+                return catch.page()
+            except (redis.RedisError, SQLAlchemyError, ApiError):
+                current_app.logger.warning("a stream's catch-up failed", exc_info=True)
+                return None
+            finally:
+                db.session.remove()
 
     def ended(reason: str, delivered: int) -> None:
         local_hub.unsubscribe(subscription)
         logs.stream_ended(environ, sorted(subscription.rooms) if subscription.rooms else "all", delivered,
                           time.monotonic() - started, reason)
 
-    body = stream_events(subscription, plan, online, ready_rooms, client=environ.get("gunicorn.socket"),
+    body = stream_events(subscription, catch, first_page, next_page, online, ready_rooms,
+                         client=environ.get("gunicorn.socket"),
                          direct_fd=direct_fd(environ), retry_ms=config["CHAT_RETRY_MS"],
                          heartbeat=config["CHAT_HEARTBEAT_SECONDS"], lifetime=lifetime,
                          send_timeout=config["CHAT_SEND_TIMEOUT_SECONDS"], on_end=ended)
@@ -121,21 +136,23 @@ def _stream_response(subscription, plan: Plan, online: dict[str, list[str]], rea
     return Response(body, status=200, mimetype="text/event-stream", headers=_STREAM_HEADERS, direct_passthrough=True)
 
 
-def _open_stream(session, rooms: frozenset | None, plan_for, *, feed: bool, present=frozenset(),
-                 presence=True, ready_rooms=None, sees_reports=False):
-    """Subscribe, then plan the catch-up (so nothing published meanwhile is missed), then stream.
+def _open_stream(session, rooms: frozenset | None, plan_for, start: EventId | None, *, feed: bool,
+                 present=frozenset(), presence=True, ready_rooms=None, sees_reports=False):
+    """Subscribe, then plan the catch-up and read its first page (so nothing published meanwhile is
+    missed, and a failure is still an error status), then stream the rest a page at a time.
     `sees_reports`: the moderators' feed, the one delivered report events (events.reaches)."""
     slug = None if feed else next(iter(rooms))
     subscription = _subscribe(session, rooms=rooms, feed=feed, present=present, presence=presence, is_stream=True,
                               sees_reports=sees_reports)
     try:
-        plan = resume(plan_for, slug, rooms=rooms if feed else None, sees_reports=sees_reports)
+        catch = CatchUp(plan_for, start, slug, rooms if feed else None, sees_reports)
+        first_page = catch.page()
         online = _online(rooms) if presence else {}
     except BaseException:
         hub.current().unsubscribe(subscription)
         raise
     db.session.remove()  # a stream holds no database connection
-    return _stream_response(subscription, plan, online, ready_rooms, _stream_lifetime(session))
+    return _stream_response(subscription, catch, first_page, online, ready_rooms, _stream_lifetime(session))
 
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
@@ -156,8 +173,8 @@ def room_events(slug):
     start = _start_position()
     if request.method == "HEAD":
         return _head(session, "text/event-stream", _STREAM_HEADERS)
-    return _open_stream(session, frozenset([slug]), lambda: plan_room(room, start), feed=False,
-                        present=frozenset([slug]))
+    return _open_stream(session, frozenset([slug]), lambda position: plan_room(room, position, bounded=True), start,
+                        feed=False, present=frozenset([slug]))
 
 
 @bp.get("/events")
@@ -168,7 +185,7 @@ def feed_events():
     start = _start_position()
     if request.method == "HEAD":
         return _head(session, "text/event-stream", _STREAM_HEADERS)
-    return _open_stream(session, frozenset(rooms), lambda: plan_firehose(start), feed=True, present=present,
+    return _open_stream(session, frozenset(rooms), plan_firehose, start, feed=True, present=present,
                         ready_rooms=rooms)
 
 
@@ -179,7 +196,7 @@ def moderation_events():
     if request.method == "HEAD":
         return _head(session, "text/event-stream", _STREAM_HEADERS)
     # Presence of the rooms it follows (every room where anyone is online, unfiltered), counting no moderator.
-    return _open_stream(session, rooms, lambda: plan_firehose(start), feed=True, presence=True, sees_reports=True)
+    return _open_stream(session, rooms, plan_firehose, start, feed=True, presence=True, sees_reports=True)
 
 
 # Long-polling
@@ -188,7 +205,7 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
                     environ, plan_for=None, sees_reports: bool = False) -> tuple[list, EventId] | None:
     """A poll: what exists after the cursor at once, else the first durable events within `timeout`.
     Near the tail, what exists comes from the hub's memory of recent events (no Redis round trip);
-    otherwise from `plan_for` (Redis, then the database). Without `plan_for` (the fast lane), None
+    otherwise from `plan_for(position)` (resume.CatchUp: Redis, then the database). Without `plan_for` (the fast lane), None
     when memory cannot answer. Raises ApiError when logout, a ban or the session's expiry ends the wait
     (it waits no longer than the session lasts). What it answered is noted in `environ` for the
     request's log line. `sees_reports`: the moderators' poll, the one answered report events."""
@@ -203,11 +220,12 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
         if remembered is None:
             if plan_for is None:
                 return None
-            plan = resume(plan_for, slug, POLL_MAX_EVENTS, rooms if feed else None, sees_reports)
-            if plan.reset:
+            catch = CatchUp(plan_for, start, slug, rooms if feed else None, sees_reports)
+            backlog = catch.upto(POLL_MAX_EVENTS)
+            if catch.plan.reset:
                 metrics.RESETS_SENT.inc()
-                return [events.reset_poll_item(plan.reset)], plan.after
-            remembered = plan.backlog, plan.after
+                return [events.reset_poll_item(catch.plan.reset)], catch.plan.after
+            remembered = backlog, catch.cursor
         found, after = remembered
         found = found[:POLL_MAX_EVENTS]
         if not found:
@@ -275,7 +293,7 @@ def room_poll(slug):
         return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
     touched = _touch_poller(session, [slug])
     found, cursor = wait_for_events(session, frozenset([slug]), start, timeout, feed=False,
-                                    plan_for=lambda: plan_room(room, start), environ=request.environ)
+                                    plan_for=lambda position: plan_room(room, position), environ=request.environ)
     return _poll_response(found, cursor, hub.current().online_json(slug, fresh=touched))
 
 
@@ -289,7 +307,7 @@ def feed_poll():
         return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
     touched = _touch_poller(session, present)
     found, cursor = wait_for_events(session, frozenset(rooms), start, timeout, feed=True,
-                                    plan_for=lambda: plan_firehose(start), environ=request.environ)
+                                    plan_for=plan_firehose, environ=request.environ)
     return _poll_response(found, cursor, events.encode_json(hub.current().online(rooms, recent_enough=not touched)))
 
 
@@ -302,7 +320,7 @@ def moderation_poll():
         return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
     rooms = _rooms_filter()
     found, cursor = wait_for_events(session, rooms, start, timeout, feed=True,
-                                    plan_for=lambda: plan_firehose(start), environ=request.environ,
+                                    plan_for=plan_firehose, environ=request.environ,
                                     sees_reports=True)
     # Presence rides along as on the several-rooms poll, for the rooms it follows (the moderator is in none).
     return _poll_response(found, cursor, events.encode_json(_online(rooms, recent_enough=True)))

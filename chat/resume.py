@@ -1,6 +1,7 @@
-"""Where a subscriber starts: resuming a room or the moderators' feed exactly, from Redis where it still
-holds the events, from the database where it no longer does, or with a reset where neither can."""
-from dataclasses import dataclass, field
+"""Where a subscriber starts, and its way from there to the live tail: resuming a room or a feed exactly,
+from Redis where it still holds the events, from the database where it no longer does, or with a reset
+where neither can, read a page at a time so that no request holds a whole backlog in memory."""
+from dataclasses import dataclass
 
 from flask import current_app
 
@@ -8,22 +9,23 @@ from . import events, outbox, streams
 from .errors import Unavailable
 from .extensions import db
 from .ids import ZERO, EventId
-from .models import events_between, last_event_id
+from .models import events_after, last_event_id
 
-CATCH_UP_BATCH = 500
+PAGE = 100  # events (or firehose entries) a catch-up reads at a time: its memory, however far behind it starts
 RESUME_ATTEMPTS = 3  # plans in a row that a trim may race before the client is told to reload
 
 
 @dataclass
 class Plan:
-    """Where a subscriber starts: events rebuilt from the database, then Redis from `after`."""
+    """Where a subscriber starts: the record's part (events after `after` up to `upto`, from the database;
+    none if `upto` is None), then Redis from where that ends."""
 
-    after: EventId  # the position the Redis catch-up reads after
-    replay: list  # LiveEvents from the database, before `after`
+    after: EventId  # where the catch-up starts reading
+    upto: EventId | None = None  # the last event the database serves; Redis holds what follows
+    room_id: int | None = None  # whose record (a room's plan)
     reset: str | None = None  # why the client must reload history instead
     cursor: EventId | None = None  # where the client stands: the start position, or the tail
     window: streams.Window | None = None  # what Redis held when the plan was made
-    backlog: list = field(default_factory=list)  # the replay, then what Redis holds after `after` (see resume)
 
     def __post_init__(self):
         if self.cursor is None:
@@ -35,8 +37,9 @@ class Trimmed(Exception):
 
 
 def _most() -> int:
-    """The most events a resume replays (CHAT_RESUME_MAX_EVENTS): a client further behind reloads history
-    instead, so that no request holds a room's whole retained backlog in memory."""
+    """How far behind a room's stream may resume (CHAT_RESUME_MAX_EVENTS): a client further behind reloads
+    history instead, cheaper for both sides than a replay of thousands of events (a poll pages through,
+    100 events an answer)."""
     return current_app.config["CHAT_RESUME_MAX_EVENTS"]
 
 
@@ -51,33 +54,30 @@ def _window(slug: str | None) -> streams.Window:
     return window
 
 
-def plan_room(room, start: EventId | None) -> Plan:
+def plan_room(room, start: EventId | None, bounded: bool = False) -> Plan:
     """Decide how to resume a room exactly: from Redis where its stream holds the events, from the
     database for what it does not (older than its first entry, or not yet published), or a reset
-    where neither can serve it. The database holds every acknowledged event; Redis a gap-free run of
+    where neither can serve it, or (`bounded`: a stream) where it is too far behind. The database holds every acknowledged event; Redis a gap-free run of
     them (outbox.py), so the two together never skip one."""
     window = _window(room.slug)
     recorded = last_event_id(room.id)  # read after the window: never behind what Redis showed
+    tail = max(window.last or ZERO, recorded)
     if start is None:  # the tail: only what happens after connecting
-        return Plan(max(window.last or ZERO, recorded), [], window=window)
+        return Plan(tail, window=window)
     if start > recorded:
-        return Plan(recorded, [], reset="position unknown to this server")
+        return Plan(recorded, reset="position unknown to this server")
+    # A room's events are numbered one by one (models.allocate_event_ids): how far behind is a subtraction.
+    if bounded and recorded.seq - start.seq > _most():
+        return Plan(tail, reset="too far behind; reload history")
     if window.first is not None and start >= window.first:
-        return Plan(start, [], window=window)  # what is not published yet arrives live
+        return Plan(start, window=window)  # what is not published yet arrives live
     upto = window.first.just_before() if window.first else window.last or recorded
-    rebuilt = events_between(room.id, start.clamped(), upto, _most())
-    if rebuilt is None:
-        return Plan(max(window.last or ZERO, recorded), [], reset="too far behind; reload history")
-    # Where Redis takes over is where the record's part ends, shown to this client or not (a report).
-    after = max(rebuilt[-1][0] if rebuilt else start, start)
-    replay = [events.LiveEvent(event_id, kind, data) for event_id, kind, data in rebuilt
-              if events.reaches(kind, sees_reports=False)]
-    return Plan(after, replay, cursor=start, window=window)
+    return Plan(start, upto=upto, room_id=room.id, window=window)
 
 
 def plan_firehose(start: EventId | None) -> Plan:
-    """The feeds resume from the firehose alone; past its retention, or from a position an earlier
-    incarnation of Redis handed out (outbox.verify), a reset.
+    """The feeds resume from the firehose alone, however far behind within its retention (read a page at
+    a time); past it, or from a position an earlier incarnation of Redis handed out (outbox.verify), a reset.
 
     A position before its oldest entry is served from that entry on while the firehose never was
     trimmed (so a feed that began on an empty firehose, cursor 0-0, resumes exactly).
@@ -85,17 +85,16 @@ def plan_firehose(start: EventId | None) -> Plan:
     room_streams = streams.current()
     window = _window(None)
     if start is None:
-        return Plan(window.last or ZERO, [], window=window)
+        return Plan(window.last or ZERO, window=window)
     since = room_streams.incarnation().get("since")
     if since and start < EventId.parse(since):
-        return Plan(window.last or ZERO, [], reset="the server's event store restarted; reload history")
+        return Plan(window.last or ZERO, reset="the server's event store restarted; reload history")
     if window.last is None:  # nothing yet (or Redis lost it): only 0-0 was handed out meanwhile
-        return Plan(ZERO, [], window=window) if start == ZERO else \
-            Plan(ZERO, [], reset="position no longer retained")
+        return Plan(ZERO, window=window) if start == ZERO else Plan(ZERO, reset="position no longer retained")
     trimmed = window.length >= room_streams.firehose_maxlen
     if start > window.last or (trimmed and window.first is not None and start < window.first.just_before()):
-        return Plan(window.last, [], reset="position no longer retained")
-    return Plan(start, [], window=window)
+        return Plan(window.last, reset="position no longer retained")
+    return Plan(start, window=window)
 
 
 def _dropped(planned: streams.Window, now: streams.Window, after: EventId) -> bool:
@@ -111,46 +110,80 @@ def _dropped(planned: streams.Window, now: streams.Window, after: EventId) -> bo
     return now.first > max(after, planned.first)
 
 
-def catch_up(room_streams, slug, after: EventId, limit: int | None = None, rooms: set | None = None,
-             planned: streams.Window | None = None, sees_reports: bool = False) -> list:
-    """Events Redis holds after `after`, oldest first (tombstones applied); the firehose's if slug is None;
-    reports only with `sees_reports` (events.reaches).
+class CatchUp:
+    """One subscriber's way from its start to the live tail, read a page at a time: the record's part of
+    its plan, then what Redis holds, planned again from where it stands when a trim raced a read (so
+    nothing is silently skipped). Start it after subscribing: the hub delivers whatever is appended
+    after the last page. With `plan.reset` set the client must reload history; it follows live from
+    `position` on.
 
-    Raises Trimmed when Redis dropped entries that the plan (which read `planned`) needs from it.
-    """
-    found = []
-    while limit is None or len(found) < limit:
-        window, entries = room_streams.read_after(slug, after, CATCH_UP_BATCH)
-        if planned is not None and _dropped(planned, window, after):
-            raise Trimmed(slug)
-        found.extend(events.from_entry(entry) for entry in entries
-                     if events.in_rooms(entry.type, entry.room, rooms) and events.reaches(entry.type, sees_reports))
-        if len(entries) < CATCH_UP_BATCH:
-            break
-        after = entries[-1].id
-    return found if limit is None else found[:limit]
+    `plan_for(position)` plans from a position (None: the tail); `rooms` filters the firehose (None:
+    every room); `sees_reports` keeps report events (events.reaches)."""
 
+    def __init__(self, plan_for, start: EventId | None, slug: str | None, rooms: set | None = None,
+                 sees_reports: bool = False):
+        self.plan_for, self.slug, self.rooms, self.sees_reports = plan_for, slug, rooms, sees_reports
+        self.streams = streams.current()
+        self.plan = self._plan(start)
+        self.cursor = self.plan.cursor  # where the client stood (or the tail): an empty poll answers it
+        self.position = self.plan.after  # the last event read, shown to this subscriber or not
+        self.at_tail = False
+        self.replans = 0
 
-def resume(plan_for, slug: str | None, limit: int | None = None, rooms: set | None = None,
-           sees_reports: bool = False) -> Plan:
-    """`plan_for()` with its backlog read: the database's part, then Redis's. Planned again when a trim
-    raced the read, so that nothing is silently skipped. Call it after subscribing: the hub delivers
-    whatever is appended after the read."""
-    for _ in range(RESUME_ATTEMPTS):
-        plan = plan_for()
+    @property
+    def done(self) -> bool:
+        return self.at_tail or self.plan.reset is not None
+
+    def page(self, most: int = PAGE) -> list:
+        """The next events (at most `most`), oldest first; [] once `done`."""
+        while not self.done:
+            try:
+                found = self._from_record(most) if self.plan.upto is not None else self._from_redis(most)
+            except Trimmed:
+                self._plan_again()
+                continue
+            if found:
+                return found
+        return []
+
+    def upto(self, most: int) -> list:
+        """Up to `most` events at once (a poll's answer), reading as many pages as that takes."""
+        found = []
+        while len(found) < most and not self.done:
+            found += self.page(most - len(found))
+        return found
+
+    def _plan(self, start: EventId | None) -> Plan:
+        plan = self.plan_for(start)
         db.session.commit()  # end the plan's read transaction: none is held across a Redis call
-        if plan.reset:
-            return plan
-        most = limit if limit is not None else _most() + 1 - len(plan.replay)  # a stream: all, up to the bound
-        try:
-            recent = catch_up(streams.current(), slug, plan.after, most, rooms, planned=plan.window,
-                              sees_reports=sees_reports)
-        except Trimmed:
-            continue
-        if limit is None and len(plan.replay) + len(recent) > _most():
-            tail = streams.current().window(slug).last or plan.after
-            return Plan(max(tail, plan.after), [], reset="too far behind; reload history")
-        plan.backlog = plan.replay + recent
         return plan
-    tail = streams.current().window(slug).last or plan.after
-    return Plan(tail, [], reset="too far behind; reload history")
+
+    def _plan_again(self) -> None:
+        self.replans += 1
+        if self.replans < RESUME_ATTEMPTS:
+            self.plan = self._plan(self.position)
+        else:
+            self.plan = Plan(self.streams.window(self.slug).last or self.position,
+                             reset="too far behind; reload history")
+        self.position = self.plan.after
+
+    def _from_record(self, most: int) -> list:
+        rows = events_after(self.plan.room_id, self.position, self.plan.upto, most)
+        db.session.commit()
+        if len(rows) < most:
+            self.plan.upto = None  # the record's part is read: Redis from here on
+        if rows:
+            self.position = rows[-1][0]
+        return [events.LiveEvent(event_id, kind, data) for event_id, kind, data in rows
+                if events.reaches(kind, sees_reports=False)]
+
+    def _from_redis(self, most: int) -> list:
+        window, entries = self.streams.read_after(self.slug, self.position, most)
+        if self.plan.window is not None and _dropped(self.plan.window, window, self.position):
+            raise Trimmed(self.slug)
+        if entries:
+            self.position = entries[-1].id
+        self.at_tail = len(entries) < most
+        return [events.from_entry(entry) for entry in entries
+                if events.in_rooms(entry.type, entry.room, self.rooms)
+                and events.reaches(entry.type, self.sees_reports)]

@@ -154,13 +154,13 @@ def direct_fd(environ) -> int | None:
     return client.fileno()
 
 
-def stream_events(subscription: Subscription, plan, online: dict[str, list[str]], ready_rooms: list[str] | None, *,
-                  client, direct_fd: int | None, retry_ms: int, heartbeat: int, lifetime: tuple[float, str],
-                  send_timeout: float, on_end):
-    """The SSE body of a subscription: the first chunk, the planned backlog, then live events (written by the
-    hub directly while idle), pings and presence, until the subscription ends, its lifetime (seconds, and the
-    reason it gives) runs out, or the client leaves or stops reading. `on_end(reason, events sent)` last.
-    Everything up to the live feed was read in the view (the database's part needs its session)."""
+def stream_events(subscription: Subscription, catch, first_page: list, next_page, online: dict[str, list[str]],
+                  ready_rooms: list[str] | None, *, client, direct_fd: int | None, retry_ms: int, heartbeat: int,
+                  lifetime: tuple[float, str], send_timeout: float, on_end):
+    """The SSE body of a subscription: the first chunk, the catch-up (resume.CatchUp: `first_page`, read in
+    the view, then `next_page()` until it is done, or None if it failed), then live events (written by the hub directly while
+    idle), pings and presence, until the subscription ends, its lifetime (seconds, and the reason it gives)
+    runs out, or the client leaves or stops reading. `on_end(reason, events sent)` last."""
     metrics.STREAMS_OPEN.inc()
     delivered = metrics.Tally(metrics.EVENTS_DELIVERED)
     reason = "closed by the client"  # unless one of the ends below says otherwise
@@ -169,18 +169,23 @@ def stream_events(subscription: Subscription, plan, online: dict[str, list[str]]
         # the hub's direct writes never wait at all. The server then drops the connection.
         client.settimeout(send_timeout)
     try:
-        yield events.first_chunk(retry_ms, plan.cursor, heartbeat, ready_rooms)
-        if plan.reset:
-            metrics.RESETS_SENT.inc()
-            yield events.reset(plan.reset)
+        yield events.first_chunk(retry_ms, catch.cursor, heartbeat, ready_rooms)
         sent_online = dict(online)
         if online:
             yield b"".join(events.presence(slug, names) for slug, names in online.items())
-        position, backlog = plan.after, plan.backlog
-        if backlog:
-            position = backlog[-1].id
-            delivered.add(len(backlog))
-            yield b"".join(event.sse for event in backlog)
+        page, first_page = first_page, None
+        while page:  # one page in memory at a time, however far behind the client starts
+            delivered.add(len(page))
+            chunk, page = b"".join(event.sse for event in page), None  # only its bytes wait on the socket
+            yield chunk
+            chunk, page = None, next_page()
+            if page is None:
+                reason = "catch-up failed"
+                return  # the client resumes from the last event it got
+        if catch.plan.reset:  # at the start, or a trim that raced the catch-up too often
+            metrics.RESETS_SENT.inc()
+            yield events.reset(catch.plan.reset)
+        position = catch.position  # past what the catch-up read, shown to this client or not
         max_age, max_age_reason = lifetime
         deadline = time.monotonic() + max_age
         subscription.position = position
