@@ -102,6 +102,8 @@ def post_worker_init(worker):
     # ratios; cyclic garbage still goes, in collections a few times rarer.
     gc.set_threshold(20_000, 10, 10)
     _cache_date_header()
+    _one_send_per_answer()
+    _settings_as_attributes(worker.cfg)
 
     from chat import hub  # noqa: PLC0415
 
@@ -198,3 +200,32 @@ def _cache_date_header():
         return cached[1]
 
     util.http_date = http_date
+
+
+def _one_send_per_answer():
+    """gunicorn sends a response's headers, then its body, in two `send` calls; an answer whose whole
+    body comes in one piece (a poll's JSON, with its Content-Length) goes out in one, which halves the
+    system calls of the most frequent request. Streams (chunked), HEAD and files take gunicorn's way."""
+    from gunicorn import util  # noqa: PLC0415
+    from gunicorn.http import wsgi  # noqa: PLC0415
+
+    write = wsgi.Response.write
+
+    def write_whole(self, data):
+        if self.headers_sent or self.chunked or self._omits_body or type(data) is not bytes \
+                or self.response_length != len(data):
+            return write(self, data)
+        head = self.default_headers()
+        head.extend(["%s: %s\r\n" % (name, value) for name, value in self.headers])
+        self.headers_sent, self.sent = True, len(data)
+        util.write(self.sock, ("%s\r\n" % "".join(head)).encode("latin-1") + data)
+
+    wsgi.Response.write = write_whole
+
+
+def _settings_as_attributes(cfg):
+    """gunicorn's Config answers every setting through `__getattr__` and the setting's validator, several
+    times per request; a worker's settings no longer change, so each becomes a plain attribute."""
+    for name, setting in cfg.settings.items():
+        if not hasattr(type(cfg), name):  # properties keep computing theirs
+            object.__setattr__(cfg, name, setting.get())
