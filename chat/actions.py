@@ -14,8 +14,9 @@ from . import hub, outbox, streams, writer
 from .errors import ApiError
 from .extensions import db
 from .ids import EventId, iso, utcnow
+from .caches import PostCache, RoomRules
 from .models import (Ban, FeedEvent, Message, ModerationAction, Mute, Report, Room, Session, User, allocate_event_id,
-                     find_room, find_user, posting_state)
+                     bump_post_rules, find_room, find_user, posting_rules, posting_state, post_rules_version)
 from .passwords import hash_password
 from .schemas import SLUG, USERNAME, check_event
 
@@ -49,6 +50,7 @@ def set_password(user: User, password: str) -> int:
     Returns how many sessions ended."""
     user.password_hash = hash_password(password)
     ended = Session.query.filter_by(user_id=user.id).delete()
+    bump_post_rules()
     db.session.commit()
     streams.current().announce_end(user_id=user.id, reason="logout")
     return ended
@@ -59,6 +61,8 @@ def set_role(user: User, role: str) -> None:
     (and every process forgets the role it cached); the user reconnects as a user."""
     demoted = user.role == "moderator" and role != "moderator"
     user.role = role
+    db.session.flush()
+    bump_post_rules()  # a moderator may post where a user may not
     db.session.commit()
     if demoted:
         streams.current().announce_end(user_id=user.id, reason="role_changed")
@@ -97,10 +101,51 @@ def _repeat(message_id: int) -> dict:
     return data
 
 
-def post_message(user, room, body: str, client_id: str | None) -> tuple[dict, bool]:
+def post_message(user, room, body: str, client_id: str | None, cache: PostCache | None = None,
+                 version: int | None = None) -> tuple[dict, bool]:
     """Record and publish a message from `user` (id, username, is_moderator) in `room` (id, slug): the API's
-    message and whether it was created; a repeated client_id returns the original. The hot path: one
-    statement reads what the checks need, one commit records the message."""
+    message and whether it was created; a repeated client_id returns the original. The hot path: with
+    `cache` (and the post rules' `version` the user's session was read at) the room's rules come from
+    memory and the write is checked against that version (raises writer.Stale: check again); else one
+    statement reads what the checks need. One commit records the message."""
+    if cache is not None:
+        found = cache.rules(room.id, user.id)
+        if found is None:
+            read_at = post_rules_version()  # first: what is read after is at least as new
+            found = RoomRules(*posting_rules(room.id, user.id)), read_at
+            cache.put_rules(room.id, user.id, *found)
+        rules, rules_version = found
+        if version is not None and rules.let_through(user, utcnow()):
+            return _post_checked(user, room, body, client_id, min(version, rules_version))
+    return _post_read(user, room, body, client_id)
+
+
+def _post_checked(user, room, body: str, client_id: str | None, version: int) -> tuple[dict, bool]:
+    """A post that memory lets through (not muted, no lock or slow mode in its way), as of `version`. A
+    repeated client_id is found by the insert (the unique constraint, after the version was checked): it is
+    answered as _post_read answers it, and counts in no limit. A refusal by the rate limit is raised for
+    the caller to decide again from the database (a repeat, or a mute, would be answered before it)."""
+    config, nbytes = current_app.config, len(body.encode())
+    room_streams = streams.current()
+    retry_after = room_streams.post_allowed(
+        user.id, room.id, nbytes, config["CHAT_RATE_LIMIT_PARSED"], config["CHAT_USER_RATE_LIMIT_PARSED"],
+        config["CHAT_USER_BYTES_LIMIT_PARSED"])
+    if retry_after:
+        raise ApiError(429, "rate_limited", f"too many messages; wait {retry_after} s", retry_after=retry_after)
+    db.session.close()  # any read of the checks ends here (a miss of memory): the writer takes its own
+    try:
+        return writer.current().record(
+            writer.Post(room.id, room.slug, user.id, user.username, body, client_id, version))
+    except (writer.Stale, IntegrityError) as error:
+        room_streams.post_give_back(user.id, room.id, nbytes)  # not a message (yet): the retry counts it
+        if isinstance(error, writer.Stale):
+            raise
+    repeat_id = posting_state(room.id, user.id, client_id)[3]
+    return _repeat(repeat_id), False
+
+
+def _post_read(user, room, body: str, client_id: str | None) -> tuple[dict, bool]:
+    """A post whose checks read the database (one statement), then the rate limits and slow mode."""
     locked, slow_mode, muted, repeat_id = posting_state(room.id, user.id, client_id)
     if repeat_id is not None:
         return _repeat(repeat_id), False
@@ -178,6 +223,7 @@ def _commit_with_event(entry: ModerationAction, room: Room, event_type: str, dat
     event_id = allocate_event_id(room.id)
     entry.event_type, entry.event_data = event_type, json.dumps(data)
     entry.event_ms, entry.event_seq = event_id
+    bump_post_rules()  # every such action (mute, unmute, lock, slow mode) is a room's post rules
     db.session.commit()
     outbox.publish(room.id, room.slug, event_id, event_type, data)
 
@@ -303,6 +349,8 @@ def ban(moderator: User, username: str, reason: str | None) -> Ban:
             record, created = Ban.query.filter_by(user_id=user.id).one(), False
     _log(moderator, "ban", None, user.username, reason)
     announced = _feed_event("user_banned", record.to_api()) if created else None
+    db.session.flush()
+    bump_post_rules()
     db.session.commit()
     streams.current().announce_end(user_id=user.id, reason="banned")
     hub.current().sessions.forget(user_id=user.id)  # this process at once; the others as they read it
@@ -326,6 +374,8 @@ def unban(moderator: User, username: str) -> None:
 def logout(session) -> None:
     session_id = session.id
     db.session.delete(session)
+    db.session.flush()
+    bump_post_rules()
     db.session.commit()
     streams.current().announce_end(session_id=session_id, reason="logout")
     hub.current().sessions.forget(session_id=session_id)  # this process at once; the others as they read it
