@@ -10,7 +10,7 @@ from flask import current_app
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import hub, outbox, streams, writer
+from . import hub, outbox, ratelimit, streams, writer
 from .errors import ApiError
 from .extensions import db
 from .ids import EventId, iso, utcnow
@@ -121,23 +121,20 @@ def post_message(user, room, body: str, client_id: str | None, cache: PostCache 
 
 
 def _post_checked(user, room, body: str, client_id: str | None, version: int) -> tuple[dict, bool]:
-    """A post that memory lets through (not muted, no lock or slow mode in its way), as of `version`. A
-    repeated client_id is found by the insert (the unique constraint, after the version was checked): it is
-    answered as _post_read answers it, and counts in no limit. A refusal by the rate limit is raised for
-    the caller to decide again from the database (a repeat, or a mute, would be answered before it)."""
-    config, nbytes = current_app.config, len(body.encode())
-    room_streams = streams.current()
-    retry_after = room_streams.post_allowed(
-        user.id, room.id, nbytes, config["CHAT_RATE_LIMIT_PARSED"], config["CHAT_USER_RATE_LIMIT_PARSED"],
-        config["CHAT_USER_BYTES_LIMIT_PARSED"])
-    if retry_after:
-        raise ApiError(429, "rate_limited", f"too many messages; wait {retry_after} s", retry_after=retry_after)
+    """A post that memory lets through (not muted, no lock or slow mode in its way), as of `version`: the
+    writer takes its rate-limit allowance with its group's. A repeated client_id is found by the insert (the
+    unique constraint, after the version was checked): it is answered as _post_read answers it, and counts
+    in no limit. A refusal by the rate limit is raised for the caller to decide again from the database (a
+    repeat, or a mute, would be answered before it)."""
     db.session.close()  # any read of the checks ends here (a miss of memory): the writer takes its own
     try:
         return writer.current().record(
             writer.Post(room.id, room.slug, user.id, user.username, body, client_id, version))
+    except writer.RateLimited as refused:
+        raise ApiError(429, "rate_limited", f"too many messages; wait {refused.retry_after} s",
+                       retry_after=refused.retry_after) from None
     except (writer.Stale, IntegrityError) as error:
-        room_streams.post_give_back(user.id, room.id, nbytes)  # not a message (yet): the retry counts it
+        ratelimit.give_back(user.id, room.id, len(body.encode()))  # not a new message: a retry counts it
         if isinstance(error, writer.Stale):
             raise
     repeat_id = posting_state(room.id, user.id, client_id)[3]

@@ -9,8 +9,10 @@ by its own request at once, with no hand-off (a hand-off to a writer greenlet wa
 greenlet the worker had to run: the publisher's posts took 150 ms at 1,000 pollers).
 
 A post let through by a process's memory (caches.PostCache) carries the post rules' version its checks
-read; the statement that gives its room's posts their ids returns the version as it reads it, and a post
-whose version differs is left out of the transaction (Stale): its request checks again from the database.
+read, and takes its rate-limit allowance here, with the rest of its group, in one Redis round trip
+(ratelimit.py); the statement that gives its room's posts their ids returns the version as it reads it,
+and a post whose version differs is left out of the transaction (Stale): its request checks again from
+the database.
 
 The database stays the order (docs/ARCHITECTURE.md, "The write path"): ids come from the room's counter in
 the transaction that records the events, rooms are locked in id order (two processes cannot deadlock), and
@@ -25,9 +27,10 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 from flask import current_app
+import redis
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from . import failpoints, outbox
+from . import failpoints, outbox, ratelimit
 from .extensions import SQLITE_BUSY_TIMEOUT_MS, db
 from .ids import EventId, utcnow
 from .models import allocate_post_ids, insert_messages, message_api
@@ -43,6 +46,14 @@ class Stale(Exception):
         super().__init__("the post's checks are out of date")
         self.version = version  # the post rules' version the writer read
         self.posts = posts or []
+
+
+class RateLimited(Exception):
+    """A post let through by memory that the rate limits refused (nothing counted, nothing recorded)."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"rate limited for {retry_after} s")
+        self.retry_after = retry_after
 
 
 @dataclass(slots=True, eq=False)
@@ -107,7 +118,25 @@ class Writer:
         return post.outcome()
 
 
+def _allowed(batch: list[Post]) -> list[Post]:
+    """The batch without the posts that the rate limits refuse now: those let through by memory take their
+    allowances here, in one round trip (the others took theirs in their requests). Each refused one is
+    answered RateLimited, or with the Redis failure that kept it from being counted."""
+    asking = [post for post in batch if post.version is not None]
+    if asking:
+        try:
+            waits = ratelimit.take_post_allowances([(post.user_id, post.room_id, len(post.body.encode()))
+                                                    for post in asking])
+        except redis.RedisError as error:
+            waits = [error] * len(asking)
+        for post, wait in zip(asking, waits):
+            if wait:
+                post.settle(error=wait if isinstance(wait, Exception) else RateLimited(wait))
+    return [post for post in batch if not post.turn.is_set()]
+
+
 def _record(batch: list[Post]) -> None:
+    batch = _allowed(batch)
     try:
         recorded = _commit_current(batch)
     except IntegrityError:  # a client_id recorded meanwhile by another request: one by one, to find which

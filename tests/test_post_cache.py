@@ -132,3 +132,21 @@ def test_a_stale_post_is_not_recorded_and_takes_no_id(app, member, room):
         answer, created = writer.current().record(
             writer.Post(room_row.id, room, user_id, member.username, "current", None, current))
         assert created and answer["body"] == "current"
+
+
+def test_a_groups_allowances_are_taken_in_one_round_trip_as_one_by_one(make_app, member, room):
+    """ratelimit.take_post_allowances answers as Streams.post_allowed would, post by post, in order."""
+    from chat import ratelimit, streams  # noqa: PLC0415
+
+    limited = make_app(CHAT_RATE_LIMIT="2/60", CHAT_USER_BYTES_LIMIT="10/60")
+    with limited.app_context():
+        user_id = member.user["id"]
+        room_id = Room.query.filter_by(slug=room).one().id
+        waits = ratelimit.take_post_allowances([(user_id, room_id, 1), (user_id, room_id, 20), (user_id, room_id, 1),
+                                                (user_id, room_id, 1)])
+        assert waits[0] == 0 and waits[1] > 0 and waits[2] == 0 and waits[3] > 0  # bytes, then the room's count
+        ratelimit.give_back(user_id, room_id, 1)
+        config = limited.config
+        assert streams.current().post_allowed(user_id, room_id, 1, config["CHAT_RATE_LIMIT_PARSED"],
+                                              config["CHAT_USER_RATE_LIMIT_PARSED"],
+                                              config["CHAT_USER_BYTES_LIMIT_PARSED"]) == 0
