@@ -108,16 +108,27 @@ def post_message(user, room, body: str, client_id: str | None, cache: PostCache 
     `cache` (and the post rules' `version` the user's session was read at) the room's rules come from
     memory and the write is checked against that version (raises writer.Stale: check again); else one
     statement reads what the checks need. One commit records the message."""
-    if cache is not None:
+    if cache is not None and version is not None:
         found = cache.rules(room.id, user.id)
         if found is None:
             read_at = post_rules_version()  # first: what is read after is at least as new
             found = RoomRules(*posting_rules(room.id, user.id)), read_at
             cache.put_rules(room.id, user.id, *found)
-        rules, rules_version = found
-        if version is not None and rules.let_through(user, utcnow()):
-            return _post_checked(user, room, body, client_id, min(version, rules_version))
+        answer = post_from_memory(user, room, body, client_id, found, version)
+        if answer is not None:
+            return answer
     return _post_read(user, room, body, client_id)
+
+
+def post_from_memory(user, room, body: str, client_id: str | None, rules: tuple[RoomRules, int],
+                     version: int) -> tuple[dict, bool] | None:
+    """post_message for a user whose session memory holds (as of `version`), with the room's `rules` and the
+    version they were read at: None when they do not let the post through by themselves (the caller then
+    checks from the database). Raises writer.Stale or a 429 for the caller to decide again likewise."""
+    room_rules, rules_version = rules
+    if not room_rules.let_through(user, utcnow()):
+        return None
+    return _post_checked(user, room, body, client_id, min(version, rules_version))
 
 
 def _post_checked(user, room, body: str, client_id: str | None, version: int) -> tuple[dict, bool]:

@@ -181,7 +181,7 @@ def list_messages(slug):
     return {"messages": messages, "has_more": has_more, "cursor": str(cursor)}
 
 
-def _message_schema() -> MessageCreateSchema:
+def message_schema() -> MessageCreateSchema:
     """Built once per app: a schema's construction costs more than most of a post's checks."""
     schema = current_app.extensions.get("chat_message_schema")
     if schema is None:
@@ -215,7 +215,7 @@ def post_message(slug):
 def _post_message(slug, cache):
     session, version = auth.check_post(cache) if cache is not None else (check_request(), None)
     room = known_room(slug)
-    fields = json_body(_message_schema())
+    fields = json_body(message_schema())
     message, created = actions.post_message(session.user, room, fields["body"], fields["client_id"], cache, version)
     if created:
         metrics.MESSAGES_ACCEPTED.inc()
