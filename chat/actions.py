@@ -11,10 +11,10 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import hub, outbox, ratelimit, streams, writer
+from .caches import PostCache, RoomRules
 from .errors import ApiError
 from .extensions import db
 from .ids import EventId, iso, utcnow
-from .caches import PostCache, RoomRules
 from .models import (Ban, FeedEvent, Message, ModerationAction, Mute, Report, Room, Session, User, allocate_event_id,
                      bump_post_rules, find_room, find_user, posting_rules, posting_state, post_rules_version)
 from .passwords import hash_password
@@ -101,23 +101,31 @@ def _repeat(message_id: int) -> dict:
     return data
 
 
+class NotLetThrough(Exception):
+    """Memory does not let this post through by itself: its checks must be read from the database (the
+    session included: memory's may be out of date, and only the write's version check would tell)."""
+
+
 def post_message(user, room, body: str, client_id: str | None, cache: PostCache | None = None,
                  version: int | None = None) -> tuple[dict, bool]:
     """Record and publish a message from `user` (id, username, is_moderator) in `room` (id, slug): the API's
-    message and whether it was created; a repeated client_id returns the original. The hot path: with
-    `cache` (and the post rules' `version` the user's session was read at) the room's rules come from
-    memory and the write is checked against that version (raises writer.Stale: check again); else one
-    statement reads what the checks need. One commit records the message."""
-    if cache is not None and version is not None:
-        found = cache.rules(room.id, user.id)
-        if found is None:
-            read_at = post_rules_version()  # first: what is read after is at least as new
-            found = RoomRules(*posting_rules(room.id, user.id)), read_at
-            cache.put_rules(room.id, user.id, *found)
-        answer = post_from_memory(user, room, body, client_id, found, version)
-        if answer is not None:
-            return answer
-    return _post_read(user, room, body, client_id)
+    message and whether it was created; a repeated client_id returns the original. One commit records it.
+
+    Without `cache`, one statement reads what the checks need, and `user` must have been read from the
+    database by this request. With it, `user` was read at the post rules' `version`, the room's rules come
+    from memory too, and the write checks that version (raises writer.Stale); raises NotLetThrough when
+    memory would not let the post through by itself."""
+    if cache is None:
+        return _post_read(user, room, body, client_id)
+    found = cache.rules(room.id, user.id)
+    if found is None:
+        read_at = post_rules_version()  # first: what is read after is at least as new
+        found = RoomRules(*posting_rules(room.id, user.id)), read_at
+        cache.put_rules(room.id, user.id, *found)
+    answer = post_from_memory(user, room, body, client_id, found, version)
+    if answer is None:
+        raise NotLetThrough()
+    return answer
 
 
 def post_from_memory(user, room, body: str, client_id: str | None, rules: tuple[RoomRules, int],

@@ -204,9 +204,9 @@ def post_message(slug):
         g.pop("chat_session", None)
         try:
             return _post_message(slug, cache)
-        except (writer.Stale, ApiError):
+        except (writer.Stale, ApiError, actions.NotLetThrough):
             pass
-    except ApiError:
+    except (ApiError, actions.NotLetThrough):
         pass
     g.pop("chat_session", None)
     return _post_message(slug, None)

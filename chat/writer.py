@@ -26,8 +26,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from flask import current_app
 import redis
+from flask import current_app
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import failpoints, outbox, ratelimit
@@ -137,6 +137,8 @@ def _allowed(batch: list[Post]) -> list[Post]:
 
 def _record(batch: list[Post]) -> None:
     batch = _allowed(batch)
+    if not batch:
+        return
     try:
         recorded = _commit_current(batch)
     except IntegrityError:  # a client_id recorded meanwhile by another request: one by one, to find which

@@ -84,6 +84,19 @@ def test_a_demotion_is_obeyed_by_the_next_post_on_another_process(app, make_app,
     assert_error(other.send(room, "a user may not"), 403, "room_locked")
 
 
+def test_a_post_memory_does_not_let_through_is_checked_from_the_database_session_and_all(
+        make_app, moderator, member, room):
+    """In slow mode memory lets nothing through by itself: the post's session is read again, so a ban answered
+    on another process comes first even for a repeat, which would otherwise be answered with the original."""
+    assert moderator.post(f"/api/rooms/{room}/slow_mode", json={"seconds": 3600}).status_code == 200
+    browser = AuthActions(make_app().test_client())
+    assert browser.login(member.username).status_code == 200
+    assert browser.send(room, "once", client_id="c-1").status_code == 201  # memory: the session, slow mode
+    assert browser.send(room, "once", client_id="c-1").status_code == 200
+    assert moderator.ban(member.username).status_code == 201
+    assert_error(browser.send(room, "once", client_id="c-1"), 403, "banned")
+
+
 def test_memory_only_lets_posts_through_a_refusal_is_decided_by_the_database(member, room, elsewhere):
     """A signed-out session with a wrong CSRF token is 401 (API.md's order), not what memory would say."""
     assert member.post("/api/auth/logout_all").status_code == 204
