@@ -7,6 +7,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import api, auth, cli, config, errors, http, live, logs, metrics, moderation, ops, pages
 from .bodies import BodyDeadline
 from .fastpoll import PollFastLane
+from .fastpost import PostFastLane
 from .http import RequestIds
 from .extensions import db, migrate, redis_client
 
@@ -23,6 +24,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     config.finish(app.config, app.instance_path)
     logs.configure(app.config["CHAT_LOG_LEVEL"])
     app.wsgi_app = PollFastLane(app, app.wsgi_app)  # polls answered from memory skip Flask's handling
+    app.wsgi_app = PostFastLane(app, app.wsgi_app)  # and posts that memory lets through
     # Trust X-Forwarded-Proto/For from the platform's router, so cookies get Secure behind HTTPS.
     hops = app.config["CHAT_TRUSTED_PROXIES"]
     if hops:

@@ -10,12 +10,13 @@ from flask import current_app
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import hub, outbox, streams, writer
+from . import hub, outbox, ratelimit, streams, writer
+from .caches import PostCache, RoomRules
 from .errors import ApiError
 from .extensions import db
 from .ids import EventId, iso, utcnow
 from .models import (Ban, FeedEvent, Message, ModerationAction, Mute, Report, Room, Session, User, allocate_event_id,
-                     find_room, find_user, posting_state)
+                     bump_post_rules, find_room, find_user, posting_rules, posting_state, post_rules_version)
 from .passwords import hash_password
 from .schemas import SLUG, USERNAME, check_event
 
@@ -49,6 +50,7 @@ def set_password(user: User, password: str) -> int:
     Returns how many sessions ended."""
     user.password_hash = hash_password(password)
     ended = Session.query.filter_by(user_id=user.id).delete()
+    bump_post_rules()
     db.session.commit()
     streams.current().announce_end(user_id=user.id, reason="logout")
     return ended
@@ -59,6 +61,8 @@ def set_role(user: User, role: str) -> None:
     (and every process forgets the role it cached); the user reconnects as a user."""
     demoted = user.role == "moderator" and role != "moderator"
     user.role = role
+    db.session.flush()
+    bump_post_rules()  # a moderator may post where a user may not
     db.session.commit()
     if demoted:
         streams.current().announce_end(user_id=user.id, reason="role_changed")
@@ -97,10 +101,67 @@ def _repeat(message_id: int) -> dict:
     return data
 
 
-def post_message(user, room, body: str, client_id: str | None) -> tuple[dict, bool]:
+class NotLetThrough(Exception):
+    """Memory does not let this post through by itself: its checks must be read from the database (the
+    session included: memory's may be out of date, and only the write's version check would tell)."""
+
+
+def post_message(user, room, body: str, client_id: str | None, cache: PostCache | None = None,
+                 version: int | None = None) -> tuple[dict, bool]:
     """Record and publish a message from `user` (id, username, is_moderator) in `room` (id, slug): the API's
-    message and whether it was created; a repeated client_id returns the original. The hot path: one
-    statement reads what the checks need, one commit records the message."""
+    message and whether it was created; a repeated client_id returns the original. One commit records it.
+
+    Without `cache`, one statement reads what the checks need, and `user` must have been read from the
+    database by this request. With it, `user` was read at the post rules' `version`, the room's rules come
+    from memory too, and the write checks that version (raises writer.Stale); raises NotLetThrough when
+    memory would not let the post through by itself."""
+    if cache is None:
+        return _post_read(user, room, body, client_id)
+    found = cache.rules(room.id, user.id)
+    if found is None:
+        read_at = post_rules_version()  # first: what is read after is at least as new
+        found = RoomRules(*posting_rules(room.id, user.id)), read_at
+        cache.put_rules(room.id, user.id, *found)
+    answer = post_from_memory(user, room, body, client_id, found, version)
+    if answer is None:
+        raise NotLetThrough()
+    return answer
+
+
+def post_from_memory(user, room, body: str, client_id: str | None, rules: tuple[RoomRules, int],
+                     version: int) -> tuple[dict, bool] | None:
+    """post_message for a user whose session memory holds (as of `version`), with the room's `rules` and the
+    version they were read at: None when they do not let the post through by themselves (the caller then
+    checks from the database). Raises writer.Stale or a 429 for the caller to decide again likewise."""
+    room_rules, rules_version = rules
+    if not room_rules.let_through(user, utcnow()):
+        return None
+    return _post_checked(user, room, body, client_id, min(version, rules_version))
+
+
+def _post_checked(user, room, body: str, client_id: str | None, version: int) -> tuple[dict, bool]:
+    """A post that memory lets through (not muted, no lock or slow mode in its way), as of `version`: the
+    writer takes its rate-limit allowance with its group's. A repeated client_id is found by the insert (the
+    unique constraint, after the version was checked): it is answered as _post_read answers it, and counts
+    in no limit. A refusal by the rate limit is raised for the caller to decide again from the database (a
+    repeat, or a mute, would be answered before it)."""
+    db.session.close()  # any read of the checks ends here (a miss of memory): the writer takes its own
+    try:
+        return writer.current().record(
+            writer.Post(room.id, room.slug, user.id, user.username, body, client_id, version))
+    except writer.RateLimited as refused:
+        raise ApiError(429, "rate_limited", f"too many messages; wait {refused.retry_after} s",
+                       retry_after=refused.retry_after) from None
+    except (writer.Stale, IntegrityError) as error:
+        ratelimit.give_back(user.id, room.id, len(body.encode()))  # not a new message: a retry counts it
+        if isinstance(error, writer.Stale):
+            raise
+    repeat_id = posting_state(room.id, user.id, client_id)[3]
+    return _repeat(repeat_id), False
+
+
+def _post_read(user, room, body: str, client_id: str | None) -> tuple[dict, bool]:
+    """A post whose checks read the database (one statement), then the rate limits and slow mode."""
     locked, slow_mode, muted, repeat_id = posting_state(room.id, user.id, client_id)
     if repeat_id is not None:
         return _repeat(repeat_id), False
@@ -178,6 +239,7 @@ def _commit_with_event(entry: ModerationAction, room: Room, event_type: str, dat
     event_id = allocate_event_id(room.id)
     entry.event_type, entry.event_data = event_type, json.dumps(data)
     entry.event_ms, entry.event_seq = event_id
+    bump_post_rules()  # every such action (mute, unmute, lock, slow mode) is a room's post rules
     db.session.commit()
     outbox.publish(room.id, room.slug, event_id, event_type, data)
 
@@ -303,6 +365,8 @@ def ban(moderator: User, username: str, reason: str | None) -> Ban:
             record, created = Ban.query.filter_by(user_id=user.id).one(), False
     _log(moderator, "ban", None, user.username, reason)
     announced = _feed_event("user_banned", record.to_api()) if created else None
+    db.session.flush()
+    bump_post_rules()
     db.session.commit()
     streams.current().announce_end(user_id=user.id, reason="banned")
     hub.current().sessions.forget(user_id=user.id)  # this process at once; the others as they read it
@@ -326,6 +390,8 @@ def unban(moderator: User, username: str) -> None:
 def logout(session) -> None:
     session_id = session.id
     db.session.delete(session)
+    db.session.flush()
+    bump_post_rules()
     db.session.commit()
     streams.current().announce_end(session_id=session_id, reason="logout")
     hub.current().sessions.forget(session_id=session_id)  # this process at once; the others as they read it

@@ -1,7 +1,7 @@
 """The JSON API for users, sessions, rooms and messages (API.md)."""
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
-from . import actions, auth, history, metrics, streams
+from . import actions, auth, history, metrics, streams, writer
 from .auth import check_request, current_session, login_required, set_cookie, start_session
 from .errors import ApiError
 from .views import (json_body, known_room, message_or_404, online_in, optional_reason, parse_event_id, query_limit,
@@ -181,7 +181,7 @@ def list_messages(slug):
     return {"messages": messages, "has_more": has_more, "cursor": str(cursor)}
 
 
-def _message_schema() -> MessageCreateSchema:
+def message_schema() -> MessageCreateSchema:
     """Built once per app: a schema's construction costs more than most of a post's checks."""
     schema = current_app.extensions.get("chat_message_schema")
     if schema is None:
@@ -192,11 +192,31 @@ def _message_schema() -> MessageCreateSchema:
 
 @bp.post("/rooms/<slug>/messages")
 def post_message(slug):
-    # The hot path: the session and the room from this process's memory (as the live endpoints take them).
-    session = check_request(cached=True)
+    # The hot path: the session and the room's rules from this process's memory, checked by the write itself
+    # (caches.PostCache). Memory only lets posts through: any other answer is decided again from the
+    # database. If the rules changed since memory read them, nothing was recorded: once more with memory
+    # brought up to date, then (should they change yet again) without it.
+    cache = auth.post_cache()
+    try:
+        return _post_message(slug, cache)
+    except writer.Stale as stale:
+        cache.seen(stale.version)
+        g.pop("chat_session", None)
+        try:
+            return _post_message(slug, cache)
+        except (writer.Stale, ApiError, actions.NotLetThrough):
+            pass
+    except (ApiError, actions.NotLetThrough):
+        pass
+    g.pop("chat_session", None)
+    return _post_message(slug, None)
+
+
+def _post_message(slug, cache):
+    session, version = auth.check_post(cache) if cache is not None else (check_request(), None)
     room = known_room(slug)
-    fields = json_body(_message_schema())
-    message, created = actions.post_message(session.user, room, fields["body"], fields["client_id"])
+    fields = json_body(message_schema())
+    message, created = actions.post_message(session.user, room, fields["body"], fields["client_id"], cache, version)
     if created:
         metrics.MESSAGES_ACCEPTED.inc()
     return {"message": message}, 201 if created else 200

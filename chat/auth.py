@@ -13,11 +13,11 @@ from sqlalchemy import delete, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import hub, streams
-from .caches import CachedSession, CachedUser
+from .caches import CachedSession, CachedUser, PostCache
 from .errors import ApiError
 from .extensions import db
 from .ids import utcnow
-from .models import Ban, Session, User
+from .models import Ban, Session, User, bump_post_rules, post_rules_version
 from .passwords import hash_password
 
 COOKIE = "chat_session"
@@ -61,6 +61,7 @@ def end_all_sessions(user_id: int) -> None:
     """Sign a user out everywhere: every session ends, this request's included, and every process ends
     their streams and waiting polls (which answer 401) as it reads the control stream."""
     db.session.execute(delete(Session).where(Session.user_id == user_id).execution_options(synchronize_session=False))
+    bump_post_rules()
     db.session.commit()
     streams.current().announce_end(user_id=user_id, reason="logout")
     hub.current().sessions.forget(user_id=user_id)  # this process at once; the others as they read it
@@ -80,6 +81,7 @@ def change_password(session: Session, new_password: str) -> int:
     if others:
         db.session.execute(delete(Session).where(Session.id.in_(others)).execution_options(
             synchronize_session=False))
+        bump_post_rules()
     db.session.commit()
     sessions = hub.current().sessions
     for session_id in others:
@@ -219,6 +221,34 @@ def check_request(*, moderator: bool = False, cached: bool = False) -> Session |
     if moderator and not session.user.is_moderator:
         raise ApiError(403, "forbidden", "moderators only")
     return session
+
+
+def post_cache() -> PostCache:
+    """This app's memory of what posts' checks read, in this process."""
+    extensions = current_app.extensions
+    cache = extensions.get("chat_post_cache")
+    if cache is None:
+        cache = extensions.setdefault("chat_post_cache", PostCache())
+    return cache
+
+
+def check_post(cache: PostCache) -> tuple[Session | CachedSession, int | None]:
+    """check_request for a post, with the session from `cache` when it holds it: the session, and the post
+    rules' version it was read at, which the writer checks again as it records the post (caches.PostCache).
+    A session read here from the database (no entry, or one past its TTL: its activity is noted) is kept."""
+    token = request.cookies.get(cookie_name(request.is_secure))
+    hashed = token_hash(token) if token else None
+    found = cache.session(hashed) if hashed else None
+    if found is not None:
+        g.chat_session, g.chat_banned = found[0], False
+        request.environ["chat.user_id"] = found[0].user_id
+        return check_request(), found[1]
+    loaded_at = time.monotonic()
+    version = post_rules_version() if hashed else None  # first: what is read after is at least as new
+    session = current_session()
+    if session is not None and not g.chat_banned:
+        cache.put_session(hashed, _snapshot(session), version, loaded_at)
+    return check_request(), version
 
 
 def login_required(view=None, *, moderator=False):

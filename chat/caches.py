@@ -1,14 +1,17 @@
-"""Per-process memory for the live endpoints' hot path: who a session is, which rooms exist, and each
-room's latest events, so that a poll near the tail costs no database query and no Redis round trip.
+"""Per-process memory for the hot paths: who a session is, which rooms exist, and each room's latest
+events, so that a poll near the tail costs no database query and no Redis round trip; and what a post's
+checks read, so that a post costs no query before its write.
 
-Each is kept by the hub, whose reader applies the control stream: a session or user that ends is
-forgotten by every process within its next read, and nothing is served from memory while that reader
-is not running (its view of what ended could be stale).
+The live endpoints' memory is kept by the hub, whose reader applies the control stream: a session or
+user that ends is forgotten by every process within its next read, and nothing is served from memory
+while that reader is not running (its view of what ended could be stale). The posts' memory is checked
+instead by the statement that records each post (PostCache), which makes it exact.
 """
 import math
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 
 from .events import LiveEvent, in_rooms, reaches, shows_message, tombstoned_event
 from .ids import EventId
@@ -93,6 +96,75 @@ class SessionCache:
     def _ended_since(self, session: CachedSession, loaded_at: float) -> bool:
         return (self._ended_sessions.get(session.id, -1.0) >= loaded_at
                 or self._ended_users.get(session.user_id, -1.0) >= loaded_at)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRules:
+    """What a post's checks read of a room for one user: its lock, its slow mode, the end of their mute."""
+
+    locked: bool
+    slow_mode_seconds: int
+    mute_until: datetime | None
+
+    def let_through(self, user: CachedUser, now: datetime) -> bool:
+        """Whether a post by `user` passes these checks with nothing more to ask (no slow-mode turn to take)."""
+        muted = self.mute_until is not None and self.mute_until > now
+        return not muted and (user.is_moderator or not (self.locked or self.slow_mode_seconds))
+
+
+class PostCache:
+    """What a post's checks read from the database (the session with its user and ban, the room's rules for
+    the user), each with the post rules' version it was read at (models.PostRules: bumped by every change
+    that can refuse a post that was allowed before, in that change's transaction).
+
+    Exact, not merely fresh: a post let through by memory carries the version its facts were read at, and
+    the statement that gives it its id reads the version again (writer.py); if it differs, the post is
+    not recorded and its request checks again from the database. A change that answered before the post
+    began committed its bump before that statement ran, so the post either sees it or was concurrent
+    with it. Memory only ever lets a post through: anything it would refuse is checked from the database.
+    Entries older than the newest version this process has seen are not served (they would only fail)."""
+
+    SESSION_TTL = 30.0  # a session is read again this often, so that its activity is noted (auth.py)
+    MAX_ENTRIES = 100_000
+
+    def __init__(self):
+        self.newest = -1
+        self._sessions = {}  # token hash -> (CachedSession, version, monotonic time before it was read)
+        self._rules = {}  # (room id, user id) -> (RoomRules, version)
+
+    def seen(self, version: int) -> None:
+        if version > self.newest:
+            self.newest = version
+
+    def session(self, token_hash: str) -> tuple[CachedSession, int] | None:
+        found = self._sessions.get(token_hash)
+        if found is None:
+            return None
+        session, version, loaded_at = found
+        if (version < self.newest or time.monotonic() - loaded_at > self.SESSION_TTL
+                or time.time() >= session.expires_at):
+            del self._sessions[token_hash]
+            return None
+        return session, version
+
+    def put_session(self, token_hash: str, session: CachedSession, version: int, loaded_at: float) -> None:
+        self.seen(version)
+        self._bounded(self._sessions)[token_hash] = (session, version, loaded_at)
+
+    def rules(self, room_id: int, user_id: int) -> tuple[RoomRules, int] | None:
+        found = self._rules.get((room_id, user_id))
+        if found is None or found[1] < self.newest:
+            return None
+        return found
+
+    def put_rules(self, room_id: int, user_id: int, rules: RoomRules, version: int) -> None:
+        self.seen(version)
+        self._bounded(self._rules)[room_id, user_id] = (rules, version)
+
+    def _bounded(self, entries: dict) -> dict:
+        if len(entries) >= self.MAX_ENTRIES:
+            entries.clear()  # a miss only costs a query
+        return entries
 
 
 class Recent:

@@ -3,7 +3,9 @@ import json
 import time
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, Index, UniqueConstraint, and_, bindparam, case, exists, insert, or_, select, update
+from sqlalchemy import (BigInteger, Index, UniqueConstraint, and_, bindparam, case, exists, func, insert, or_,
+                        select, update)
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .events import tombstoned
 from .extensions import db
@@ -138,6 +140,45 @@ def insert_messages(rows: list[tuple]) -> None:
         {"room_id": room_id, "sender_id": sender_id, "client_id": client_id, "body": body, "created_at": created_at,
          "event_ms": event_id.ms, "event_seq": event_id.seq}
         for room_id, sender_id, client_id, body, created_at, event_id in rows])
+
+
+class PostRules(db.Model):
+    """One row: `version` counts the changes that can refuse a post that was allowed before (a session
+    ended, a ban, a role changed, a room's lock or slow mode, a mute), each bumped in the transaction of
+    its change (bump_post_rules). A process's memory of what a post's checks read (caches.PostCache)
+    carries the version it was read at; the statement that gives a post its id returns the version too,
+    and a post is recorded only if they are equal (writer.py): nothing changed since its checks."""
+
+    __tablename__ = "post_rules"
+    id = db.Column(db.Integer, primary_key=True)
+    version = db.Column(BigInteger, nullable=False, default=0, server_default="0")
+
+
+
+def post_rules_version() -> int:
+    """The version now (read before what a post's checks read from the database, so what they read is at
+    least as new as the version: a change between the two only makes the post look stale)."""
+    return db.session.connection().execute(_RULES_VERSION).scalar_one()
+
+
+def bump_post_rules() -> None:
+    """Count a change that can refuse posts, in the caller's transaction; call it last before the commit
+    (every transaction takes this row's lock after its others, so none waits on another in a cycle).
+
+    Without the row (a database emptied by hand, as the tests do) the version reads 0 and the first bump
+    makes it the time in microseconds: above any version it had before, so no memory from before matches."""
+    connection = db.session.connection()
+    upsert = (postgresql if connection.dialect.name == "postgresql" else sqlite).insert(_rules)
+    connection.execute(upsert.values(id=1, version=time.time_ns() // 1000).on_conflict_do_update(
+        index_elements=[_rules.c.id], set_={"version": _rules.c.version + 1}))
+
+
+def posting_rules(room_id: int, user_id: int) -> tuple[bool, int, datetime | None]:
+    """A room's lock and slow mode, and the end of the user's mute in it (None if none): what a post's
+    checks read, to keep in memory (caches.PostCache)."""
+    locked, slow_mode, mute_until = db.session.connection().execute(_POSTING_RULES, {
+        "room_id": room_id, "user_id": user_id}).one()
+    return locked, slow_mode, mute_until
 
 
 class Mute(db.Model):
@@ -310,7 +351,7 @@ def room_ids(slugs) -> dict[str, int]:
 
 # The hot path's statements, built once (Core, on the tables): a post costs no statement building and no
 # ORM machinery. A client_id of None matches no row (NULL = NULL is not true).
-_rooms, _messages, _mutes = Room.__table__, Message.__table__, Mute.__table__
+_rooms, _messages, _mutes, _rules = Room.__table__, Message.__table__, Mute.__table__, PostRules.__table__
 _POSTING_STATE = select(
     _rooms.c.locked, _rooms.c.slow_mode_seconds,
     exists().where(_mutes.c.room_id == bindparam("room_id"), _mutes.c.user_id == bindparam("user_id"),
@@ -319,10 +360,18 @@ _POSTING_STATE = select(
                                  _messages.c.sender_id == bindparam("user_id"),
                                  _messages.c.client_id == bindparam("client_id")).scalar_subquery(),
 ).where(_rooms.c.id == bindparam("room_id"))
+_POSTING_RULES = select(
+    _rooms.c.locked, _rooms.c.slow_mode_seconds,
+    select(func.max(_mutes.c.until)).where(_mutes.c.room_id == bindparam("room_id"),
+                                           _mutes.c.user_id == bindparam("user_id")).scalar_subquery(),
+).where(_rooms.c.id == bindparam("room_id"))
+_RULES_VERSION_NOW = func.coalesce(select(_rules.c.version).where(_rules.c.id == 1).scalar_subquery(), 0)
+_RULES_VERSION = select(_RULES_VERSION_NOW)
 _INSERT_MESSAGE = insert(_messages)
 _ALLOCATE = update(_rooms).where(_rooms.c.id == bindparam("room_id")).values(
     event_ms=case((_rooms.c.event_ms < bindparam("now_ms"), bindparam("now_ms")), else_=_rooms.c.event_ms),
     event_seq=_rooms.c.event_seq + bindparam("count")).returning(_rooms.c.event_ms, _rooms.c.event_seq)
+_ALLOCATE_FOR_POSTS = _ALLOCATE.returning(_RULES_VERSION_NOW)
 
 
 def allocate_event_ids(room_id: int, count: int) -> list[EventId]:
@@ -333,6 +382,14 @@ def allocate_event_ids(room_id: int, count: int) -> list[EventId]:
     ms, last_seq = db.session.connection().execute(_ALLOCATE, {"room_id": room_id, "count": count,
                                                                "now_ms": int(time.time() * 1000)}).one()
     return [EventId(ms, seq) for seq in range(last_seq - count + 1, last_seq + 1)]
+
+
+def allocate_post_ids(room_id: int, count: int) -> tuple[list[EventId], int]:
+    """allocate_event_ids for posts, with the post rules' version as the same statement reads it: a post
+    whose checks read an older version is not recorded in this transaction (writer.py)."""
+    ms, last_seq, version = db.session.connection().execute(_ALLOCATE_FOR_POSTS, {
+        "room_id": room_id, "count": count, "now_ms": int(time.time() * 1000)}).one()
+    return [EventId(ms, seq) for seq in range(last_seq - count + 1, last_seq + 1)], version
 
 
 def allocate_event_id(room_id: int) -> EventId:

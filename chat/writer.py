@@ -8,6 +8,12 @@ arrive meanwhile wait for the next commit, led by the first of them. A post that
 by its own request at once, with no hand-off (a hand-off to a writer greenlet waited behind every other
 greenlet the worker had to run: the publisher's posts took 150 ms at 1,000 pollers).
 
+A post let through by a process's memory (caches.PostCache) carries the post rules' version its checks
+read, and takes its rate-limit allowance here, with the rest of its group, in one Redis round trip
+(ratelimit.py); the statement that gives its room's posts their ids returns the version as it reads it,
+and a post whose version differs is left out of the transaction (Stale): its request checks again from
+the database.
+
 The database stays the order (docs/ARCHITECTURE.md, "The write path"): ids come from the room's counter in
 the transaction that records the events, rooms are locked in id order (two processes cannot deadlock), and
 the commit is the acknowledgement. One commit at a time per process also keeps this process's publishing in
@@ -20,16 +26,34 @@ from collections import deque
 from dataclasses import dataclass, field
 from itertools import groupby
 
+import redis
 from flask import current_app
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from . import failpoints, outbox
+from . import failpoints, outbox, ratelimit
 from .extensions import SQLITE_BUSY_TIMEOUT_MS, db
 from .ids import EventId, utcnow
-from .models import allocate_event_ids, insert_messages, message_api
+from .models import allocate_post_ids, insert_messages, message_api
 
 MAX_BATCH = 64  # messages per transaction: bounds the time a room's row stays locked
 LOCK_WAIT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000  # SQLite: the writer waits for another's write lock as long
+
+
+class Stale(Exception):
+    """Something a post's checks read from memory changed before the post was recorded: nothing was."""
+
+    def __init__(self, version: int, posts: list | None = None):
+        super().__init__("the post's checks are out of date")
+        self.version = version  # the post rules' version the writer read
+        self.posts = posts or []
+
+
+class RateLimited(Exception):
+    """A post let through by memory that the rate limits refused (nothing counted, nothing recorded)."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"rate limited for {retry_after} s")
+        self.retry_after = retry_after
 
 
 @dataclass(slots=True, eq=False)
@@ -40,6 +64,7 @@ class Post:
     username: str
     body: str
     client_id: str | None
+    version: int | None = None  # the post rules' version its checks read from memory; None: read from the database
     turn: threading.Event = field(default_factory=threading.Event)  # set when answered, or when it is to lead
     leads: bool = False
     answer: tuple | None = None  # (the API's message, whether it was created)
@@ -63,7 +88,8 @@ class Writer:
 
     def record(self, post: Post) -> tuple[dict, bool]:
         """Record and publish a message. Raises what recording it raised: IntegrityError when its client_id
-        was recorded meanwhile by another request, a database failure (503) otherwise."""
+        was recorded meanwhile by another request, Stale when its checks are out of date (nothing recorded), a
+        database failure (503) otherwise."""
         with self._lock:
             self.waiting.append(post)
             post.leads = not self.committing
@@ -72,6 +98,7 @@ class Writer:
             post.turn.wait()  # answered by the commit that took it, or told to lead the next one
             if not post.leads:
                 return post.outcome()
+            post.turn.clear()  # from here, set means answered
         with self._lock:  # this post is first in the queue: the batch holds it
             batch = [self.waiting.popleft() for _ in range(min(MAX_BATCH, len(self.waiting)))]
         try:
@@ -91,15 +118,37 @@ class Writer:
         return post.outcome()
 
 
+def _allowed(batch: list[Post]) -> list[Post]:
+    """The batch without the posts that the rate limits refuse now: those let through by memory take their
+    allowances here, in one round trip (the others took theirs in their requests). Each refused one is
+    answered RateLimited, or with the Redis failure that kept it from being counted."""
+    asking = [post for post in batch if post.version is not None]
+    if asking:
+        try:
+            waits = ratelimit.take_post_allowances([(post.user_id, post.room_id, len(post.body.encode()))
+                                                    for post in asking])
+        except redis.RedisError as error:
+            waits = [error] * len(asking)
+        for post, wait in zip(asking, waits):
+            if wait:
+                post.settle(error=wait if isinstance(wait, Exception) else RateLimited(wait))
+    return [post for post in batch if not post.turn.is_set()]
+
+
 def _record(batch: list[Post]) -> None:
+    batch = _allowed(batch)
+    if not batch:
+        return
     try:
-        recorded = _commit(batch)
+        recorded = _commit_current(batch)
     except IntegrityError:  # a client_id recorded meanwhile by another request: one by one, to find which
         db.session.rollback()
         recorded = []
         for post in batch:
+            if post.turn.is_set():
+                continue  # answered already (Stale)
             try:
-                recorded += _commit([post])
+                recorded += _commit_current([post])
             except IntegrityError as error:  # the request answers with the message recorded before
                 db.session.rollback()
                 post.settle(error=error)
@@ -109,6 +158,20 @@ def _record(batch: list[Post]) -> None:
         outbox.publish_many(room_id, slug, [(event_id, "message", data) for _, event_id, data in of_room])
         for post, _, data in of_room:
             post.settle((data, True))
+
+
+def _commit_current(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
+    """_commit, without the posts whose checks are out of date: each of those is answered Stale (its
+    request checks again), and the transaction is made again without them (each round leaves one out)."""
+    while batch:
+        try:
+            return _commit(batch)
+        except Stale as stale:
+            db.session.rollback()
+            for post in stale.posts:
+                post.settle(error=Stale(stale.version))
+            batch = [post for post in batch if post not in stale.posts]
+    return []
 
 
 def _commit(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
@@ -140,12 +203,19 @@ def _commit(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
 
 def _record_batch(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
     """One transaction for the batch: each room's ids in one statement (rooms in id order, the order every
-    writer locks them in), every message inserted, one commit."""
+    writer locks them in), every message inserted, one commit. Raises Stale, before inserting anything,
+    if the post rules changed since a post's checks read them from memory."""
     recorded, created_at = [], utcnow()
     by_room = sorted(batch, key=lambda post: post.room_id)  # stable: a room's posts keep their arrival order
     for room_id, posts in groupby(by_room, key=lambda post: post.room_id):
         posts = list(posts)
-        for post, event_id in zip(posts, allocate_event_ids(room_id, len(posts))):
+        event_ids, version = allocate_post_ids(room_id, len(posts))
+        # The version as the statement that allocates the posts' ids read it (on PostgreSQL, as of its start,
+        # which is after each of these posts began): a change that answered before a post began is seen.
+        stale = [post for post in posts if post.version is not None and post.version != version]
+        if stale:
+            raise Stale(version, stale)
+        for post, event_id in zip(posts, event_ids):
             recorded.append((post, event_id, message_api(event_id, post.slug, post.body, post.user_id, post.username,
                                                          created_at, post.client_id)))
     insert_messages([(post.room_id, post.user_id, post.client_id, post.body, created_at, event_id)
