@@ -51,6 +51,9 @@ CHAT_DEFAULTS = {
     "CHAT_SUBSCRIBER_QUEUE": 1000,  # events buffered per slow client before it is cut
     "CHAT_PRESENCE_TTL_SECONDS": 30,
     "CHAT_REDIS_POOL_SIZE": 6,  # per process, besides the hub's own reader connection
+    # Rooms are spread over this many shards (streams.shard_of), each one hash-tagged Redis Cluster slot. Only 1
+    # is supported yet: each process reads one shard's firehose (docs/SCALING.md); 1 is today's behaviour.
+    "CHAT_SHARDS": 1,
     "CHAT_PASSWORD_METHOD": "scrypt",  # werkzeug's hash method; tests use a cheaper one
     # Test-only fault injection: `name=kill,...` SIGKILLs the worker at that point of the write path.
     "CHAT_FAILPOINTS": "",
@@ -94,6 +97,9 @@ def load(instance_path: str, environ=os.environ) -> dict:
 def finish(config, instance_path: str) -> None:
     """Derive settings that depend on others, after tests' overrides are applied."""
     config["SQLALCHEMY_DATABASE_URI"] = database_url(config["SQLALCHEMY_DATABASE_URI"], "")
+    if config["CHAT_SHARDS"] != 1:
+        # Several shards need a reader per shard and feed positions per shard: not built yet (docs/SCALING.md).
+        raise RuntimeError(f"CHAT_SHARDS={config['CHAT_SHARDS']} is not supported yet: only 1 (docs/SCALING.md)")
     uri = config["SQLALCHEMY_DATABASE_URI"]
     if not config.get("SECRET_KEY"):
         if not uri.startswith("sqlite"):

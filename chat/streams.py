@@ -1,6 +1,8 @@
 """Redis: the only module that knows a key name or calls an X* command.
 
-Each room has a stream (a gap-free run of its log, with the ids the database gave: outbox.py) and a set
+Every key of a room, and of the shard it belongs to, starts with the shard's hash tag `{<prefix>:s<n>}`
+(the room's shard: shard_of), so each script and each multi-key command touches one Redis Cluster slot
+(docs/ARCHITECTURE.md, "Redis keys"). Each room has a stream (a gap-free run of its log, with the ids the database gave: outbox.py) and a set
 of deleted message ids (tombstones applied when entries are read back). One firehose stream carries every
 room's durable events, appended in the same script as the room's entry: the feeds, and what each
 process's hub reads. Scripts that publish or read check that this Redis was verified against the database
@@ -8,6 +10,7 @@ since it started (its run_id), so a Redis back from an older snapshot is never s
 """
 import json
 import time
+import zlib
 from dataclasses import dataclass
 
 import redis
@@ -115,11 +118,11 @@ end
 """
 
 _READ_AFTER = _STREAM_INFO + _IDS + """
--- KEYS: stream, tombstones ('' for the firehose: each entry's room names its set), incarnation
--- ARGV: after id, count, prefix
+-- KEYS: stream, incarnation, tombstones (none for a firehose: each entry's room names its set)
+-- ARGV: after id, count, the shard's hash tag (a firehose's rooms are of its shard: their sets share its slot)
 -- Returns {last-generated id, first retained id, {{id, type, data, deleted, room, room id}...} oldest first, length,
 -- whether this Redis was checked against the database}
-local checked = verified(KEYS[3]) and 1 or 0
+local checked = verified(KEYS[2]) and 1 or 0
 local bounds = info(KEYS[1])
 if not bounds[1] then return {false, false, {}, 0, checked} end
 local out = {}
@@ -128,8 +131,8 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT
   local kind = field(entry, 'type')
   if kind ~= 'floor' and kind ~= 'epoch' then
     local room, room_id = field(entry, 'room') or '', field(entry, 'id') or entry[1]
-    local tombstones = KEYS[2]
-    if tombstones == '' then tombstones = ARGV[3] .. ':{room:' .. room .. '}:deleted' end
+    local tombstones = KEYS[3]
+    if not tombstones then tombstones = ARGV[3] .. ':room:' .. room .. ':deleted' end  -- same shard: same slot
     local message_id = room_id  -- a message's own id; a report's event holds the reported message's
     if kind == 'report_created' or kind == 'report_resolved' then
       local ok, decoded = pcall(cjson.decode, field(entry, 'data'))
@@ -210,12 +213,20 @@ def _parse_id(raw) -> EventId | None:
     return EventId.parse(raw) if raw else None
 
 
+def shard_of(slug: str, shards: int) -> int:
+    """The shard a room belongs to: CRC-32 (zlib's, as in gzip and PNG) of its slug's UTF-8, modulo the
+    number of shards. Stable across processes, machines and Python versions (unlike hash()); a slug never
+    changes, so neither does its room's shard while CHAT_SHARDS does not."""
+    return zlib.crc32(slug.encode()) % shards
+
+
 class Streams:
     """Named operations on the service's Redis keys, for one key prefix."""
 
-    def __init__(self, client: redis.Redis, prefix: str, maxlen: int, max_age_seconds: float = 0):
+    def __init__(self, client: redis.Redis, prefix: str, maxlen: int, max_age_seconds: float = 0, shards: int = 1):
         self.redis = client
         self.prefix = prefix
+        self.shards = shards
         self.maxlen = maxlen
         self.firehose_maxlen = max(maxlen * 10, 100000)
         self.max_age_ms = int(max_age_seconds * 1000)
@@ -229,26 +240,37 @@ class Streams:
         self._post_allowance = client.register_script(_POST_ALLOWANCE)
         self._post_give_back = client.register_script(_POST_GIVE_BACK)
 
-    # Key builders. The room's keys share a hash tag so its script runs on one Cluster slot.
+    # Key builders. A room's keys and its shard's share the shard's hash tag: one Cluster slot per shard.
+    # Only shard 0 is read yet (config refuses CHAT_SHARDS > 1): the shard-wide keys default to it.
+    def shard_tag(self, shard: int) -> str:
+        return f"{{{self.prefix}:s{shard}}}"
+
+    def _room(self, slug: str) -> str:
+        return f"{self.shard_tag(shard_of(slug, self.shards))}:room:{slug}"
+
     def room_stream_key(self, slug: str) -> str:
-        return f"{self.prefix}:{{room:{slug}}}:log"
+        return f"{self._room(slug)}:log"
 
     def tombstones_key(self, slug: str) -> str:
-        return f"{self.prefix}:{{room:{slug}}}:deleted"
+        return f"{self._room(slug)}:deleted"
 
-    def firehose_key(self) -> str:
-        return f"{self.prefix}:firehose"
+    def slow_mode_key(self, slug: str, user_id: int) -> str:
+        return f"{self._room(slug)}:slow:{user_id}"
 
-    def control_key(self) -> str:
-        return f"{self.prefix}:control"
+    def firehose_key(self, shard: int = 0) -> str:
+        return f"{self.shard_tag(shard)}:firehose"
 
-    def incarnation_key(self) -> str:
-        return f"{self.prefix}:incarnation"
+    def control_key(self, shard: int = 0) -> str:
+        return f"{self.shard_tag(shard)}:control"
+
+    def incarnation_key(self, shard: int = 0) -> str:
+        return f"{self.shard_tag(shard)}:incarnation"
 
     def feed_event_key(self, record_id: int) -> str:
-        return f"{self.prefix}:feed-event:{record_id}"
+        """An event of no room goes to shard 0's firehose: its once-key shares that slot."""
+        return f"{self.shard_tag(0)}:feed-event:{record_id}"
 
-    def rate_key(self, scope: str) -> str:
+    def rate_key(self, scope: str) -> str:  # one key per script: any slot
         return f"{self.prefix}:rate:{scope}"
 
     def publish(self, slug: str, event_id: EventId, event_type: str, data: dict,
@@ -270,7 +292,8 @@ class Streams:
         return [self._outcome(outcome) for outcome in pipe.execute()]
 
     def _publish_call(self, slug, event_id, event_type, data, previous, verifying) -> dict:
-        keys = [self.room_stream_key(slug), self.firehose_key(), self.tombstones_key(slug), self.incarnation_key()]
+        shard = shard_of(slug, self.shards)
+        keys = [self.room_stream_key(slug), self.firehose_key(shard), self.tombstones_key(slug), self.incarnation_key(shard)]
         tombstone = data["id"] if event_type == "message_deleted" else ""
         args = [str(event_id), str(previous) if previous is not None else "", event_type,
                 json.dumps(data, separators=(",", ":"), ensure_ascii=False), slug, self.maxlen, self.firehose_maxlen,
@@ -286,7 +309,8 @@ class Streams:
         if not self.max_age_ms:
             return
         oldest, pipe = self._oldest_kept(), self.redis.pipeline(transaction=False)
-        for key in [self.firehose_key(), *(self.room_stream_key(slug) for slug in slugs)]:
+        for key in [*(self.firehose_key(shard) for shard in range(self.shards)),
+                    *(self.room_stream_key(slug) for slug in slugs)]:
             pipe.xtrim(key, minid=oldest)
         pipe.execute()
 
@@ -344,10 +368,10 @@ class Streams:
 
     def read_after(self, slug: str | None, after: EventId, count: int) -> tuple[Window, list[Entry]]:
         """Durable events after `after`, oldest first, from a room's stream (or the firehose if slug is None)."""
-        key = self.room_stream_key(slug) if slug else self.firehose_key()
-        tombstones = self.tombstones_key(slug) if slug else ""
-        last, first, rows, length, checked = self._read_after(keys=[key, tombstones, self.incarnation_key()],
-                                                              args=[str(after), count, self.prefix])
+        shard = shard_of(slug, self.shards) if slug else 0
+        key = self.room_stream_key(slug) if slug else self.firehose_key(shard)
+        keys = [key, self.incarnation_key(shard), *([self.tombstones_key(slug)] if slug else [])]
+        last, first, rows, length, checked = self._read_after(keys=keys, args=[str(after), count, self.shard_tag(shard)])
         entries = []
         for raw_id, kind, data, deleted, room, room_id in rows:
             entries.append(Entry(EventId.parse(raw_id), kind, _tombstoned(json.loads(data), deleted, kind),
@@ -396,10 +420,10 @@ class Streams:
     # Presence: a sorted set per room of `username|connection` scored by when it was last seen, and one
     # sorted set of the rooms scored by when any of their members was last written (for feeds of every room).
     def presence_key(self, slug: str) -> str:
-        return f"{self.prefix}:{{room:{slug}}}:online"
+        return f"{self._room(slug)}:online"
 
-    def presence_rooms_key(self) -> str:
-        return f"{self.prefix}:presence:rooms"
+    def presence_rooms_key(self, shard: int = 0) -> str:
+        return f"{self.shard_tag(shard)}:presence:rooms"
 
     def touch_presence(self, slug: str, members: list[str] | dict[str, float], ttl: int) -> None:
         """Mark members as seen now (or, given as a mapping, at their own wall-clock times)."""
@@ -409,7 +433,7 @@ class Streams:
         pipe.zadd(self.presence_key(slug), seen)
         pipe.zremrangebyscore(self.presence_key(slug), "-inf", now - ttl)
         pipe.expire(self.presence_key(slug), ttl * 2)
-        pipe.zadd(self.presence_rooms_key(), {slug: max(seen.values(), default=now)})
+        pipe.zadd(self.presence_rooms_key(shard_of(slug, self.shards)), {slug: max(seen.values(), default=now)})
         pipe.execute()
 
     def rooms_with_presence(self, seconds: float) -> list[str]:
@@ -486,8 +510,9 @@ class Streams:
         self._post_give_back(keys=self._post_keys(user_id, room_id), args=[1, 1, nbytes])
 
     def _post_keys(self, user_id: int, room_id: int) -> list[str]:
-        return [self.rate_key(f"post:{user_id}:{room_id}"), self.rate_key(f"post:{user_id}"),
-                self.rate_key(f"post-bytes:{user_id}")]
+        """The three windows of a post, in one script: they share a hash tag of their user's."""
+        user = f"{{{self.prefix}:u{user_id}}}"
+        return [f"{user}:rate:post:{room_id}", f"{user}:rate:post", f"{user}:rate:post-bytes"]
 
     def slow_mode_wait(self, slug: str, user_id: int, seconds: int, post: str) -> int:
         """Slow mode, atomically across processes: 0, and the post named `post` becomes the user's last in
@@ -505,7 +530,7 @@ class Streams:
         redis.call('EXPIRE', KEYS[1], 3600)
         return 0
         """
-        return int(self.redis.eval(script, 1, f"{self.prefix}:{{room:{slug}}}:slow:{user_id}", post, seconds))
+        return int(self.redis.eval(script, 1, self.slow_mode_key(slug, user_id), post, seconds))
 
     def ping(self) -> bool:
         return self.redis.ping()
@@ -531,5 +556,5 @@ def current() -> Streams:
     if found is None:
         found = app.extensions["chat_streams"] = Streams(
             redis_client.get(app), app.config["CHAT_REDIS_PREFIX"], app.config["CHAT_STREAM_MAXLEN"],
-            app.config["CHAT_STREAM_MAX_AGE_SECONDS"])
+            app.config["CHAT_STREAM_MAX_AGE_SECONDS"], app.config["CHAT_SHARDS"])
     return found
