@@ -14,6 +14,7 @@ import zlib
 from dataclasses import dataclass
 
 import redis
+from redis.cluster import RedisCluster
 
 from .events import tombstoned_event
 from .ids import ZERO, EventId
@@ -223,10 +224,14 @@ def shard_of(slug: str, shards: int) -> int:
 class Streams:
     """Named operations on the service's Redis keys, for one key prefix."""
 
-    def __init__(self, client: redis.Redis, prefix: str, maxlen: int, max_age_seconds: float = 0, shards: int = 1):
+    def __init__(self, client: redis.Redis | RedisCluster, prefix: str, maxlen: int, max_age_seconds: float = 0,
+                 shards: int = 1, connect_reader=None):
+        """`connect_reader()`, if given, makes the hub's reader (see reader()); a cluster client needs it."""
         self.redis = client
+        self._connect_reader = connect_reader
         self.prefix = prefix
         self.shards = shards
+        self.cluster = isinstance(client, RedisCluster)
         self.maxlen = maxlen
         self.firehose_maxlen = max(maxlen * 10, 100000)
         self.max_age_ms = int(max_age_seconds * 1000)
@@ -284,12 +289,19 @@ class Streams:
         return self._outcome(self._publish(**self._publish_call(slug, event_id, event_type, data, previous, verifying)))
 
     def publish_many(self, slug: str, events: list[tuple[EventId, str, dict]]) -> list[tuple[str, EventId | None]]:
-        """publish() for several consecutive events of a room in one round trip, in order: each outcome
-        as publish() gives it (an event after a GAP finds a GAP too)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for event_id, event_type, data in events:
-            self._publish(**self._publish_call(slug, event_id, event_type, data, None, False), client=pipe)
-        return [self._outcome(outcome) for outcome in pipe.execute()]
+        """publish() for several consecutive events of a room in one round trip (one per event on a cluster), in
+        order: each outcome as publish() gives it (an event after a GAP finds a GAP too)."""
+        calls = [self._publish_call(slug, event_id, event_type, data, None, False) for event_id, event_type, data in events]
+        if self.cluster:
+            # redis-py's cluster pipeline refuses EVALSHA: one round trip per event (a script publishing several
+            # events at once would make it one again; docs/SCALING.md).
+            outcomes = [self._publish(**call) for call in calls]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for call in calls:
+                self._publish(**call, client=pipe)
+            outcomes = pipe.execute()
+        return [self._outcome(outcome) for outcome in outcomes]
 
     def _publish_call(self, slug, event_id, event_type, data, previous, verifying) -> dict:
         shard = shard_of(slug, self.shards)
@@ -343,8 +355,12 @@ class Streams:
         return {slug: _parse_id(raw) for slug, raw in zip(slugs, found)}
 
     # Incarnations: each start of the Redis server (its run_id) is checked against the database once.
-    def run_id(self, client: redis.Redis | None = None) -> str:
-        return (client or self.redis).info("server")["run_id"]
+    def run_id(self) -> str:
+        """The run_id of the server holding shard 0's keys: on a cluster, the master now serving their slot
+        (a replica promoted in its place has its own, so the check runs again)."""
+        if self.cluster:
+            return self.redis.info("server", target_nodes=self.redis.get_node_from_key(self.incarnation_key()))["run_id"]
+        return self.redis.info("server")["run_id"]
 
     def incarnation(self) -> dict:
         """What the check recorded: `run` (the run_id it was made for) and `since` (the firehose position
@@ -378,8 +394,11 @@ class Streams:
                                  room or slug, EventId.parse(room_id)))
         return Window(_parse_id(last), _parse_id(first), int(length), bool(checked)), entries
 
-    def reader(self) -> redis.Redis:
-        """A client with one connection of its own, for the hub's blocking reads."""
+    def reader(self) -> redis.Redis | RedisCluster:
+        """A client with one connection of its own (per node, on a cluster), for the hub's blocking reads."""
+        if self._connect_reader is not None:
+            return self._connect_reader()
+        assert not self.cluster, "a cluster's Streams needs connect_reader"
         kwargs = dict(self.redis.connection_pool.connection_kwargs)
         kwargs.update(socket_timeout=30)  # above the blocking read's 5 s
         pool = redis.ConnectionPool(connection_class=self.redis.connection_pool.connection_class,
@@ -536,8 +555,13 @@ class Streams:
         return self.redis.ping()
 
     def eviction_policy(self) -> str:
-        """Redis's maxmemory-policy (from INFO: managed Redis services often refuse CONFIG)."""
-        return self.redis.info("memory").get("maxmemory_policy", "unknown")
+        """Redis's maxmemory-policy (from INFO: managed Redis services often refuse CONFIG); on a cluster, the
+        first master's that is not `noeviction`, if any."""
+        if not self.cluster:
+            return self.redis.info("memory").get("maxmemory_policy", "unknown")
+        found = self.redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
+        policies = [info.get("maxmemory_policy", "unknown") for info in found.values()]
+        return next((policy for policy in policies if policy != "noeviction"), "noeviction")
 
 
 def _tombstoned(data: dict, deleted, kind: str = "message") -> dict:
@@ -556,5 +580,6 @@ def current() -> Streams:
     if found is None:
         found = app.extensions["chat_streams"] = Streams(
             redis_client.get(app), app.config["CHAT_REDIS_PREFIX"], app.config["CHAT_STREAM_MAXLEN"],
-            app.config["CHAT_STREAM_MAX_AGE_SECONDS"], app.config["CHAT_SHARDS"])
+            app.config["CHAT_STREAM_MAX_AGE_SECONDS"], app.config["CHAT_SHARDS"],
+            connect_reader=lambda: redis_client.reader(app))
     return found

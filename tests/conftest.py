@@ -7,12 +7,11 @@ import os
 import uuid
 
 import pytest
-import redis
 import sqlalchemy
 
 from chat import create_app, embedded_redis
 from chat.config import database_url
-from chat.extensions import db
+from chat.extensions import connect, db
 from chat.streams import Streams
 from tests.faults import PrivateRedis
 from tests.support import AuthActions, LiveServer, run_migrations
@@ -62,7 +61,7 @@ def reset_state(services) -> None:
             for table in tables:
                 connection.execute(sqlalchemy.text(f"DELETE FROM {table}"))
     engine.dispose()
-    client = redis.Redis.from_url(services["redis_url"], decode_responses=True)
+    client = connect(services["redis_url"], cluster=services.get("cluster", False), max_connections=4)
     names = Streams(client, services["prefix"], 1)
     keep = {names.firehose_key(), names.control_key(), names.incarnation_key()}
     doomed = [key for pattern in (f"{services['prefix']}:*", f"{{{services['prefix']}:*")  # untagged, hash-tagged
