@@ -73,7 +73,7 @@ class PrivateCluster:
                         *(f"127.0.0.1:{port}" for port in self.ports),
                         "--cluster-replicas", str(self.REPLICAS_EACH), "--cluster-yes"],
                        check=True, capture_output=True, timeout=timeout)
-        wait_until(self._ok, timeout, what="cluster_state:ok on every node")
+        wait_until(self.whole, timeout, what="the cluster whole, every replica in sync")
 
     def _start_node(self) -> None:
         """A node on a free port whose cluster bus port (10000 above) is free too, tried again on others if
@@ -85,7 +85,8 @@ class PrivateCluster:
             process = subprocess.Popen(
                 [redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
                  "--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
-                 "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no", "--dir", str(node_dir),
+                 "--cluster-node-timeout", "2000", "--repl-diskless-sync-delay", "0",  # replicas sync at once
+                 "--save", "", "--appendonly", "no", "--dir", str(node_dir),
                  "--maxmemory-policy", "noeviction", "--logfile", str(node_dir / "redis.log")],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             self.processes.append(process)
@@ -103,13 +104,38 @@ class PrivateCluster:
         except OSError:
             return False
 
-    def _ok(self) -> bool:
-        """Every node sees the cluster whole: all 16384 slots assigned, and state ok."""
+    def whole(self) -> bool:
+        """Every node sees the cluster whole (all 16384 slots assigned, state ok) and every replica has its
+        master's data (a replica that never synced is not allowed to take over when its master fails)."""
         for port in self.ports:
             info = _command(port, "CLUSTER", "INFO")
             if "cluster_state:ok" not in info or "cluster_slots_assigned:16384" not in info:
                 return False
+            replication = _command(port, "INFO", "replication")
+            if "role:slave" in replication and "master_link_status:up" not in replication:
+                return False
         return True
+
+    def kill_master_of(self, slot: int) -> int:
+        """SIGKILL the master serving `slot` (a crash: its replica is to take over); returns its port."""
+        port = next(port for port in self.ports
+                    if self._answers(port) and _command(port, "CLUSTER", "MYID") == self._owner_id(port, slot))
+        next(process for process in self.processes if str(port) in process.args and process.poll() is None).kill()
+        self.ports.remove(port)
+        return port
+
+    @staticmethod
+    def _owner_id(port: int, slot: int) -> str:
+        """The node id of the master serving `slot`, as the node on `port` sees it (CLUSTER NODES)."""
+        for line in _command(port, "CLUSTER", "NODES").splitlines():
+            node_id, _address, flags, _master, _ping, _pong, _epoch, _state, *slots = line.split()
+            if "master" not in flags:
+                continue
+            for served in slots:
+                low, _, high = served.partition("-")
+                if not low.startswith("[") and int(low) <= slot <= int(high or low):
+                    return node_id
+        raise LookupError(f"no master serves slot {slot}")
 
     def close(self) -> None:
         for process in self.processes:
