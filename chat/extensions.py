@@ -2,7 +2,8 @@
 import redis
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 
@@ -36,15 +37,22 @@ def _sqlite_pragmas(dbapi_connection, _record):
         cursor.close()
 
 
-def connect(url: str, *, cluster: bool, max_connections: int, socket_timeout: float = 5) -> redis.Redis | RedisCluster:
+def connect(url: str, *, cluster: bool, max_connections: int, socket_timeout: float = 5,
+            known_nodes: list[ClusterNode] = ()) -> redis.Redis | RedisCluster:
     """A client with bounded pools and timeouts, so a reconnect storm cannot grow them: a request waits up to
     5 s for a free connection, then fails (503). With `cluster`, `url` names any node of a Redis Cluster
-    and redis-py's cluster client finds the others, with a pool of `max_connections` per node."""
+    and redis-py's cluster client finds the others, with a pool of `max_connections` per node; it asks
+    `known_nodes` too, so it starts while the node of `url` is down."""
     options = dict(max_connections=max_connections, timeout=5, socket_timeout=socket_timeout,
                    socket_connect_timeout=3, decode_responses=True)
     if cluster:
-        return RedisCluster.from_url(url, connection_pool_class=redis.BlockingConnectionPool, **options)
-    return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, health_check_interval=30, **options))
+        try:
+            return RedisCluster(url=url, startup_nodes=[ClusterNode(node.host, node.port) for node in known_nodes],
+                                connection_pool_class=redis.BlockingConnectionPool, **options)
+        except RedisClusterException as error:  # no node answered: unavailable, as a Redis that is down (503)
+            raise redis.ConnectionError(f"Redis Cluster unreachable: {error}") from error
+    # from_pool: closing the client closes its pool (the hub's reader is replaced after a failure).
+    return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(url, health_check_interval=30, **options))
 
 
 class RedisClient:
@@ -72,8 +80,11 @@ class RedisClient:
 
     def reader(self, app) -> redis.Redis | RedisCluster:
         """A client of its own for the hub's blocking XREAD: one connection (per node), and a socket timeout
-        above the read's 5 s block."""
-        return connect(self.url(app), cluster=app.config["REDIS_CLUSTER"], max_connections=1, socket_timeout=30)
+        above the read's 5 s block. On a cluster it starts from the nodes the app's client knows now: the
+        node REDIS_URL names may be the master that just failed (the hub makes a new reader after a failure)."""
+        cluster = app.config["REDIS_CLUSTER"]
+        return connect(self.url(app), cluster=cluster, max_connections=1, socket_timeout=30,
+                       known_nodes=self.get(app).get_nodes() if cluster else ())
 
 
 redis_client = RedisClient()
