@@ -116,10 +116,14 @@ class PrivateCluster:
                 return False
         return True
 
+    def master_of(self, slot: int) -> int:
+        """The port of the master serving `slot`."""
+        return next(port for port in self.ports
+                    if self._answers(port) and _command(port, "CLUSTER", "MYID") == self._owner_id(port, slot))
+
     def kill_master_of(self, slot: int) -> int:
         """SIGKILL the master serving `slot` (a crash: its replica is to take over); returns its port."""
-        port = next(port for port in self.ports
-                    if self._answers(port) and _command(port, "CLUSTER", "MYID") == self._owner_id(port, slot))
+        port = self.master_of(slot)
         next(process for process in self.processes if str(port) in process.args and process.poll() is None).kill()
         self.ports.remove(port)
         return port

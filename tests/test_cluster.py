@@ -56,8 +56,12 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster_services(services, cluster):
-    """The run's database and key prefix, with the cluster for Redis."""
-    return {**services, "redis_url": cluster.url, "cluster": True}
+    """The run's database and key prefix, with the cluster for Redis: REDIS_URL names the master of shard 0's
+    slot, the one the failover test kills (the hardest case: the node the app was told of is gone)."""
+    client = connect(cluster.url, cluster=True, max_connections=1)
+    slot = client.keyslot(Streams(client, services["prefix"], 1).firehose_key())
+    client.close()
+    return {**services, "redis_url": f"redis://127.0.0.1:{cluster.master_of(slot)}/0", "cluster": True}
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +181,7 @@ def test_a_master_killed_mid_traffic_loses_nothing_acknowledged(cluster, live, o
     def kill_the_master(received):
         wait_until(lambda: len(received) >= 150, 60, what="150 messages received")
         killed.append(cluster.kill_master_of(slot))
+        assert live.services["redis_url"] == f"redis://127.0.0.1:{killed[0]}/0", "REDIS_URL names another node"
 
     elapsed = test_resume._torture([live, other_server],
                                    functools.partial(test_resume.follow_by_sse, through_outages=True),
