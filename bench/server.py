@@ -103,8 +103,9 @@ class Services:
         if self.given_redis and self.redis_url:  # a shared Redis: remove only this run's keys
             try:
                 client = self.redis_client()
-                for batch in _batches(client.scan_iter(f"{self.prefix}:*", count=1000), 500):
-                    client.delete(*batch)
+                for pattern in (f"{self.prefix}:*", f"{{{self.prefix}:*"):  # untagged keys, and hash-tagged ones
+                    for batch in _batches(client.scan_iter(pattern, count=1000), 500):
+                        client.delete(*batch)
                 client.close()
             except redis.RedisError:
                 pass

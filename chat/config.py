@@ -50,7 +50,10 @@ CHAT_DEFAULTS = {
     "CHAT_MAX_STREAMS_PER_PROCESS": 8000,  # past it, new streams get 503 + Retry-After
     "CHAT_SUBSCRIBER_QUEUE": 1000,  # events buffered per slow client before it is cut
     "CHAT_PRESENCE_TTL_SECONDS": 30,
-    "CHAT_REDIS_POOL_SIZE": 6,  # per process, besides the hub's own reader connection
+    "CHAT_REDIS_POOL_SIZE": 6,  # per process (per node, on a cluster), besides the hub's own reader connection
+    # Rooms are spread over this many shards (streams.shard_of), each one hash-tagged Redis Cluster slot. Only 1
+    # is supported yet: each process reads one shard's firehose (docs/SCALING.md); 1 is today's behaviour.
+    "CHAT_SHARDS": 1,
     "CHAT_PASSWORD_METHOD": "scrypt",  # werkzeug's hash method; tests use a cheaper one
     # Test-only fault injection: `name=kill,...` SIGKILLs the worker at that point of the write path.
     "CHAT_FAILPOINTS": "",
@@ -87,6 +90,8 @@ def load(instance_path: str, environ=os.environ) -> dict:
             settings[key] = int(environ[key]) if key in _INT_SETTINGS else environ[key]
     settings["SQLALCHEMY_DATABASE_URI"] = database_url(environ.get("DATABASE_URL"), instance_path)
     settings["REDIS_URL"] = environ.get("REDIS_URL") or None  # None: the embedded server
+    # REDIS_URL names a node of a Redis Cluster: use redis-py's cluster client (docs/DEPLOY.md, "Redis Cluster").
+    settings["REDIS_CLUSTER"] = _flag(environ.get("REDIS_CLUSTER", ""), "REDIS_CLUSTER")
     settings["SECRET_KEY"] = environ.get("SECRET_KEY") or None  # None: see finish()
     return settings
 
@@ -94,6 +99,12 @@ def load(instance_path: str, environ=os.environ) -> dict:
 def finish(config, instance_path: str) -> None:
     """Derive settings that depend on others, after tests' overrides are applied."""
     config["SQLALCHEMY_DATABASE_URI"] = database_url(config["SQLALCHEMY_DATABASE_URI"], "")
+    config.setdefault("REDIS_CLUSTER", False)
+    if config["REDIS_CLUSTER"] and not config.get("REDIS_URL"):
+        raise RuntimeError("REDIS_CLUSTER=1 needs REDIS_URL naming a node of the cluster (the embedded Redis is not one)")
+    if config["CHAT_SHARDS"] != 1:
+        # Several shards need a reader per shard and feed positions per shard: not built yet (docs/SCALING.md).
+        raise RuntimeError(f"CHAT_SHARDS={config['CHAT_SHARDS']} is not supported yet: only 1 (docs/SCALING.md)")
     uri = config["SQLALCHEMY_DATABASE_URI"]
     if not config.get("SECRET_KEY"):
         if not uri.startswith("sqlite"):
@@ -127,6 +138,15 @@ def finish(config, instance_path: str) -> None:
     config["CHAT_USER_BYTES_LIMIT_PARSED"] = rate(config["CHAT_USER_BYTES_LIMIT"])
     config["SESSION_COOKIE_HTTPONLY"] = True
     config["SESSION_COOKIE_SAMESITE"] = "Lax"
+
+
+def _flag(value: str, name: str) -> bool:
+    """A boolean setting: 1/true/yes or 0/false/no (or empty), ignoring case; anything else is refused."""
+    if value.strip().lower() in ("1", "true", "yes"):
+        return True
+    if value.strip().lower() in ("", "0", "false", "no"):
+        return False
+    raise RuntimeError(f"{name} must be 1 or 0, not {value!r}")
 
 
 def rate(spec: str) -> tuple[int, int]:

@@ -2,6 +2,8 @@
 import redis
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 
@@ -35,8 +37,26 @@ def _sqlite_pragmas(dbapi_connection, _record):
         cursor.close()
 
 
+def connect(url: str, *, cluster: bool, max_connections: int, socket_timeout: float = 5,
+            known_nodes: list[ClusterNode] = ()) -> redis.Redis | RedisCluster:
+    """A client with bounded pools and timeouts, so a reconnect storm cannot grow them: a request waits up to
+    5 s for a free connection, then fails (503). With `cluster`, `url` names any node of a Redis Cluster
+    and redis-py's cluster client finds the others, with a pool of `max_connections` per node; it asks
+    `known_nodes` too, so it starts while the node of `url` is down."""
+    options = dict(max_connections=max_connections, timeout=5, socket_timeout=socket_timeout,
+                   socket_connect_timeout=3, decode_responses=True)
+    if cluster:
+        try:
+            return RedisCluster(url=url, startup_nodes=[ClusterNode(node.host, node.port) for node in known_nodes],
+                                connection_pool_class=redis.BlockingConnectionPool, **options)
+        except RedisClusterException as error:  # no node answered: unavailable, as a Redis that is down (503)
+            raise redis.ConnectionError(f"Redis Cluster unreachable: {error}") from error
+    # from_pool: closing the client closes its pool (the hub's reader is replaced after a failure).
+    return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(url, health_check_interval=30, **options))
+
+
 class RedisClient:
-    """The app's Redis connection pool: bounded, with timeouts, so a reconnect storm cannot grow it.
+    """The app's Redis client (one Redis, or a Redis Cluster with REDIS_CLUSTER=1).
 
     Created on first use, so commands that never touch Redis (`flask db upgrade`) start no server.
     """
@@ -45,17 +65,26 @@ class RedisClient:
         app.extensions["chat_redis"] = None
 
     @staticmethod
-    def get(app) -> redis.Redis:
+    def url(app) -> str:
+        if not app.config["REDIS_URL"]:
+            app.config["REDIS_URL"] = embedded_redis.ensure_running(
+                app.instance_path, app.config["CHAT_EMBEDDED_REDIS_MAXMEMORY"])
+        return app.config["REDIS_URL"]
+
+    def get(self, app) -> redis.Redis | RedisCluster:
         client = app.extensions["chat_redis"]
         if client is None:
-            url = app.config["REDIS_URL"] or embedded_redis.ensure_running(
-                app.instance_path, app.config["CHAT_EMBEDDED_REDIS_MAXMEMORY"])
-            app.config["REDIS_URL"] = url
-            pool = redis.BlockingConnectionPool.from_url(
-                url, max_connections=app.config["CHAT_REDIS_POOL_SIZE"], timeout=5, socket_timeout=5,
-                socket_connect_timeout=3, health_check_interval=30, decode_responses=True)
-            client = app.extensions["chat_redis"] = redis.Redis(connection_pool=pool)
+            client = app.extensions["chat_redis"] = connect(
+                self.url(app), cluster=app.config["REDIS_CLUSTER"], max_connections=app.config["CHAT_REDIS_POOL_SIZE"])
         return client
+
+    def reader(self, app) -> redis.Redis | RedisCluster:
+        """A client of its own for the hub's blocking XREAD: one connection (per node), and a socket timeout
+        above the read's 5 s block. On a cluster it starts from the nodes the app's client knows now: the
+        node REDIS_URL names may be the master that just failed (the hub makes a new reader after a failure)."""
+        cluster = app.config["REDIS_CLUSTER"]
+        return connect(self.url(app), cluster=cluster, max_connections=1, socket_timeout=30,
+                       known_nodes=self.get(app).get_nodes() if cluster else ())
 
 
 redis_client = RedisClient()

@@ -255,10 +255,12 @@ class Hub:
             self._forget_memory()  # readiness fails from now on, and nothing is served from memory
 
     def _read_until_shutdown(self) -> None:
-        reader, backoff = self.streams.reader(), 0.5
+        reader, backoff = None, 0.5
         checked_at = time.monotonic()
         while not self.shutting_down:
             try:
+                if reader is None:
+                    reader = self.streams.reader()
                 if not self._verified or time.monotonic() - checked_at >= self.INCARNATION_CHECK_SECONDS:
                     if not self._check_incarnation():
                         time.sleep(0.2)  # another process is checking this Redis against the database
@@ -274,6 +276,9 @@ class Hub:
                 self._verified = False  # after a failure, check whether Redis restarted before reading on
                 metrics.DEPENDENCY_ERRORS.labels(dependency="redis").inc()
                 log.warning("hub: Redis read failed (%s); retrying in %.1f s", error, backoff)
+                if reader is not None:  # a new client: a cluster's was seen to go on asking a master that failed over
+                    reader.close()
+                    reader = None
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5)
                 continue

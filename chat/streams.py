@@ -1,6 +1,8 @@
 """Redis: the only module that knows a key name or calls an X* command.
 
-Each room has a stream (a gap-free run of its log, with the ids the database gave: outbox.py) and a set
+Every key of a room, and of the shard it belongs to, starts with the shard's hash tag `{<prefix>:s<n>}`
+(the room's shard: shard_of), so each script and each multi-key command touches one Redis Cluster slot
+(docs/ARCHITECTURE.md, "Redis keys"). Each room has a stream (a gap-free run of its log, with the ids the database gave: outbox.py) and a set
 of deleted message ids (tombstones applied when entries are read back). One firehose stream carries every
 room's durable events, appended in the same script as the room's entry: the feeds, and what each
 process's hub reads. Scripts that publish or read check that this Redis was verified against the database
@@ -8,9 +10,11 @@ since it started (its run_id), so a Redis back from an older snapshot is never s
 """
 import json
 import time
+import zlib
 from dataclasses import dataclass
 
 import redis
+from redis.cluster import RedisCluster
 
 from .events import tombstoned_event
 from .ids import ZERO, EventId
@@ -115,11 +119,11 @@ end
 """
 
 _READ_AFTER = _STREAM_INFO + _IDS + """
--- KEYS: stream, tombstones ('' for the firehose: each entry's room names its set), incarnation
--- ARGV: after id, count, prefix
+-- KEYS: stream, incarnation, tombstones (none for a firehose: each entry's room names its set)
+-- ARGV: after id, count, the shard's hash tag (a firehose's rooms are of its shard: their sets share its slot)
 -- Returns {last-generated id, first retained id, {{id, type, data, deleted, room, room id}...} oldest first, length,
 -- whether this Redis was checked against the database}
-local checked = verified(KEYS[3]) and 1 or 0
+local checked = verified(KEYS[2]) and 1 or 0
 local bounds = info(KEYS[1])
 if not bounds[1] then return {false, false, {}, 0, checked} end
 local out = {}
@@ -128,8 +132,8 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT
   local kind = field(entry, 'type')
   if kind ~= 'floor' and kind ~= 'epoch' then
     local room, room_id = field(entry, 'room') or '', field(entry, 'id') or entry[1]
-    local tombstones = KEYS[2]
-    if tombstones == '' then tombstones = ARGV[3] .. ':{room:' .. room .. '}:deleted' end
+    local tombstones = KEYS[3]
+    if not tombstones then tombstones = ARGV[3] .. ':room:' .. room .. ':deleted' end  -- same shard: same slot
     local message_id = room_id  -- a message's own id; a report's event holds the reported message's
     if kind == 'report_created' or kind == 'report_resolved' then
       local ok, decoded = pcall(cjson.decode, field(entry, 'data'))
@@ -210,12 +214,24 @@ def _parse_id(raw) -> EventId | None:
     return EventId.parse(raw) if raw else None
 
 
+def shard_of(slug: str, shards: int) -> int:
+    """The shard a room belongs to: CRC-32 (zlib's, as in gzip and PNG) of its slug's UTF-8, modulo the
+    number of shards. Stable across processes, machines and Python versions (unlike hash()); a slug never
+    changes, so neither does its room's shard while CHAT_SHARDS does not."""
+    return zlib.crc32(slug.encode()) % shards
+
+
 class Streams:
     """Named operations on the service's Redis keys, for one key prefix."""
 
-    def __init__(self, client: redis.Redis, prefix: str, maxlen: int, max_age_seconds: float = 0):
+    def __init__(self, client: redis.Redis | RedisCluster, prefix: str, maxlen: int, max_age_seconds: float = 0,
+                 shards: int = 1, connect_reader=None):
+        """`connect_reader()`, if given, makes the hub's reader (see reader()); a cluster client needs it."""
         self.redis = client
+        self._connect_reader = connect_reader
         self.prefix = prefix
+        self.shards = shards
+        self.cluster = isinstance(client, RedisCluster)
         self.maxlen = maxlen
         self.firehose_maxlen = max(maxlen * 10, 100000)
         self.max_age_ms = int(max_age_seconds * 1000)
@@ -229,26 +245,37 @@ class Streams:
         self._post_allowance = client.register_script(_POST_ALLOWANCE)
         self._post_give_back = client.register_script(_POST_GIVE_BACK)
 
-    # Key builders. The room's keys share a hash tag so its script runs on one Cluster slot.
+    # Key builders. A room's keys and its shard's share the shard's hash tag: one Cluster slot per shard.
+    # Only shard 0 is read yet (config refuses CHAT_SHARDS > 1): the shard-wide keys default to it.
+    def shard_tag(self, shard: int) -> str:
+        return f"{{{self.prefix}:s{shard}}}"
+
+    def _room(self, slug: str) -> str:
+        return f"{self.shard_tag(shard_of(slug, self.shards))}:room:{slug}"
+
     def room_stream_key(self, slug: str) -> str:
-        return f"{self.prefix}:{{room:{slug}}}:log"
+        return f"{self._room(slug)}:log"
 
     def tombstones_key(self, slug: str) -> str:
-        return f"{self.prefix}:{{room:{slug}}}:deleted"
+        return f"{self._room(slug)}:deleted"
 
-    def firehose_key(self) -> str:
-        return f"{self.prefix}:firehose"
+    def slow_mode_key(self, slug: str, user_id: int) -> str:
+        return f"{self._room(slug)}:slow:{user_id}"
 
-    def control_key(self) -> str:
-        return f"{self.prefix}:control"
+    def firehose_key(self, shard: int = 0) -> str:
+        return f"{self.shard_tag(shard)}:firehose"
 
-    def incarnation_key(self) -> str:
-        return f"{self.prefix}:incarnation"
+    def control_key(self, shard: int = 0) -> str:
+        return f"{self.shard_tag(shard)}:control"
+
+    def incarnation_key(self, shard: int = 0) -> str:
+        return f"{self.shard_tag(shard)}:incarnation"
 
     def feed_event_key(self, record_id: int) -> str:
-        return f"{self.prefix}:feed-event:{record_id}"
+        """An event of no room goes to shard 0's firehose: its once-key shares that slot."""
+        return f"{self.shard_tag(0)}:feed-event:{record_id}"
 
-    def rate_key(self, scope: str) -> str:
+    def rate_key(self, scope: str) -> str:  # one key per script: any slot
         return f"{self.prefix}:rate:{scope}"
 
     def publish(self, slug: str, event_id: EventId, event_type: str, data: dict,
@@ -262,15 +289,23 @@ class Streams:
         return self._outcome(self._publish(**self._publish_call(slug, event_id, event_type, data, previous, verifying)))
 
     def publish_many(self, slug: str, events: list[tuple[EventId, str, dict]]) -> list[tuple[str, EventId | None]]:
-        """publish() for several consecutive events of a room in one round trip, in order: each outcome
-        as publish() gives it (an event after a GAP finds a GAP too)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for event_id, event_type, data in events:
-            self._publish(**self._publish_call(slug, event_id, event_type, data, None, False), client=pipe)
-        return [self._outcome(outcome) for outcome in pipe.execute()]
+        """publish() for several consecutive events of a room in one round trip (one per event on a cluster), in
+        order: each outcome as publish() gives it (an event after a GAP finds a GAP too)."""
+        calls = [self._publish_call(slug, event_id, event_type, data, None, False) for event_id, event_type, data in events]
+        if self.cluster:
+            # redis-py's cluster pipeline refuses EVALSHA: one round trip per event (a script publishing several
+            # events at once would make it one again; docs/SCALING.md).
+            outcomes = [self._publish(**call) for call in calls]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for call in calls:
+                self._publish(**call, client=pipe)
+            outcomes = pipe.execute()
+        return [self._outcome(outcome) for outcome in outcomes]
 
     def _publish_call(self, slug, event_id, event_type, data, previous, verifying) -> dict:
-        keys = [self.room_stream_key(slug), self.firehose_key(), self.tombstones_key(slug), self.incarnation_key()]
+        shard = shard_of(slug, self.shards)
+        keys = [self.room_stream_key(slug), self.firehose_key(shard), self.tombstones_key(slug), self.incarnation_key(shard)]
         tombstone = data["id"] if event_type == "message_deleted" else ""
         args = [str(event_id), str(previous) if previous is not None else "", event_type,
                 json.dumps(data, separators=(",", ":"), ensure_ascii=False), slug, self.maxlen, self.firehose_maxlen,
@@ -286,7 +321,8 @@ class Streams:
         if not self.max_age_ms:
             return
         oldest, pipe = self._oldest_kept(), self.redis.pipeline(transaction=False)
-        for key in [self.firehose_key(), *(self.room_stream_key(slug) for slug in slugs)]:
+        for key in [*(self.firehose_key(shard) for shard in range(self.shards)),
+                    *(self.room_stream_key(slug) for slug in slugs)]:
             pipe.xtrim(key, minid=oldest)
         pipe.execute()
 
@@ -319,8 +355,12 @@ class Streams:
         return {slug: _parse_id(raw) for slug, raw in zip(slugs, found)}
 
     # Incarnations: each start of the Redis server (its run_id) is checked against the database once.
-    def run_id(self, client: redis.Redis | None = None) -> str:
-        return (client or self.redis).info("server")["run_id"]
+    def run_id(self) -> str:
+        """The run_id of the server holding shard 0's keys: on a cluster, the master now serving their slot
+        (a replica promoted in its place has its own, so the check runs again)."""
+        if self.cluster:
+            return self.redis.info("server", target_nodes=self.redis.get_node_from_key(self.incarnation_key()))["run_id"]
+        return self.redis.info("server")["run_id"]
 
     def incarnation(self) -> dict:
         """What the check recorded: `run` (the run_id it was made for) and `since` (the firehose position
@@ -344,18 +384,21 @@ class Streams:
 
     def read_after(self, slug: str | None, after: EventId, count: int) -> tuple[Window, list[Entry]]:
         """Durable events after `after`, oldest first, from a room's stream (or the firehose if slug is None)."""
-        key = self.room_stream_key(slug) if slug else self.firehose_key()
-        tombstones = self.tombstones_key(slug) if slug else ""
-        last, first, rows, length, checked = self._read_after(keys=[key, tombstones, self.incarnation_key()],
-                                                              args=[str(after), count, self.prefix])
+        shard = shard_of(slug, self.shards) if slug else 0
+        key = self.room_stream_key(slug) if slug else self.firehose_key(shard)
+        keys = [key, self.incarnation_key(shard), *([self.tombstones_key(slug)] if slug else [])]
+        last, first, rows, length, checked = self._read_after(keys=keys, args=[str(after), count, self.shard_tag(shard)])
         entries = []
         for raw_id, kind, data, deleted, room, room_id in rows:
             entries.append(Entry(EventId.parse(raw_id), kind, _tombstoned(json.loads(data), deleted, kind),
                                  room or slug, EventId.parse(room_id)))
         return Window(_parse_id(last), _parse_id(first), int(length), bool(checked)), entries
 
-    def reader(self) -> redis.Redis:
-        """A client with one connection of its own, for the hub's blocking reads."""
+    def reader(self) -> redis.Redis | RedisCluster:
+        """A client with one connection of its own (per node, on a cluster), for the hub's blocking reads."""
+        if self._connect_reader is not None:
+            return self._connect_reader()
+        assert not self.cluster, "a cluster's Streams needs connect_reader"
         kwargs = dict(self.redis.connection_pool.connection_kwargs)
         kwargs.update(socket_timeout=30)  # above the blocking read's 5 s
         pool = redis.ConnectionPool(connection_class=self.redis.connection_pool.connection_class,
@@ -396,10 +439,10 @@ class Streams:
     # Presence: a sorted set per room of `username|connection` scored by when it was last seen, and one
     # sorted set of the rooms scored by when any of their members was last written (for feeds of every room).
     def presence_key(self, slug: str) -> str:
-        return f"{self.prefix}:{{room:{slug}}}:online"
+        return f"{self._room(slug)}:online"
 
-    def presence_rooms_key(self) -> str:
-        return f"{self.prefix}:presence:rooms"
+    def presence_rooms_key(self, shard: int = 0) -> str:
+        return f"{self.shard_tag(shard)}:presence:rooms"
 
     def touch_presence(self, slug: str, members: list[str] | dict[str, float], ttl: int) -> None:
         """Mark members as seen now (or, given as a mapping, at their own wall-clock times)."""
@@ -409,7 +452,7 @@ class Streams:
         pipe.zadd(self.presence_key(slug), seen)
         pipe.zremrangebyscore(self.presence_key(slug), "-inf", now - ttl)
         pipe.expire(self.presence_key(slug), ttl * 2)
-        pipe.zadd(self.presence_rooms_key(), {slug: max(seen.values(), default=now)})
+        pipe.zadd(self.presence_rooms_key(shard_of(slug, self.shards)), {slug: max(seen.values(), default=now)})
         pipe.execute()
 
     def rooms_with_presence(self, seconds: float) -> list[str]:
@@ -486,8 +529,9 @@ class Streams:
         self._post_give_back(keys=self._post_keys(user_id, room_id), args=[1, 1, nbytes])
 
     def _post_keys(self, user_id: int, room_id: int) -> list[str]:
-        return [self.rate_key(f"post:{user_id}:{room_id}"), self.rate_key(f"post:{user_id}"),
-                self.rate_key(f"post-bytes:{user_id}")]
+        """The three windows of a post, in one script: they share a hash tag of their user's."""
+        user = f"{{{self.prefix}:u{user_id}}}"
+        return [f"{user}:rate:post:{room_id}", f"{user}:rate:post", f"{user}:rate:post-bytes"]
 
     def slow_mode_wait(self, slug: str, user_id: int, seconds: int, post: str) -> int:
         """Slow mode, atomically across processes: 0, and the post named `post` becomes the user's last in
@@ -505,14 +549,19 @@ class Streams:
         redis.call('EXPIRE', KEYS[1], 3600)
         return 0
         """
-        return int(self.redis.eval(script, 1, f"{self.prefix}:{{room:{slug}}}:slow:{user_id}", post, seconds))
+        return int(self.redis.eval(script, 1, self.slow_mode_key(slug, user_id), post, seconds))
 
     def ping(self) -> bool:
         return self.redis.ping()
 
     def eviction_policy(self) -> str:
-        """Redis's maxmemory-policy (from INFO: managed Redis services often refuse CONFIG)."""
-        return self.redis.info("memory").get("maxmemory_policy", "unknown")
+        """Redis's maxmemory-policy (from INFO: managed Redis services often refuse CONFIG); on a cluster, the
+        first master's that is not `noeviction`, if any."""
+        if not self.cluster:
+            return self.redis.info("memory").get("maxmemory_policy", "unknown")
+        found = self.redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
+        policies = [info.get("maxmemory_policy", "unknown") for info in found.values()]
+        return next((policy for policy in policies if policy != "noeviction"), "noeviction")
 
 
 def _tombstoned(data: dict, deleted, kind: str = "message") -> dict:
@@ -531,5 +580,6 @@ def current() -> Streams:
     if found is None:
         found = app.extensions["chat_streams"] = Streams(
             redis_client.get(app), app.config["CHAT_REDIS_PREFIX"], app.config["CHAT_STREAM_MAXLEN"],
-            app.config["CHAT_STREAM_MAX_AGE_SECONDS"])
+            app.config["CHAT_STREAM_MAX_AGE_SECONDS"], app.config["CHAT_SHARDS"],
+            connect_reader=lambda: redis_client.reader(app))
     return found

@@ -7,12 +7,12 @@ import os
 import uuid
 
 import pytest
-import redis
 import sqlalchemy
 
 from chat import create_app, embedded_redis
 from chat.config import database_url
-from chat.extensions import db
+from chat.extensions import connect, db
+from chat.streams import Streams
 from tests.faults import PrivateRedis
 from tests.support import AuthActions, LiveServer, run_migrations
 
@@ -61,9 +61,11 @@ def reset_state(services) -> None:
             for table in tables:
                 connection.execute(sqlalchemy.text(f"DELETE FROM {table}"))
     engine.dispose()
-    client = redis.Redis.from_url(services["redis_url"])
-    keep = {f"{services['prefix']}:{name}".encode() for name in ("firehose", "control", "incarnation")}
-    doomed = [key for key in client.scan_iter(f"{services['prefix']}:*", count=1000) if key not in keep]
+    client = connect(services["redis_url"], cluster=services.get("cluster", False), max_connections=4)
+    names = Streams(client, services["prefix"], 1)
+    keep = {names.firehose_key(), names.control_key(), names.incarnation_key()}
+    doomed = [key for pattern in (f"{services['prefix']}:*", f"{{{services['prefix']}:*")  # untagged, hash-tagged
+              for key in client.scan_iter(pattern, count=1000) if key not in keep]
     if doomed:
         client.delete(*doomed)
     client.close()

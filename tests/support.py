@@ -174,7 +174,7 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DATABASE_URL": services["database_url"], "REDIS_URL": services["redis_url"],
                     "CHAT_REDIS_PREFIX": services["prefix"], "CHAT_PASSWORD_METHOD": "pbkdf2:sha256:1000",
-                    "SECRET_KEY": "test", "PORT": str(self.port),
+                    "SECRET_KEY": "test", "PORT": str(self.port), "REDIS_CLUSTER": "1" if services.get("cluster") else "0",
                     "WEB_CONCURRENCY": str(workers), **{key: str(value) for key, value in settings.items()}}
         self.process = None
 
@@ -404,10 +404,11 @@ def operator_context(server: LiveServer):
     from chat.extensions import db  # noqa: PLC0415
 
     services = server.services
-    app = _OPERATOR_APPS.get(services["database_url"])
+    app = _OPERATOR_APPS.get((services["database_url"], services["redis_url"]))
     if app is None:
-        app = _OPERATOR_APPS[services["database_url"]] = create_app(
+        app = _OPERATOR_APPS[services["database_url"], services["redis_url"]] = create_app(
             {"TESTING": True, "SQLALCHEMY_DATABASE_URI": services["database_url"], "REDIS_URL": services["redis_url"],
+             "REDIS_CLUSTER": services.get("cluster", False),
              "CHAT_REDIS_PREFIX": services["prefix"], "CHAT_PASSWORD_METHOD": "pbkdf2:sha256:1000", "SECRET_KEY": "test"},
             instance_path=services["instance"])
     with app.app_context():

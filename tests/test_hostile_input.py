@@ -4,6 +4,7 @@ import json
 import pytest
 import redis
 
+from chat.streams import Streams
 from tests.support import assert_error
 
 
@@ -46,6 +47,6 @@ def test_line_separators_are_escaped_on_the_wire_and_text_kept_as_utf8(app, memb
     assert json.loads(raw)["events"][0]["data"]["body"] == body == sent["body"]
     # Stored in Redis as UTF-8 (an emoji is 4 bytes there, not a 12-byte escape), in the room's log and the firehose.
     client = redis.Redis.from_url(services["redis_url"])
-    entry = client.xrevrange(f"{services['prefix']}:{{room:{slug}}}:log", count=1)[0][1]
+    entry = client.xrevrange(Streams(client, services["prefix"], 1).room_stream_key(slug), count=1)[0][1]
     assert "😀".encode() in entry[b"data"] and b"\\ud83d" not in entry[b"data"]
     client.close()

@@ -185,7 +185,7 @@ def test_redis_lost_at_the_publish_after_the_commit(services, private_redis, mom
             slug = new_room(alice)
             acked = [post_ok(alice, slug, "before the cut")]  # also checks this Redis against the database
             cursor = history(alice, slug)["cursor"]
-            trigger = proxy.when(f"{{room:{slug}}}:log".encode(), proxy.cut,
+            trigger = proxy.when(f":room:{slug}:log".encode(), proxy.cut,
                                  at="request" if moment == "request_lost" else "reply")
 
             cut = send(alice, slug, "cut at the publish", "c-cut")
@@ -221,7 +221,7 @@ def test_an_unpublished_message_is_published_by_the_relay(services, private_redi
             slug = new_room(alice)
             post_ok(alice, slug, "before the cut")
             cursor = history(alice, slug)["cursor"]
-            trigger = proxy.when(f"{{room:{slug}}}:log".encode(), proxy.cut)
+            trigger = proxy.when(f":room:{slug}:log".encode(), proxy.cut)
             message = send(alice, slug, "left to the relay", "c-relay")
             assert message.status_code == 201 and trigger.fired.wait(5)
             proxy.restore()
@@ -244,7 +244,7 @@ def test_a_late_publish_while_others_post_past_the_stream_length(services, priva
             slug = new_room(alice)
             acked = [post_ok(alice, slug, "first")]
             cursor = history(alice, slug)["cursor"]
-            trigger = proxy.when(f"{{room:{slug}}}:log".encode(), proxy.cut)
+            trigger = proxy.when(f":room:{slug}:log".encode(), proxy.cut)
             late = send(alice, slug, "late", "c-late")
             assert late.status_code == 201 and trigger.fired.wait(5)
             proxy.restore()
@@ -273,7 +273,7 @@ def test_moderation_actions_whose_publish_redis_refused_are_broadcast_once(servi
             post_ok(alice, slug, "before")
             cursor = history(alice, slug)["cursor"]
 
-            trigger = proxy.when(f"{{room:{slug}}}:log".encode(), proxy.cut)
+            trigger = proxy.when(f":room:{slug}:log".encode(), proxy.cut)
             muted = moderator.post(f"/api/rooms/{slug}/mutes", json={"username": bob.username, "minutes": 5})
             assert muted.status_code == 201 and trigger.fired.wait(5)
             proxy.restore()
@@ -287,7 +287,7 @@ def test_moderation_actions_whose_publish_redis_refused_are_broadcast_once(servi
             with app.app_context():  # the mute runs out; the sweep's publish is refused
                 Mute.query.filter_by(room_id=find_room(slug).id).update({"until": utcnow()})
                 db.session.commit()
-                trigger = proxy.when(f"{{room:{slug}}}:log".encode(), proxy.cut)
+                trigger = proxy.when(f":room:{slug}:log".encode(), proxy.cut)
                 assert actions.expire_mutes() >= 1  # (mutes other tests left to run out may end too)
                 assert trigger.fired.wait(5)
                 proxy.restore()
@@ -581,7 +581,7 @@ def test_database_cut_answers_503_and_the_retry_yields_one_message(services, pri
             acked = [post_ok(alice, slug, "before the cut")]
             cursor = history(alice, slug)["cursor"]
             client_id = unique("c-db")  # this module's database is shared by its tests
-            before_insert = f"rate:post:{alice.user['id']}:".encode()  # what the app sends Redis just before
+            before_insert = f"u{alice.user['id']}}}:rate:post:".encode()  # what the app sends Redis just before
             triggers = []  # the faults armed, to await (each fires on a proxy's thread)
 
             def cut_at_the_commit_reply():

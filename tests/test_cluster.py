@@ -1,0 +1,191 @@
+"""The service on a real Redis Cluster (issue 12, first step): three masters and three replicas of the test's own
+(tests/cluster.py), two gunicorn instances of two workers each with REDIS_CLUSTER=1, and the contract's live
+paths run against them: the same tests as on one Redis, imported from their modules, with `live`,
+`other_server` and `first_server` overridden here. A script or multi-key command whose keys were in several
+slots would fail them (redis-py refuses it, or the server answers CROSSSLOT).
+"""
+import functools
+import zlib
+
+import pytest
+import requests
+from redis.cluster import RedisCluster
+
+from chat import create_app, streams
+from chat.extensions import connect
+from chat.streams import Streams, shard_of
+from tests import test_live_feed, test_live_poll, test_live_sse, test_moderation_feed, test_resume, test_scale_out
+from tests.cluster import PrivateCluster
+from tests.conftest import app_config, close_app, reset_state
+from tests.support import LiveServer, events_path, live_moderator, posted, wait_until
+
+# The contract's live tests, collected here a second time to run on the cluster (with this module's fixtures).
+CONTRACT_TESTS = [
+    test_live_poll.test_waits_then_wakes_on_a_new_durable_event,
+    test_live_poll.test_logout_during_a_waiting_poll_answers_401_within_2_seconds,
+    test_live_poll.test_ban_during_a_waiting_poll_answers_403_banned_within_2_seconds,
+    test_live_sse.test_start_from_last_event_id_header_and_query_parameters,
+    test_live_sse.test_message_deletion_mute_and_lock_events_carry_the_contract_fields,
+    test_live_sse.test_logout_ends_that_sessions_stream_but_not_another_session,
+    test_live_sse.test_ban_ends_every_stream_of_the_user,
+    test_live_feed.test_a_user_follows_the_listed_rooms_over_one_stream,
+    test_live_feed.test_exact_resume_while_several_posters_write_and_the_list_changes,
+    test_live_feed.test_the_poll_waits_then_wakes_for_a_listed_room_only,
+    test_live_feed.test_logout_ends_the_feed,
+    test_moderation_feed.test_every_durable_event_of_every_room_with_its_room,
+    test_moderation_feed.test_resume_by_last_event_id_is_exact_across_rooms,
+    test_moderation_feed.test_moderation_poll_waits_and_wakes,
+    test_moderation_feed.test_bans_reach_every_moderators_feed_and_never_a_room_or_the_several_rooms_feed,
+    test_moderation_feed.test_the_moderators_feed_carries_presence_of_every_room_where_someone_is,
+    test_scale_out.test_messages_posted_on_one_instance_reach_subscribers_of_the_other_in_order,
+    test_scale_out.test_logout_on_one_instance_ends_the_stream_held_on_the_other,
+    test_resume.test_torture_across_two_instances,
+]
+globals().update({test.__name__: test for test in CONTRACT_TESTS})
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    server = PrivateCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def cluster_services(services, cluster):
+    """The run's database and key prefix, with the cluster for Redis: REDIS_URL names the master of shard 0's
+    slot, the one the failover test kills (the hardest case: the node the app was told of is gone)."""
+    client = connect(cluster.url, cluster=True, max_connections=1)
+    slot = client.keyslot(Streams(client, services["prefix"], 1).firehose_key())
+    client.close()
+    return {**services, "redis_url": f"redis://127.0.0.1:{cluster.master_of(slot)}/0", "cluster": True}
+
+
+@pytest.fixture(scope="module")
+def live_on_cluster(cluster_services):
+    """Posting unlimited and about 10 entries per room kept in Redis (test_resume's settings): resumes from
+    further back are served from the database."""
+    server = LiveServer(cluster_services, workers=2, **test_resume.SETTINGS)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def other_server(cluster_services, live_on_cluster):
+    """A second instance on the same cluster and database (test_scale_out's)."""
+    server = LiveServer(cluster_services, workers=2, **test_resume.SETTINGS)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live(live_on_cluster, cluster_services):
+    reset_state(cluster_services)
+    return live_on_cluster
+
+
+@pytest.fixture
+def first_server(live):  # test_resume's name for it
+    return live
+
+
+@pytest.fixture
+def second_server(other_server):
+    return other_server
+
+
+@pytest.fixture
+def cluster_client(cluster_services):
+    client = connect(cluster_services["redis_url"], cluster=True, max_connections=4)
+    yield client
+    client.close()
+
+
+def test_the_app_talks_to_the_cluster_through_the_cluster_client(cluster_services, cluster_client):
+    app = create_app(app_config(cluster_services, REDIS_CLUSTER=True), instance_path=cluster_services["instance"])
+    try:
+        with app.app_context():
+            assert isinstance(streams.current().redis, RedisCluster)
+            reader = streams.current().reader()
+            assert isinstance(reader, RedisCluster)
+            reader.close()
+    finally:
+        close_app(app)
+    # One key per master at least: the cluster really spreads keys, so one slot per shard is a choice.
+    owners = {cluster_client.get_node_from_key(f"probe:{n}").name for n in range(30)}
+    assert len(owners) == PrivateCluster.MASTERS
+
+
+def test_every_key_of_a_room_is_in_its_shards_slot(live, cluster_client):
+    """After a room's life (messages, a deletion, presence, slow mode), every key the service wrote for it, found
+    by scanning the whole cluster, is in the slot of its shard's firehose, control stream and incarnation."""
+    moderator, author = live_moderator(live), live.user()
+    slug = author.create_room()
+    stream = author.events(events_path(slug))
+    try:
+        assert stream.next(timeout=5).event == "ready"
+        message = posted(author, slug)
+        assert author.delete(f"/api/rooms/{slug}/messages/{message['id']}").status_code == 200
+        assert moderator.post(f"/api/rooms/{slug}/slow_mode", json={"seconds": 60}).status_code == 200
+        posted(author, slug)
+        assert [stream.next_durable().event for _ in range(4)] == \
+            ["message", "message_deleted", "room_updated", "message"]
+        names = Streams(cluster_client, live.services["prefix"], 1)
+        written = list(cluster_client.scan_iter(f"*:room:{slug}:*", count=1000))  # while the stream is present
+    finally:
+        stream.close()
+    assert {names.room_stream_key(slug), names.tombstones_key(slug), names.presence_key(slug),
+            names.slow_mode_key(slug, author.user["id"])} <= set(written), written
+    shard_keys = [names.firehose_key(), names.control_key(), names.incarnation_key(), names.presence_rooms_key(),
+                  names.feed_event_key(1)]
+    assert len({cluster_client.keyslot(key) for key in [*written, *shard_keys]}) == 1
+
+
+def test_ready_on_the_cluster(live):
+    """/readyz asks every master for its eviction policy and checks this process's reader keeps up."""
+    answer = requests.get(live.url + "/readyz", timeout=5)
+    assert answer.status_code == 200 and answer.json()["redis"] == "ok", answer.text
+
+
+def test_a_rooms_shard_is_the_crc32_of_its_slug():
+    """Documented (docs/ARCHITECTURE.md) and stable across processes: zlib's CRC-32, not Python's salted hash()."""
+    assert [shard_of(slug, 4) for slug in ("general", "random", "ops-2026")] == \
+        [zlib.crc32(slug.encode()) % 4 for slug in ("general", "random", "ops-2026")] == [2, 1, 1]
+    assert {shard_of(f"room-{n}", 1) for n in range(50)} == {0}
+
+
+@pytest.mark.parametrize("settings, refusal", [
+    ({"CHAT_SHARDS": 2}, "CHAT_SHARDS=2 is not supported yet"),
+    ({"CHAT_SHARDS": 0}, "CHAT_SHARDS=0 is not supported yet"),
+    ({"REDIS_CLUSTER": True, "REDIS_URL": None}, "REDIS_CLUSTER=1 needs REDIS_URL"),
+])
+def test_settings_not_supported_yet_are_refused_at_startup(services, settings, refusal):
+    with pytest.raises(RuntimeError, match=refusal):
+        create_app(app_config(services, **settings), instance_path=services["instance"])
+
+
+def test_a_master_killed_mid_traffic_loses_nothing_acknowledged(cluster, live, other_server, cluster_client):
+    """The cross-instance torture (5 posters x 100 messages, a follower reconnecting from its last id) while the
+    master serving shard 0's slot is SIGKILLed once 150 messages were delivered: its replica takes over, posters
+    retry as the page does, and the follower (whose stream ends when its process sees the new master's run_id)
+    still gets every acknowledged message exactly once, in order. Last in this module: it leaves that slot
+    without a replica."""
+    slot = cluster_client.keyslot(Streams(cluster_client, live.services["prefix"], 1).firehose_key())
+    killed = []
+
+    def kill_the_master(received):
+        wait_until(lambda: len(received) >= 150, 60, what="150 messages received")
+        killed.append(cluster.kill_master_of(slot))
+        assert live.services["redis_url"] == f"redis://127.0.0.1:{killed[0]}/0", "REDIS_URL names another node"
+
+    elapsed = test_resume._torture([live, other_server],
+                                   functools.partial(test_resume.follow_by_sse, through_outages=True),
+                                   test_resume.posted_through_outages, kill_the_master)
+    assert killed, "the master was never killed"
+    wait_until(cluster.whole, 30, what="the cluster whole again, its replica promoted")
+    print(f"torture through a failover of master {killed[0]}: {elapsed:.1f} s")
