@@ -292,16 +292,28 @@ class Streams:
         """publish() for several consecutive events of a room in one round trip (one per event on a cluster), in
         order: each outcome as publish() gives it (an event after a GAP finds a GAP too)."""
         calls = [self._publish_call(slug, event_id, event_type, data, None, False) for event_id, event_type, data in events]
+        # (A call that a Redis without the script refused is made again after the others: its followers then
+        # find a GAP, which the caller fills, as after any failed publish.)
+        return [self._outcome(outcome) for outcome in self._each(self._publish, calls)]
+
+    def _each(self, script, calls: list[dict]) -> list:
+        """`script(**call)` for each call, in one round trip by the script's hash alone (redis-py's Script in a
+        pipeline first asks SCRIPT EXISTS, a round trip of its own). On a cluster, whose pipeline refuses
+        EVALSHA, one round trip each (a script taking the whole batch would make it one again; SCALING.md).
+        A Redis that does not know the script (restarted, flushed) gets the refused calls again one by one
+        through the Script, which loads it."""
         if self.cluster:
-            # redis-py's cluster pipeline refuses EVALSHA: one round trip per event (a script publishing several
-            # events at once would make it one again; docs/SCALING.md).
-            outcomes = [self._publish(**call) for call in calls]
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for call in calls:
-                self._publish(**call, client=pipe)
-            outcomes = pipe.execute()
-        return [self._outcome(outcome) for outcome in outcomes]
+            return [script(**call) for call in calls]
+        pipe = self.redis.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(script.sha, len(call["keys"]), *call["keys"], *call["args"])
+        answers = pipe.execute(raise_on_error=False)
+        for index, answer in enumerate(answers):
+            if isinstance(answer, redis.exceptions.NoScriptError):
+                answers[index] = script(**calls[index])
+            elif isinstance(answer, Exception):
+                raise answer
+        return answers
 
     def _publish_call(self, slug, event_id, event_type, data, previous, verifying) -> dict:
         shard = shard_of(slug, self.shards)
@@ -523,6 +535,12 @@ class Streams:
         keys = self._post_keys(user_id, room_id)
         args = [*per_room, 1, *per_user, 1, *bytes_per_user, nbytes]
         return int(self._post_allowance(keys=keys, args=args))
+
+    def posts_allowed(self, posts: list[tuple[int, int, int]], per_room, per_user, bytes_per_user) -> list[int]:
+        """post_allowed for each post `(user_id, room_id, nbytes)`, in order, in one round trip."""
+        calls = [{"keys": self._post_keys(user_id, room_id), "args": [*per_room, 1, *per_user, 1, *bytes_per_user, nbytes]}
+                 for user_id, room_id, nbytes in posts]
+        return [int(answer) for answer in self._each(self._post_allowance, calls)]
 
     def post_give_back(self, user_id: int, room_id: int, nbytes: int) -> None:
         """Uncount a post that `post_allowed` counted but that turned out not to be one (slow mode refused it)."""

@@ -65,3 +65,26 @@ def test_streams_keep_events_for_a_bounded_time_and_older_positions_still_resume
         assert room_streams.last_ids([slug])[slug] == EventId.parse(sent[-1]["id"]), "its position stays"
     assert alice.send(slug, "after the trim").status_code == 201
     assert [m["body"] for m in alice.history(slug).json["messages"]] == [m["body"] for m in sent] + ["after the trim"]
+
+
+def test_a_redis_that_forgot_its_scripts_still_counts_and_publishes_posts(services, private_redis):
+    """Rate limits and publishing call their scripts by hash alone, in one round trip for a whole group of
+    posts; a Redis that no longer knows them (restarted with its data, or SCRIPT FLUSH) still takes each
+    post's allowance once and publishes it live, without a 503."""
+    with running_app(services, private_redis.url) as app:
+        alice = signed_in(app)
+        slug = new_room(alice)
+        first = post_ok(alice, slug, "before")
+        admin = private_redis.client()
+        admin.script_flush()
+        second = post_ok(alice, slug, "after the scripts were forgotten")
+        live = alice.get(f"/api/rooms/{slug}/poll", query_string={"cursor": first["id"], "timeout": 0}).json
+        assert [event["data"] for event in live["events"]] == [second]  # published: served from the stream
+
+        admin.script_flush()
+        with app.app_context():
+            group = [(user_id, 1, 10) for user_id in (101, 101, 102)]
+            one_allowed = ((2, 60), (100, 60), (10_000, 60))  # two posts a minute in a room
+            assert streams.current().posts_allowed(group, *one_allowed) == [0, 0, 0]
+            refused = streams.current().posts_allowed(group, *one_allowed)
+        assert refused[0] > 0 and refused[1] > 0 and refused[2] == 0  # each counted exactly once
