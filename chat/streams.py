@@ -16,174 +16,9 @@ from dataclasses import dataclass
 import redis
 from redis.cluster import RedisCluster
 
+from . import lua
 from .events import tombstoned_event
 from .ids import ZERO, EventId
-
-_IDS = """
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-local function below(a, b)  -- stream ids compared as (ms, seq) pairs
-  local ams, aseq = parse(a)
-  local bms, bseq = parse(b)
-  return ams < bms or (ams == bms and aseq < bseq)
-end
-local function last_id(key)  -- the stream's last-generated id (also when it is empty), or false
-  if redis.call('EXISTS', key) == 0 then return false end
-  local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
-  if #top > 0 then return top[1][1] end
-  local info = redis.call('XINFO', 'STREAM', key)
-  for i = 1, #info, 2 do if info[i] == 'last-generated-id' then return info[i + 1] end end
-  return false
-end
-local function verified(key)  -- whether this Redis's data has been checked against the database
-  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  return redis.call('HGET', key, 'run') == run
-end
-"""
-
-_PUBLISH = _IDS + """
--- Publish one durable event of a room, with the id the database gave it, after the room's previous one.
--- KEYS: room stream, firehose, tombstones, incarnation
--- ARGV: id, previous id ('': the event whose seq is one less), type, data, slug, maxlen, firehose maxlen,
---       tombstone ('' or the deleted message's id), '1' unless the caller is the check itself,
---       the oldest id either stream keeps ('0-0': no age bound)
--- Returns {'OK'}, {'DUP'} (published already), {'GAP', last id or ''} (publish what is missing first),
--- or {'EPOCH'} (this Redis has not been checked against the database yet).
-if ARGV[9] == '1' and not verified(KEYS[4]) then return {'EPOCH'} end
-local last = last_id(KEYS[1])
-local _, seq = parse(ARGV[1])
-if last then
-  if not below(last, ARGV[1]) then return {'DUP'} end
-  local _, last_seq = parse(last)
-  if (ARGV[2] == '' and last_seq ~= seq - 1) or (ARGV[2] ~= '' and last ~= ARGV[2]) then return {'GAP', last} end
-elseif not (ARGV[2] == '0-0' or (ARGV[2] == '' and seq == 1)) then
-  return {'GAP', ''}
-end
-if ARGV[8] ~= '' then redis.call('SADD', KEYS[3], ARGV[8]) end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], ARGV[1], 'type', ARGV[3], 'data', ARGV[4])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'room', ARGV[5], 'id', ARGV[1], 'type', ARGV[3], 'data', ARGV[4])
-if ARGV[10] ~= '0-0' then  -- an emptied stream keeps its last-generated id: continuity is unaffected
-  redis.call('XTRIM', KEYS[1], 'MINID', ARGV[10])
-  redis.call('XTRIM', KEYS[2], 'MINID', ARGV[10])
-end
-return {'OK'}
-"""
-
-_PUBLISH_ROOMLESS = _IDS + """
--- Append an event of no room (a ban: events.ROOMLESS) to the firehose alone, once: the event's record
--- (models.FeedEvent) is named by a key that lives a day, so a retry by the relay is a no-op.
--- KEYS: firehose, incarnation, the event's once-key. ARGV: type, data, firehose maxlen.
--- Returns the entry's id, 'DUP' (published already), or false (this Redis has not been checked yet).
-if not verified(KEYS[2]) then return false end
-if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', 86400) then return 'DUP' end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'room', '', 'type', ARGV[1], 'data', ARGV[2])
-"""
-
-_FLOOR = _IDS + """
--- KEYS: room stream. ARGV: the id of the room's last event in the database.
--- A stream that ends below it (Redis lost or rolled back entries) starts over, empty, at that id:
--- everything up to it is read from the database. Returns 1 if it did.
-local last = last_id(KEYS[1])
-if last and not below(last, ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('XADD', KEYS[1], 'MAXLEN', '0', ARGV[1], 'type', 'floor')
-return 1
-"""
-
-_LAST_IDS = _IDS + """
--- KEYS: room streams. Returns each one's last-generated id, or '' where there is none.
-local out = {}
-for i, key in ipairs(KEYS) do out[i] = last_id(key) or '' end
-return out
-"""
-
-_STREAM_INFO = """
-local function info(key)
-  if redis.call('EXISTS', key) == 0 then return {false, false, 0} end
-  local raw = redis.call('XINFO', 'STREAM', key)
-  local last, first, length = false, false, 0
-  for i = 1, #raw, 2 do
-    if raw[i] == 'last-generated-id' then last = raw[i + 1] end
-    if raw[i] == 'first-entry' and raw[i + 1] then first = raw[i + 1][1] end
-    if raw[i] == 'length' then length = raw[i + 1] end
-  end
-  return {last, first, length}
-end
-local function field(entry, name)
-  local f = entry[2]
-  for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
-  return false
-end
-"""
-
-_READ_AFTER = _STREAM_INFO + _IDS + """
--- KEYS: stream, incarnation, tombstones (none for a firehose: each entry's room names its set)
--- ARGV: after id, count, the shard's hash tag (a firehose's rooms are of its shard: their sets share its slot)
--- Returns {last-generated id, first retained id, {{id, type, data, deleted, room, room id}...} oldest first, length,
--- whether this Redis was checked against the database}
-local checked = verified(KEYS[2]) and 1 or 0
-local bounds = info(KEYS[1])
-if not bounds[1] then return {false, false, {}, 0, checked} end
-local out = {}
-if tonumber(ARGV[2]) == 0 then return {bounds[1], bounds[2], out, bounds[3], checked} end
-for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])) do
-  local kind = field(entry, 'type')
-  if kind ~= 'floor' and kind ~= 'epoch' then
-    local room, room_id = field(entry, 'room') or '', field(entry, 'id') or entry[1]
-    local tombstones = KEYS[3]
-    if not tombstones then tombstones = ARGV[3] .. ':room:' .. room .. ':deleted' end  -- same shard: same slot
-    local message_id = room_id  -- a message's own id; a report's event holds the reported message's
-    if kind == 'report_created' or kind == 'report_resolved' then
-      local ok, decoded = pcall(cjson.decode, field(entry, 'data'))
-      message_id = ok and type(decoded.report) == 'table' and type(decoded.report.message) == 'table'
-        and decoded.report.message.id or ''
-    end
-    out[#out + 1] = {entry[1], kind, field(entry, 'data'), redis.call('SISMEMBER', tombstones, message_id), room,
-                     room_id}
-  end
-end
-return {bounds[1], bounds[2], out, bounds[3], checked}
-"""
-
-_RATE_LIMIT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-if n > tonumber(ARGV[1]) then return math.max(redis.call('TTL', KEYS[1]), 1) end
-return 0
-"""
-
-_POST_ALLOWANCE = """
--- A post counts in three fixed windows at once: messages per user and room, messages per user, bytes per user.
--- KEYS: the three window keys. ARGV: for each, limit, seconds, amount (room: 1, user: 1, bytes: the body's).
--- Nothing is counted unless all three have room: returns 0, else the seconds until the first full one frees.
-for i = 1, 3 do
-  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if used + tonumber(ARGV[3 * i]) > tonumber(ARGV[3 * i - 2]) then
-    return math.max(redis.call('TTL', KEYS[i]), 1)
-  end
-end
-for i = 1, 3 do
-  if redis.call('INCRBY', KEYS[i], ARGV[3 * i]) == tonumber(ARGV[3 * i]) then
-    redis.call('EXPIRE', KEYS[i], ARGV[3 * i - 1])
-  end
-end
-return 0
-"""
-
-_POST_GIVE_BACK = """
--- Uncount a post (KEYS and amounts as counted), only within the windows that counted it.
-for i = 1, 3 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('DECRBY', KEYS[i], ARGV[i]) end
-end
-"""
-
-_RATE_GIVE_BACK = """
--- Only within the window that counted it: DECR keeps the TTL, and no key is made without one.
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end
-"""
-
 
 class Refused(Exception):
     """This Redis has not been checked against the database since it started (outbox.verify)."""
@@ -235,15 +70,16 @@ class Streams:
         self.maxlen = maxlen
         self.firehose_maxlen = max(maxlen * 10, 100000)
         self.max_age_ms = int(max_age_seconds * 1000)
-        self._publish = client.register_script(_PUBLISH)
-        self._publish_roomless = client.register_script(_PUBLISH_ROOMLESS)
-        self._floor = client.register_script(_FLOOR)
-        self._last_ids = client.register_script(_LAST_IDS)
-        self._read_after = client.register_script(_READ_AFTER)
-        self._rate_limit = client.register_script(_RATE_LIMIT)
-        self._rate_give_back = client.register_script(_RATE_GIVE_BACK)
-        self._post_allowance = client.register_script(_POST_ALLOWANCE)
-        self._post_give_back = client.register_script(_POST_GIVE_BACK)
+        self._publish = client.register_script(lua.PUBLISH)
+        self._publish_roomless = client.register_script(lua.PUBLISH_ROOMLESS)
+        self._floor = client.register_script(lua.FLOOR)
+        self._last_ids = client.register_script(lua.LAST_IDS)
+        self._read_after = client.register_script(lua.READ_AFTER)
+        self._rate_limit = client.register_script(lua.RATE_LIMIT)
+        self._rate_give_back = client.register_script(lua.RATE_GIVE_BACK)
+        self._post_allowance = client.register_script(lua.POST_ALLOWANCE)
+        self._post_give_back = client.register_script(lua.POST_GIVE_BACK)
+        self._slow_mode = client.register_script(lua.SLOW_MODE)
 
     # Key builders. A room's keys and its shard's share the shard's hash tag: one Cluster slot per shard.
     # Only shard 0 is read yet (config refuses CHAT_SHARDS > 1): the shard-wide keys default to it.
@@ -556,18 +392,7 @@ class Streams:
         the room (at Redis's clock), unless their last one, named otherwise, was under `seconds` ago: then
         the seconds left (at least 1). A retry of the same post is never refused. The key outlives the
         longest slow mode (an hour), so a changed setting applies to posts already made."""
-        script = """
-        local at, now = redis.call('HMGET', KEYS[1], 'post', 'at'), redis.call('TIME')
-        local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-        if at[1] and at[1] ~= ARGV[1] then
-          local left = tonumber(at[2]) + tonumber(ARGV[2]) * 1000 - now_ms
-          if left > 0 then return math.ceil(left / 1000) end
-        end
-        redis.call('HSET', KEYS[1], 'post', ARGV[1], 'at', now_ms)
-        redis.call('EXPIRE', KEYS[1], 3600)
-        return 0
-        """
-        return int(self.redis.eval(script, 1, self.slow_mode_key(slug, user_id), post, seconds))
+        return int(self._slow_mode(keys=[self.slow_mode_key(slug, user_id)], args=[post, seconds]))
 
     def ping(self) -> bool:
         return self.redis.ping()
