@@ -11,10 +11,7 @@ import re
 import time
 
 from . import live, metrics
-from .http import HSTS, SECURITY_HEADERS
-
-# What the view's answer carries besides its own: the headers http.py's after_request hooks add.
-_API_HEADERS = [("Cache-Control", "no-store"), *SECURITY_HEADERS]
+from .http import send_lane_answer
 
 _ROOM_POLL = re.compile(r"/api/rooms/([a-z0-9-]{1,64})/poll\Z")
 _FEED_POLL = "/api/poll"
@@ -35,18 +32,5 @@ class PollFastLane:
                     response = live.poll_from_memory(environ, room_poll[1] if room_poll else None)
                 if response is not None:
                     metrics.observe_request("live.room_poll" if room_poll else "live.feed_poll", started)
-                    return self._send(response, environ, start_response)
+                    return send_lane_answer(response, environ, start_response)
         return self.wsgi_app(environ, start_response)
-
-    @staticmethod
-    def _send(response, environ, start_response):
-        """The answer's JSON bytes as they are (no Response object), or an error response, with the headers
-        the view's would carry (HSTS when the trusted proxy says HTTPS: ProxyFix runs before the lane)."""
-        headers = [*_API_HEADERS, *([HSTS] if environ.get("wsgi.url_scheme") == "https" else [])]
-        if isinstance(response, bytes):
-            start_response("200 OK", [("Content-Type", "application/json"), *headers,
-                                      ("Content-Length", str(len(response)))])
-            return [response]
-        for name, value in headers:
-            response.headers.setdefault(name, value)
-        return response(environ, start_response)

@@ -21,12 +21,10 @@ from sqlalchemy.exc import DBAPIError
 
 from . import actions, api, auth, hub, metrics, writer
 from .errors import ApiError, Unavailable, error_response
-from .http import HSTS, SECURITY_HEADERS
+from .http import send_lane_answer
 
 log = logging.getLogger(__name__)
 
-# What the view's answer carries besides its own: the headers http.py's after_request hooks add.
-_API_HEADERS = [("Cache-Control", "no-store"), *SECURITY_HEADERS]
 _MESSAGES = re.compile(r"/api/rooms/([a-z0-9-]{1,64})/messages\Z")
 _STATUS = {201: "201 CREATED", 200: "200 OK"}
 
@@ -45,7 +43,10 @@ class PostFastLane:
                     answer = post_from_memory(environ, room_messages[1])
                 if answer is not None:
                     metrics.observe_request("api.post_message", started)
-                    return _send(answer, environ, start_response)
+                    if isinstance(answer, tuple):
+                        status, answer = answer
+                        return send_lane_answer(answer, environ, start_response, _STATUS[status])
+                    return send_lane_answer(answer, environ, start_response)
         return self.wsgi_app(environ, start_response)
 
 
@@ -106,17 +107,3 @@ def _fields(environ) -> dict | None:
         return api.message_schema().load(data) if isinstance(data, dict) else None
     except (ValueError, RecursionError, UnicodeEncodeError, ValidationError):
         return None
-
-
-def _send(answer, environ, start_response):
-    """The answer's JSON bytes as they are (no Response object), or an error response, with the headers the
-    view's would carry (HSTS when the trusted proxy says HTTPS: ProxyFix runs before the lane)."""
-    headers = [*_API_HEADERS, *([HSTS] if environ.get("wsgi.url_scheme") == "https" else [])]
-    if isinstance(answer, tuple):
-        status, body = answer
-        start_response(_STATUS[status], [("Content-Type", "application/json"), *headers,
-                                         ("Content-Length", str(len(body)))])
-        return [body]
-    for name, value in headers:
-        answer.headers.setdefault(name, value)
-    return answer(environ, start_response)
