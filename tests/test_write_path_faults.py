@@ -28,7 +28,7 @@ from chat.models import Message, Mute, find_room, find_user
 from chat.streams import Streams
 from tests.conftest import app_config
 from tests.faults import SqliteWriteLock, TcpProxy, fresh_postgres_database, sqlite_path
-from tests.support import UNLIMITED_POSTING, AuthActions, LiveServer, run_migrations, unique
+from tests.support import UNLIMITED_POSTING, AuthActions, LiveServer, run_migrations, unique, wait_until
 
 # Upper bounds on how long a 503 may take. A refused connection fails at once; SQLite waits for
 # its busy timeout (5 s, chat/extensions.py) before it gives up on the write lock.
@@ -426,7 +426,10 @@ def durable_after(user, path: str, cursor: str, **params) -> list[dict]:
     """What a poller resuming from `cursor` on `path` is given, page after page (a reset ends it)."""
     found = []
     while True:
-        page = user.get(path, params={"cursor": cursor, "timeout": 0, **params}).json()
+        # While the restarted Redis is being checked the answer is 503 + Retry-After: a client asks again.
+        answer = wait_until(lambda: (lambda got: got if got.status_code != 503 else None)(
+            user.get(path, params={"cursor": cursor, "timeout": 0, **params})), what="an answer other than 503")
+        page = answer.json()
         found += page["events"]
         if not page["events"] or page["events"][-1]["event"] == "reset":
             return found
