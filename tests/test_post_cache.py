@@ -6,6 +6,7 @@ import pytest
 
 from chat import actions, auth, writer
 from chat.extensions import db
+from chat.ids import EventId
 from chat.models import Message, Room, bump_post_rules, post_rules_version
 from tests.support import AuthActions, assert_error
 
@@ -145,6 +146,34 @@ def test_a_stale_post_is_not_recorded_and_takes_no_id(app, member, room):
         answer, created = writer.current().record(
             writer.Post(room_row.id, room, user_id, member.username, "current", None, current))
         assert created and answer["body"] == "current"
+
+
+def test_a_group_over_several_rooms_records_all_but_the_stale_posts_without_a_gap(app, member, room):
+    """One commit for posts of three rooms (on PostgreSQL one statement): the stale post is left out and takes
+    no id, the rest of its room is recorded, and each room's posts get the room's next ids in their order."""
+    other_rooms = [member.create_room(), member.create_room()]
+    with app.app_context():
+        rows = {slug: Room.query.filter_by(slug=slug).one() for slug in [room, *other_rooms]}
+        before = {slug: row.event_seq for slug, row in rows.items()}
+        user_id, old = member.user["id"], post_rules_version()
+        bump_post_rules()
+        db.session.commit()
+        current = post_rules_version()
+        post = lambda slug, body, version: writer.Post(rows[slug].id, slug, user_id, member.username, body,  # noqa: E731
+                                                       None, version)
+        batch = [post(other_rooms[1], "b1", current), post(room, "a1", current), post(room, "stale", old),
+                 post(other_rooms[0], "c1", None), post(room, "a2", None), post(other_rooms[1], "b2", current)]
+        writer._record(batch)
+        with pytest.raises(writer.Stale):
+            batch[2].outcome()
+        answered = {each.body: each.outcome()[0] for each in batch if each is not batch[2]}
+        db.session.expire_all()
+        for slug, bodies in [(room, ["a1", "a2"]), (other_rooms[0], ["c1"]), (other_rooms[1], ["b1", "b2"])]:
+            seqs = [EventId.parse(answered[body]["id"]).seq for body in bodies]
+            assert seqs == list(range(before[slug] + 1, before[slug] + 1 + len(bodies)))
+            assert Room.query.filter_by(slug=slug).one().event_seq == before[slug] + len(bodies)
+            assert [message.body for message in Message.query.filter_by(room_id=rows[slug].id)
+                    .order_by(Message.event_ms, Message.event_seq)] == bodies
 
 
 def test_a_groups_allowances_are_taken_in_one_round_trip_as_one_by_one(make_app, member, room):

@@ -564,8 +564,9 @@ def database_fault(own_database):
 
 
 # When the database is cut. Every backend: before the request; at the insert (just after the rate-limit
-# check in Redis). PostgreSQL also: the COMMIT ran but its reply was lost, so the app cannot know it did
-# (SQLite, in the app's process, has no such moment). The backend is the `services` fixture's:
+# check in Redis). PostgreSQL also: the commit ran but its reply was lost, so the app cannot know it did
+# (SQLite, in the app's process, has no such moment). A post on PostgreSQL commits in the statement that
+# inserts it (writer.py: a statement on its own commits itself). The backend is the `services` fixture's:
 # PostgreSQL when DATABASE_URL is set (conftest.py).
 MOMENTS = ["before_request", "at_insert"]
 if os.environ.get("DATABASE_URL"):
@@ -588,7 +589,9 @@ def test_database_cut_answers_503_and_the_retry_yields_one_message(services, pri
             triggers = []  # the faults armed, to await (each fires on a proxy's thread)
 
             def cut_at_the_commit_reply():
-                triggers.append(database_fault.proxy.when(b"COMMIT", database_fault.break_, at="reply"))
+                # The statement's text goes on the wire until psycopg prepares it (its fifth run): the
+                # app made one post before.
+                triggers.append(database_fault.proxy.when(b"INSERT INTO messages", database_fault.break_, at="reply"))
 
             if moment == "commit_reply_lost":
                 assert database_fault.backend == "postgresql", "MOMENTS and the services fixture disagree"
