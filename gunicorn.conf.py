@@ -218,7 +218,11 @@ def _one_send_per_answer():
         head = self.default_headers()
         head.extend(["%s: %s\r\n" % (name, value) for name, value in self.headers])
         self.headers_sent, self.sent = True, len(data)
-        util.write(self.sock, ("%s\r\n" % "".join(head)).encode("latin-1") + data)
+        whole = ("%s\r\n" % "".join(head)).encode("latin-1") + data
+        # send, not sendall: gevent's sendall asks the socket's buffer size first (a system call per answer).
+        sent = self.sock.send(whole)
+        if sent < len(whole):
+            util.write(self.sock, memoryview(whole)[sent:])
 
     wsgi.Response.write = write_whole
 

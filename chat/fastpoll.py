@@ -29,7 +29,7 @@ class PollFastLane:
             if room_poll or path == _FEED_POLL:
                 started = time.perf_counter()
                 with self.app.app_context():
-                    response = live.poll_from_memory(environ, room_poll[1] if room_poll else None)
+                    response = live.poll_from_memory(environ, room_poll[1] if room_poll else None, self.app.config)
                 if response is not None:
                     metrics.observe_request("live.room_poll" if room_poll else "live.feed_poll", started)
                     return send_lane_answer(response, environ, start_response)

@@ -230,7 +230,7 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
         found = found[:POLL_MAX_EVENTS]
         if not found:
             db.session.remove()  # a waiting poll holds no database connection
-            metrics.POLLS_WAITING.inc()
+            metrics.POLLS_WAITING_HERE.add(1)
             try:
                 deadline = time.monotonic() + timeout
                 while not found and not subscription.ended and time.monotonic() < deadline:
@@ -239,7 +239,7 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
                     if not found and hung_up(client):
                         break  # nobody is waiting for the answer any more: free the place now
             finally:
-                metrics.POLLS_WAITING.dec()
+                metrics.POLLS_WAITING_HERE.add(-1)
         environ["chat.live"] = {"rooms": sorted(rooms) if rooms else "all", "events": len(found),
                                 "reason": "events" if found else (subscription.ended or "timeout"),
                                 "from": str(start) if start else None, "after": str(after),
@@ -251,14 +251,14 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
         if subscription.ended == "banned":
             raise ApiError(403, "banned", "this account is banned")
         found = found[:POLL_MAX_EVENTS]
-        metrics.EVENTS_DELIVERED.inc(len(found))
+        metrics.POLL_EVENTS_DELIVERED.add(len(found))
         return found, (found[-1].id if found else after)
     finally:
         local_hub.unsubscribe(subscription)
 
 
-def _poll_timeout(args) -> float:
-    limit = current_app.config["CHAT_POLL_TIMEOUT_SECONDS"]
+def _poll_timeout(args, limit: float) -> float:
+    """The poll's `timeout`, within `limit` (CHAT_POLL_TIMEOUT_SECONDS) and API.md's 25 s."""
     try:
         wanted = float(args.get("timeout") or limit)  # `timeout=` (empty) means not given
     except ValueError:
@@ -288,7 +288,7 @@ def room_poll(slug):
     session = check_request(cached=True)
     room = known_room(slug)
     start = parse_event_id(request.args.get("cursor"))
-    timeout = _poll_timeout(request.args)
+    timeout = _poll_timeout(request.args, current_app.config["CHAT_POLL_TIMEOUT_SECONDS"])
     if request.method == "HEAD":
         return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
     touched = _touch_poller(session, [slug])
@@ -302,7 +302,7 @@ def feed_poll():
     session = check_request(cached=True)
     rooms, present = _listed_rooms(request.args)
     start = parse_event_id(request.args.get("cursor"))
-    timeout = _poll_timeout(request.args)
+    timeout = _poll_timeout(request.args, current_app.config["CHAT_POLL_TIMEOUT_SECONDS"])
     if request.method == "HEAD":
         return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
     touched = _touch_poller(session, present)
@@ -315,7 +315,7 @@ def feed_poll():
 def moderation_poll():
     session = check_request(moderator=True, cached=True)
     start = parse_event_id(request.args.get("cursor"))
-    timeout = _poll_timeout(request.args)
+    timeout = _poll_timeout(request.args, current_app.config["CHAT_POLL_TIMEOUT_SECONDS"])
     if request.method == "HEAD":
         return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
     rooms = _rooms_filter()
@@ -326,9 +326,9 @@ def moderation_poll():
     return _poll_response(found, cursor, events.encode_json(_online(rooms, recent_enough=True)))
 
 
-def poll_from_memory(environ, slug: str | None):
-    """A room's poll (or with slug None the several-rooms feed's) answered by the fast lane
-    (fastpoll.py), in an app context but outside Flask's request handling: the answer's JSON, or an
+def poll_from_memory(environ, slug: str | None, config):
+    """A room's poll (or with slug None the several-rooms feed's) answered by the fast lane (fastpoll.py), in
+    an app context (`config`: its app's) but outside Flask's request handling: the answer's JSON, or an
     error response when the session ended while it waited; None hands the request to the view above,
     which applies every rule. It answers only a signed-in session this process remembers, rooms it
     knows, well-formed parameters and a cursor within the recent events."""
@@ -343,7 +343,7 @@ def poll_from_memory(environ, slug: str | None):
     for name, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
         args.setdefault(name, value)  # the first of a repeated parameter, as Flask's request.args.get
     try:
-        start, timeout = parse_event_id(args.get("cursor")), _poll_timeout(args)
+        start, timeout = parse_event_id(args.get("cursor")), _poll_timeout(args, config["CHAT_POLL_TIMEOUT_SECONDS"])
         if slug is None:
             rooms, present = _listed_rooms(args, known_only=True)
         elif slug in local_hub.known_rooms:

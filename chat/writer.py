@@ -141,7 +141,8 @@ def _record(batch: list[Post]) -> None:
     batch = _allowed(batch)
     if not batch:
         return
-    recorded = _record_on_postgresql(batch) if db.engine.dialect.name == "postgresql" else _record_in_one_transaction(batch)
+    postgresql = db.engine.dialect.name == "postgresql"
+    recorded = _record_on_postgresql(batch) if postgresql else _record_in_one_transaction(batch)
     failpoints.hit("after_commit")
     for (room_id, slug), of_room in groupby(recorded, key=lambda each: (each[0].room_id, each[0].slug)):
         of_room = list(of_room)  # in id order

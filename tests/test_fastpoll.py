@@ -29,7 +29,7 @@ def by_the_view(app, environ):
 
 def from_memory(app, environ, slug):
     with app.app_context():
-        return live.poll_from_memory(environ, slug)
+        return live.poll_from_memory(environ, slug, app.config)
 
 
 def test_the_lane_answers_what_the_view_answers(app, member, make_client):
