@@ -84,6 +84,7 @@ class Hub:
         self._changes_lock = threading.Lock()
         self._presence_wake = threading.Event()
         self._read_at = {}  # room -> when its list was last read (monotonic): at most once a second each
+        self._expires_at = {}  # room -> when its oldest member expires unless written again (as last read)
         self._everywhere = None  # the rooms a local feed of every room watches (None: no such feed here)
         self._online_json = {}  # room -> (that list, its JSON)
         # What polls are answered from without the database or Redis while the reader runs (caches.py).
@@ -203,7 +204,11 @@ class Hub:
     def online(self, rooms, *, recent_enough: bool = False) -> dict[str, list[str]]:
         """Who is online in each room, from Redis; with `recent_enough`, for rooms watched here, as the presence
         loop keeps it (re-read on each announced change, at most a second apart)."""
-        known = {room: self._online_now[room] for room in rooms if room in self._online_now} if recent_enough else {}
+        known = {}
+        for room in rooms if recent_enough else ():
+            names = self._online_now.get(room)  # the presence loop may drop a room meanwhile
+            if names is not None:
+                known[room] = names
         if len(known) < len(rooms):
             known.update(self.streams.online([room for room in rooms if room not in known], self.presence_ttl))
         return known
@@ -397,21 +402,19 @@ class Hub:
             self._reread_all = self._reread_all or everything
         self._presence_wake.set()
 
-    def _write_pollers(self) -> tuple[set[str], set[str]]:
+    def _write_pollers(self) -> set[str]:
         """Write the presence of rooms whose pollers polled since last time (each poller at the time of
-        its last poll) and forget pollers gone for longer than the TTL. The rooms that have pollers, and
-        those where one was forgotten (its member has expired in Redis: the room is to be swept)."""
+        its last poll) and forget pollers gone for longer than the TTL. The rooms that have pollers."""
         polled, self._pollers_polled = self._pollers_polled, set()
-        now, forgotten = time.time(), set()
+        now = time.time()
         for room, pollers in list(self._pollers.items()):
             for member in [member for member, when in list(pollers.items()) if now - when > self.presence_ttl]:
                 del pollers[member]
-                forgotten.add(room)
             if not pollers:
                 del self._pollers[room]
             elif room in polled:
                 self.streams.touch_presence(room, dict(pollers), self.presence_ttl)
-        return set(self._pollers), forgotten
+        return set(self._pollers)
 
     USER_COUNTS_REFRESH = 5  # seconds between re-publishing every count; one 3 times older is ignored
 
@@ -454,14 +457,13 @@ class Hub:
                 with self._lock:
                     rooms = {room: [s.presence_member for s in members if room in s.present]
                              for room, members in self.by_room.items()}
-                touched, to_sweep, reconcile = set(), set(), False
+                reindex = False
                 if time.monotonic() - last_second >= 1:  # the chores of each second
                     last_second = time.monotonic()
                     everything = last_second - last_counts >= self.USER_COUNTS_REFRESH
                     self._sync_user_counts(everything)
                     last_counts = last_second if everything else last_counts
-                    with_pollers, to_sweep = self._write_pollers()
-                    rooms.update((room, rooms.get(room, [])) for room in with_pollers)
+                    rooms.update((room, rooms.get(room, [])) for room in self._write_pollers())
                     self._followed_at.update(dict.fromkeys(rooms, last_second))
                     for room in [room for room, when in self._followed_at.items()
                                  if last_second - when > self.RECENT_KEPT_SECONDS]:
@@ -471,42 +473,40 @@ class Hub:
                         for room, members in rooms.items():
                             if members:
                                 self.streams.touch_presence(room, members, self.presence_ttl)
-                                touched.add(room)
-                        last_refresh, reconcile = last_second, True
+                        last_refresh, reindex = last_second, True
                 else:
                     rooms.update((room, rooms.get(room, [])) for room in list(self._pollers))
-                wake_at = self._follow_presence(rooms.keys(), touched, to_sweep, reconcile)
+                wake_at = self._follow_presence(rooms.keys(), reindex)
             except redis.RedisError as error:
                 self._presence_changed((), everything=True)  # what it took to re-read is to be read again
                 log.warning("hub: presence update failed: %s", error)
                 time.sleep(1)
                 continue
 
-    def _follow_presence(self, followed, touched: set, to_sweep: set, reconcile: bool) -> float:
+    def _follow_presence(self, followed, reindex: bool) -> float:
         """Re-read the watched rooms' lists that may have changed, send those that did, and return when to come
         back for the lists deferred by the once-a-second limits.
 
         Watched: the rooms followed here, and (while a local feed of every room wants presence) the rooms where
-        anyone is or lately was online. Read: the newly watched, the announced, and every watched room after
-        changes may have passed unread; with `reconcile` (every presence_refresh seconds), every watched room
-        that this process did not just write (its write swept it) too, so that members who expired unannounced
-        (their process died) are dropped, and announced to the others, within that long."""
+        anyone is or lately was online (read from the index again when `reindex`, with each heartbeat round).
+        Read: the newly watched, the announced, every watched room after changes may have passed unread, and
+        each room whose oldest member has expired unless written since: a member whose process died expires
+        without anyone announcing it, so whoever reads the room first then drops it from Redis and announces it
+        (within a second of its expiry). A live room is so read about every TTL less the heartbeat period."""
         with self._changes_lock:
             changed, self._rooms_changed = self._rooms_changed, set()
             reread_all, self._reread_all = self._reread_all, False
         if self._presence_everywhere():
-            if self._everywhere is None or reconcile or reread_all:
+            if self._everywhere is None or reindex or reread_all:
                 self._everywhere = set(self._rooms_with_presence())
             self._everywhere |= changed  # announced: someone is, or just was, online there
         else:
             self._everywhere = None
         watched = set(followed) | (self._everywhere or set())
-        now, wake_at = time.monotonic(), time.monotonic() + 1
+        now, wake_at, wall_clock = time.monotonic(), time.monotonic() + 1, time.time()
         new = watched - self._online_now.keys()
         to_read = set(watched) if reread_all else new | (changed & watched)
-        to_read |= to_sweep & watched
-        if reconcile:
-            to_read |= watched - touched
+        to_read |= {room for room in watched if self._expires_at.get(room, math.inf) <= wall_clock}
         early = {room for room in to_read - new if now - self._read_at.get(room, -math.inf) < 1}
         if early and not reread_all:  # read again within the second: once it is over (a busy room, once a second)
             to_read -= early
@@ -514,13 +514,14 @@ class Hub:
                 self._rooms_changed |= early
             wake_at = min(wake_at, *(self._read_at[room] + 1 for room in early))
         if to_read:
-            for room, names in self.streams.sweep_presence(sorted(to_read), self.presence_ttl).items():
-                self._read_at[room] = now
+            for room, (names, expires_at) in self.streams.sweep_presence(sorted(to_read), self.presence_ttl).items():
+                self._read_at[room], self._expires_at[room] = now, expires_at or math.inf
                 if self._online_now.get(room) != names:  # an unchanged list keeps its identity (online_json)
                     self._online_now[room] = names
         for room in set(self._online_now) - watched:
             del self._online_now[room]
             self._read_at.pop(room, None)
+            self._expires_at.pop(room, None)
         for room in set(self._online_json) - self._online_now.keys():
             self._online_json.pop(room, None)
         for room in watched:

@@ -171,11 +171,14 @@ SWEEP_PRESENCE = _ANNOUNCE + """
 -- a member whose process died leaves this way.
 -- KEYS: the shard's presence changes stream, then the rooms' presence sets (all of that shard)
 -- ARGV: cutoff (scores below it have expired), the changes' maxlen, then the rooms' slugs, as KEYS.
--- Returns each room's members (`username|connection`), in KEYS' order.
+-- Returns each room's members (`username|connection`), in KEYS' order, each list followed by its oldest score
+-- (when the first of them expires, less the TTL) or false.
 local out = {}
 for i = 2, #KEYS do
   if redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[1]) > 0 then announce(KEYS[1], ARGV[2], ARGV[i + 1]) end
   out[#out + 1] = redis.call('ZRANGE', KEYS[i], 0, -1)
+  local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+  out[#out + 1] = oldest[2] or false
 end
 return out
 """

@@ -359,16 +359,18 @@ class Streams:
             pipe.zrangebyscore(self.presence_key(slug), time.time() - ttl, "+inf")
         return {slug: _usernames(members) for slug, members in zip(slugs, pipe.execute())}
 
-    def sweep_presence(self, slugs, ttl: int) -> dict[str, list[str]]:
+    def sweep_presence(self, slugs, ttl: int) -> dict[str, tuple[list[str], float | None]]:
         """online(), dropping expired members from Redis as it reads, and announcing each room that had any: the
-        rooms' lists stay exact for every process without any of them polling. One script call per shard."""
+        rooms' lists stay exact for every process without any of them polling. Each room's list comes with when
+        its first member expires unless written again (wall clock; None: nobody is there). One call per shard."""
         by_shard, found, cutoff = {}, {}, time.time() - ttl
         for slug in slugs:
             by_shard.setdefault(shard_of(slug, self.shards), []).append(slug)
         for shard, group in by_shard.items():
-            members = self._sweep_presence(keys=[self.presence_changes_key(shard), *map(self.presence_key, group)],
-                                           args=[cutoff, self.PRESENCE_CHANGES_MAXLEN, *group])
-            found.update(zip(group, map(_usernames, members)))
+            answer = self._sweep_presence(keys=[self.presence_changes_key(shard), *map(self.presence_key, group)],
+                                          args=[cutoff, self.PRESENCE_CHANGES_MAXLEN, *group])
+            for slug, members, oldest in zip(group, answer[0::2], answer[1::2]):
+                found[slug] = (_usernames(members), float(oldest) + ttl if oldest else None)
         return found
 
     # Open streams and waiting polls per user, across processes: a hash per user, a field per process.
