@@ -85,6 +85,7 @@ class Hub:
         self._presence_wake = threading.Event()
         self._read_at = {}  # room -> when its list was last read (monotonic): at most once a second each
         self._expires_at = {}  # room -> when its oldest member expires unless written again (as last read)
+        self._unsent = set()  # rooms whose changed list waits for its presence event to fall due
         self._everywhere = None  # the rooms a local feed of every room watches (None: no such feed here)
         self._online_json = {}  # room -> (that list, its JSON)
         # What polls are answered from without the database or Redis while the reader runs (caches.py).
@@ -454,12 +455,12 @@ class Hub:
             if self.shutting_down:
                 break
             try:
-                with self._lock:
-                    rooms = {room: [s.presence_member for s in members if room in s.present]
-                             for room, members in self.by_room.items()}
                 reindex = False
                 if time.monotonic() - last_second >= 1:  # the chores of each second
                     last_second = time.monotonic()
+                    with self._lock:
+                        rooms = {room: [s.presence_member for s in members if room in s.present]
+                                 for room, members in self.by_room.items()}
                     everything = last_second - last_counts >= self.USER_COUNTS_REFRESH
                     self._sync_user_counts(everything)
                     last_counts = last_second if everything else last_counts
@@ -474,25 +475,29 @@ class Hub:
                             if members:
                                 self.streams.touch_presence(room, members, self.presence_ttl)
                         last_refresh, reindex = last_second, True
-                else:
-                    rooms.update((room, rooms.get(room, [])) for room in list(self._pollers))
-                wake_at = self._follow_presence(rooms.keys(), reindex)
+                    followed, each_second = rooms.keys(), True
+                else:  # woken by an announcement: no walk over every subscription
+                    with self._lock:
+                        followed, each_second = set(self.by_room), False
+                    followed.update(list(self._pollers))
+                wake_at = self._follow_presence(followed, each_second, reindex)
             except redis.RedisError as error:
                 self._presence_changed((), everything=True)  # what it took to re-read is to be read again
                 log.warning("hub: presence update failed: %s", error)
                 time.sleep(1)
                 continue
 
-    def _follow_presence(self, followed, reindex: bool) -> float:
+    def _follow_presence(self, followed, each_second: bool, reindex: bool) -> float:
         """Re-read the watched rooms' lists that may have changed, send those that did, and return when to come
         back for the lists deferred by the once-a-second limits.
 
         Watched: the rooms followed here, and (while a local feed of every room wants presence) the rooms where
         anyone is or lately was online (read from the index again when `reindex`, with each heartbeat round).
         Read: the newly watched, the announced, every watched room after changes may have passed unread, and
-        each room whose oldest member has expired unless written since: a member whose process died expires
-        without anyone announcing it, so whoever reads the room first then drops it from Redis and announces it
-        (within a second of its expiry). A live room is so read about every TTL less the heartbeat period."""
+        (checked `each_second`) each room whose oldest member has expired unless written since: a member whose
+        process died expires without anyone announcing it, so whoever reads the room first then drops it from
+        Redis and announces it (within a second of its expiry). A live room is so read about every TTL less the
+        heartbeat period."""
         with self._changes_lock:
             changed, self._rooms_changed = self._rooms_changed, set()
             reread_all, self._reread_all = self._reread_all, False
@@ -506,7 +511,8 @@ class Hub:
         now, wake_at, wall_clock = time.monotonic(), time.monotonic() + 1, time.time()
         new = watched - self._online_now.keys()
         to_read = set(watched) if reread_all else new | (changed & watched)
-        to_read |= {room for room in watched if self._expires_at.get(room, math.inf) <= wall_clock}
+        if each_second:
+            to_read |= {room for room in watched if self._expires_at.get(room, math.inf) <= wall_clock}
         early = {room for room in to_read - new if now - self._read_at.get(room, -math.inf) < 1}
         if early and not reread_all:  # read again within the second: once it is over (a busy room, once a second)
             to_read -= early
@@ -524,12 +530,14 @@ class Hub:
             self._expires_at.pop(room, None)
         for room in set(self._online_json) - self._online_now.keys():
             self._online_json.pop(room, None)
-        for room in watched:
+        candidates, self._unsent = (to_read | self._unsent) & watched, set()
+        for room in candidates:  # only a list just read, or one held back, can differ from the one sent
             names = self._online_now.get(room)
             if names is None or self._online_sent.get(room) == names:
                 continue
             due = self._presence_due.get(room, 0)
             if now < due:
+                self._unsent.add(room)
                 wake_at = min(wake_at, due)
                 continue
             self._online_sent[room] = names
