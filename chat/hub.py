@@ -496,7 +496,7 @@ class Hub:
         Read: the newly watched, the announced, every watched room after changes may have passed unread, and
         (checked `each_second`) each room whose oldest member has expired unless written since: a member whose
         process died expires without anyone announcing it, so whoever reads the room first then drops it from
-        Redis and announces it (within a second of its expiry). A live room is so read about every TTL less the
+        Redis and announces it (within a second of its expiry). A live room is so read every TTL, less up to a
         heartbeat period."""
         with self._changes_lock:
             changed, self._rooms_changed = self._rooms_changed, set()
