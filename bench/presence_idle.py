@@ -1,8 +1,9 @@
 """Redis commands per second that presence costs: two hubs (as two processes would) over a private redis-server,
-subscribers present in M rooms, idle or with a change a second (docs/SCALING.md, "Presence").
+subscribers present in M rooms, idle or with a change a second (docs/SCALING.md, "Measured").
 
     .venv/bin/python -m bench.presence_idle [rooms ...]
 """
+import subprocess
 import sys
 import tempfile
 import time
@@ -10,11 +11,11 @@ from pathlib import Path
 
 import redis
 
+from bench.server import _die_with_parent, redis_binary
 from chat.config import CHAT_DEFAULTS
 from chat.hub import Hub
 from chat.ids import ZERO
 from chat.streams import Streams
-from tests.faults import PrivateRedis
 
 CONFIG = {**CHAT_DEFAULTS, "CHAT_MAX_STREAMS_PER_PROCESS": 100000, "CHAT_MAX_STREAMS_PER_USER": 100000}
 USERS, WINDOW = 10, 60.0  # six of the hubs' 10 s heartbeat rounds, and two or three reads of each live room
@@ -36,11 +37,27 @@ def commands_per_second(client, seconds: float, during=None) -> tuple[float, flo
     return total / seconds, reads / seconds
 
 
+def private_redis(directory: Path) -> subprocess.Popen:
+    """A redis-server of the bench's own on a unix socket in `directory`, ended with this process."""
+    return subprocess.Popen(
+        [redis_binary(), "--port", "0", "--unixsocket", str(directory / "redis.sock"), "--unixsocketperm", "700",
+         "--dir", str(directory), "--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log")],
+        stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+
+
 def measure(rooms: int) -> tuple[tuple[float, float], tuple[float, float]]:
     with tempfile.TemporaryDirectory() as directory:
-        server = PrivateRedis(Path(directory) / "redis")
-        server.start()
-        client = redis.Redis.from_url(server.url, decode_responses=True)
+        server = private_redis(Path(directory))
+        client = redis.Redis(unix_socket_path=str(Path(directory) / "redis.sock"), decode_responses=True)
+        deadline = time.monotonic() + 10
+        while True:  # until it answers
+            try:
+                client.ping()
+                break
+            except (redis.ConnectionError, FileNotFoundError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         streams = Streams(client, "bench", 1000)
         streams.mark_verified(streams.run_id(), ZERO)
         hubs = [Hub(streams, CONFIG, verify=lambda: streams.run_id()) for _ in range(2)]
@@ -67,7 +84,8 @@ def measure(rooms: int) -> tuple[tuple[float, float], tuple[float, float]]:
             for hub in hubs:
                 hub.shutdown(window=0)
             client.close()
-            server.close()
+            server.terminate()
+            server.wait(10)
 
 
 if __name__ == "__main__":
