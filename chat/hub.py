@@ -4,6 +4,7 @@ Written with `threading`: under gunicorn's gevent worker (monkey-patched) its th
 and its events cooperative; in a plain process (the core's tests) they are real threads.
 """
 import logging
+import math
 import os
 import socket
 import threading
@@ -17,6 +18,7 @@ from flask import current_app
 
 from . import events, metrics
 from .caches import Recent, SessionCache
+from .ids import ZERO
 from .subscription import Presence, Subscription
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,18 @@ class Hub:
         self._pollers = defaultdict(dict)  # room -> {poller's member: when it last polled (wall clock)}
         self._pollers_polled = set()  # rooms whose pollers polled since the presence loop last wrote them
         self._presence_due = {}  # room -> when its next presence event may go out
-        self._online_now = {}  # room -> its online list as last read (at most a second old while followed)
+        self._online_now = {}  # room -> its online list as last read (kept current by announcements while watched)
+        # Presence is announced, not polled: the reader hands over the rooms announced as changed, the presence
+        # loop re-reads those it watches (docs/ARCHITECTURE.md, "Presence").
+        self._presence_at = ZERO  # where the reader is in the presence changes stream
+        self._rooms_changed = set()  # announced and not yet re-read
+        self._reread_all = True  # changes may have passed unread (start, a failed read, a trimmed stream)
+        self._changes_lock = threading.Lock()
+        self._presence_wake = threading.Event()
+        self._read_at = {}  # room -> when its list was last read (monotonic): at most once a second each
+        self._expires_at = {}  # room -> when its oldest member expires unless written again (as last read)
+        self._unsent = set()  # rooms whose changed list waits for its presence event to fall due
+        self._everywhere = None  # the rooms a local feed of every room watches (None: no such feed here)
         self._online_json = {}  # room -> (that list, its JSON)
         # What polls are answered from without the database or Redis while the reader runs (caches.py).
         self.sessions = SessionCache()
@@ -190,9 +203,13 @@ class Hub:
         return encoded[1]
 
     def online(self, rooms, *, recent_enough: bool = False) -> dict[str, list[str]]:
-        """Who is online in each room, from Redis; with `recent_enough`, as the presence loop last read it
-        (at most a second ago) for rooms followed here."""
-        known = {room: self._online_now[room] for room in rooms if room in self._online_now} if recent_enough else {}
+        """Who is online in each room, from Redis; with `recent_enough`, for rooms watched here, as the presence
+        loop keeps it (re-read on each announced change, at most a second apart)."""
+        known = {}
+        for room in rooms if recent_enough else ():
+            names = self._online_now.get(room)  # the presence loop may drop a room meanwhile
+            if names is not None:
+                known[room] = names
         if len(known) < len(rooms):
             known.update(self.streams.online([room for room in rooms if room not in known], self.presence_ttl))
         return known
@@ -244,6 +261,7 @@ class Hub:
             if not self._check_incarnation():
                 raise Refused("the event store restarted and is being checked; reconnect", retry_after=1)
             self._firehose_at, self._control_at = self.streams.positions()
+            self._presence_at = self.streams.presence_changes_end()
             self._started = self._reading = True
             threading.Thread(target=self._read_forever, name="chat-hub-reader", daemon=True).start()
             threading.Thread(target=self._presence_forever, name="chat-hub-presence", daemon=True).start()
@@ -266,7 +284,8 @@ class Hub:
                         time.sleep(0.2)  # another process is checking this Redis against the database
                         continue
                     checked_at = time.monotonic()
-                firehose, control = self.streams.read_new(reader, self._firehose_at, self._control_at, self.BLOCK_MS)
+                found = self.streams.read_new(reader, self._firehose_at, self._control_at, self._presence_at,
+                                              self.BLOCK_MS)
                 backoff = 0.5
                 self._reading = True
             except redis.RedisError as error:
@@ -282,12 +301,15 @@ class Hub:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5)
                 continue
-            for position, fields in control:
+            for position, fields in found.control:
                 self._control_at = position
                 self._apply_control(fields)
-            if firehose:  # the lag of the newest: the others came before it in the same read
-                metrics.HUB_LAG.observe(max(0.0, time.time() - firehose[-1].id.ms / 1000))
-            for entry in firehose:
+            self._presence_at = found.presence_at
+            if found.rooms_changed or found.presence_overflowed:
+                self._presence_changed(found.rooms_changed, everything=found.presence_overflowed)
+            if found.firehose:  # the lag of the newest: the others came before it in the same read
+                metrics.HUB_LAG.observe(max(0.0, time.time() - found.firehose[-1].id.ms / 1000))
+            for entry in found.firehose:
                 self._firehose_at = entry.id
                 try:
                     self._dispatch(entry)
@@ -297,6 +319,7 @@ class Hub:
     def _forget_memory(self) -> None:
         """While the reader is down, ends of sessions and new events may pass unseen: trust none of it."""
         self._reading = False
+        self._presence_changed((), everything=True)  # announcements may pass unread too
         self.sessions.clear()
         self._recent.clear()
         self._recent_feed = Recent(self.RECENT_FEED)
@@ -317,6 +340,7 @@ class Hub:
                         checked, self._run)
             self._forget_memory()
             self._firehose_at, self._control_at = self.streams.positions()
+            self._presence_at = self.streams.presence_changes_end()
             for subscription in self._all():
                 subscription.end("redis_restarted")
         self._run, self._verified = checked, True
@@ -361,13 +385,23 @@ class Hub:
                 found.extend(members)
         return found
 
-    # Presence: local members are re-announced; each room's list is checked once a second and
-    # sent to local subscribers when it changed (so at most one presence event a second per room).
+    # Presence: local members are re-announced (written) every presence_refresh seconds; a write that changes who
+    # is online in a room announces the room in its shard's presence changes stream, which the reader follows, and
+    # the presence loop re-reads only the announced rooms it watches (each at most once a second), then sends a
+    # room's list to local subscribers when it changed: at most one presence event a second per room.
     # A big room's list is sent less often: every change costs (list size x subscribers) bytes.
     PRESENCE_SUBSCRIBERS_PER_SECOND = 500  # a room with 5,000 local subscribers gets it every 10 s
 
     def _presence_interval(self, room: str) -> float:
         return min(10.0, max(1.0, len(self.by_room.get(room, ())) / self.PRESENCE_SUBSCRIBERS_PER_SECOND))
+
+    def _presence_changed(self, rooms, everything: bool = False) -> None:
+        """Hand rooms announced as changed (or, `everything`, the news that some may have passed unread) to the
+        presence loop, and wake it."""
+        with self._changes_lock:
+            self._rooms_changed.update(rooms)
+            self._reread_all = self._reread_all or everything
+        self._presence_wake.set()
 
     def _write_pollers(self) -> set[str]:
         """Write the presence of rooms whose pollers polled since last time (each poller at the time of
@@ -413,52 +447,109 @@ class Hub:
             self._user_counts_elsewhere = self._held_elsewhere(list(self._user_counts)) if self._user_counts else {}
 
     def _presence_forever(self) -> None:
-        last_refresh = last_counts = 0.0
+        last_second = last_refresh = last_counts = 0.0
+        wake_at = 0.0  # when a room's deferred list falls due (its read or its event)
         while not self.shutting_down:
-            time.sleep(1)
+            self._presence_wake.wait(max(0.0, min(last_second + 1, wake_at) - time.monotonic()))
+            self._presence_wake.clear()
             if self.shutting_down:
                 break
             try:
-                everything = time.monotonic() - last_counts >= self.USER_COUNTS_REFRESH
-                self._sync_user_counts(everything)
-                last_counts = time.monotonic() if everything else last_counts
-                with self._lock:
-                    rooms = {room: [s.presence_member for s in members if room in s.present]
-                             for room, members in self.by_room.items()}
-                for room in self._write_pollers():
-                    rooms.setdefault(room, [])
-                if time.monotonic() - last_refresh >= self.presence_refresh:
-                    for room, members in rooms.items():
-                        if members:
-                            self.streams.touch_presence(room, members, self.presence_ttl)
-                    last_refresh = time.monotonic()
-                # A feed of every room that wants presence (the moderators') watches the rooms where anyone is,
-                # or lately was, online: not every room.
-                everywhere = self._rooms_with_presence() if self._presence_everywhere() else []
-                watched = list(rooms.keys() | set(everywhere))
-                online = self.streams.online(watched, self.presence_ttl) if watched else {}
+                reindex = False
+                if time.monotonic() - last_second >= 1:  # the chores of each second
+                    last_second = time.monotonic()
+                    with self._lock:
+                        rooms = {room: [s.presence_member for s in members if room in s.present]
+                                 for room, members in self.by_room.items()}
+                    everything = last_second - last_counts >= self.USER_COUNTS_REFRESH
+                    self._sync_user_counts(everything)
+                    last_counts = last_second if everything else last_counts
+                    rooms.update((room, rooms.get(room, [])) for room in self._write_pollers())
+                    self._followed_at.update(dict.fromkeys(rooms, last_second))
+                    for room in [room for room, when in self._followed_at.items()
+                                 if last_second - when > self.RECENT_KEPT_SECONDS]:
+                        del self._followed_at[room]
+                        self._recent.pop(room, None)
+                    if last_second - last_refresh >= self.presence_refresh:
+                        for room, members in rooms.items():
+                            if members:
+                                self.streams.touch_presence(room, members, self.presence_ttl)
+                        last_refresh, reindex = last_second, True
+                    followed, each_second = rooms.keys(), True
+                else:  # woken by an announcement: no walk over every subscription
+                    with self._lock:
+                        followed, each_second = set(self.by_room), False
+                    followed.update(list(self._pollers))
+                wake_at = self._follow_presence(followed, each_second, reindex)
             except redis.RedisError as error:
+                self._presence_changed((), everything=True)  # what it took to re-read is to be read again
                 log.warning("hub: presence update failed: %s", error)
+                time.sleep(1)
                 continue
-            now = time.monotonic()
-            self._online_now = online
-            for room in set(self._online_json) - set(online):
-                del self._online_json[room]
-            self._followed_at.update(dict.fromkeys(rooms, now))
-            for room in [room for room, when in self._followed_at.items() if now - when > self.RECENT_KEPT_SECONDS]:
-                del self._followed_at[room]
-                self._recent.pop(room, None)
-            for room, names in online.items():
-                if self._online_sent.get(room) != names and now >= self._presence_due.get(room, 0):
-                    self._online_sent[room] = names
-                    self._presence_due[room] = now + self._presence_interval(room) - 0.05
-                    item = Presence(room, names)
-                    for subscription in (*self.by_room.get(room, ()), *self.firehose_subscribers):
-                        if subscription.presence:
-                            subscription.deliver(item)
-            for room in set(self._online_sent) - set(online):
-                del self._online_sent[room]
-                self._presence_due.pop(room, None)
+
+    def _follow_presence(self, followed, each_second: bool, reindex: bool) -> float:
+        """Re-read the watched rooms' lists that may have changed, send those that did, and return when to come
+        back for the lists deferred by the once-a-second limits.
+
+        Watched: the rooms followed here, and (while a local feed of every room wants presence) the rooms where
+        anyone is or lately was online (read from the index again when `reindex`, with each heartbeat round).
+        Read: the newly watched, the announced, every watched room after changes may have passed unread, and
+        (checked `each_second`) each room whose oldest member has expired unless written since: a member whose
+        process died expires without anyone announcing it, so whoever reads the room first then drops it from
+        Redis and announces it (within a second of its expiry). A live room is so read every TTL, less up to a
+        heartbeat period."""
+        with self._changes_lock:
+            changed, self._rooms_changed = self._rooms_changed, set()
+            reread_all, self._reread_all = self._reread_all, False
+        if self._presence_everywhere():
+            if self._everywhere is None or reindex or reread_all:
+                self._everywhere = set(self._rooms_with_presence())
+            self._everywhere |= changed  # announced: someone is, or just was, online there
+        else:
+            self._everywhere = None
+        watched = set(followed) | (self._everywhere or set())
+        now, wake_at, wall_clock = time.monotonic(), time.monotonic() + 1, time.time()
+        new = watched - self._online_now.keys()
+        to_read = set(watched) if reread_all else new | (changed & watched)
+        if each_second:
+            to_read |= {room for room in watched if self._expires_at.get(room, math.inf) <= wall_clock}
+        early = {room for room in to_read - new if now - self._read_at.get(room, -math.inf) < 1}
+        if early and not reread_all:  # read again within the second: once it is over (a busy room, once a second)
+            to_read -= early
+            with self._changes_lock:
+                self._rooms_changed |= early
+            wake_at = min(wake_at, *(self._read_at[room] + 1 for room in early))
+        if to_read:
+            for room, (names, expires_at) in self.streams.sweep_presence(sorted(to_read), self.presence_ttl).items():
+                self._read_at[room], self._expires_at[room] = now, expires_at or math.inf
+                if self._online_now.get(room) != names:  # an unchanged list keeps its identity (online_json)
+                    self._online_now[room] = names
+        for room in set(self._online_now) - watched:
+            del self._online_now[room]
+            self._read_at.pop(room, None)
+            self._expires_at.pop(room, None)
+        for room in set(self._online_json) - self._online_now.keys():
+            self._online_json.pop(room, None)
+        candidates, self._unsent = (to_read | self._unsent) & watched, set()
+        for room in candidates:  # only a list just read, or one held back, can differ from the one sent
+            names = self._online_now.get(room)
+            if names is None or self._online_sent.get(room) == names:
+                continue
+            due = self._presence_due.get(room, 0)
+            if now < due:
+                self._unsent.add(room)
+                wake_at = min(wake_at, due)
+                continue
+            self._online_sent[room] = names
+            self._presence_due[room] = now + self._presence_interval(room) - 0.05
+            item = Presence(room, names)
+            for subscription in (*self.by_room.get(room, ()), *self.firehose_subscribers):
+                if subscription.presence:
+                    subscription.deliver(item)
+        for room in set(self._online_sent) - watched:
+            del self._online_sent[room]
+            self._presence_due.pop(room, None)
+        return wake_at
 
     def _presence_everywhere(self) -> bool:
         """Whether a local feed of every room wants presence (a moderators' feed without `?rooms=`)."""

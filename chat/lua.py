@@ -130,6 +130,59 @@ end
 return {bounds[1], bounds[2], out, bounds[3], checked}
 """
 
+_ANNOUNCE = """
+local function announce(changes, maxlen, slug)  -- a room's membership changed: every process re-reads its list
+  redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'room', slug)
+end
+"""
+
+TOUCH_PRESENCE = _ANNOUNCE + """
+-- Mark members of a room as seen (each with its score), dropping those not seen since the cutoff, and announce
+-- the room when that changed who is online (a member added or dropped), so that no process has to poll.
+-- KEYS: the room's presence set, the shard's presence rooms index, the shard's presence changes stream
+-- ARGV: slug, cutoff (scores below it have expired), the set's lifetime in seconds, the changes' maxlen,
+--       the room's score in the index, then (score, member) pairs. Returns the number of members added and dropped.
+local changed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+local batch = {}
+for i = 6, #ARGV, 2 do
+  batch[#batch + 1] = ARGV[i]
+  batch[#batch + 1] = ARGV[i + 1]
+  if #batch >= 1000 or i + 2 > #ARGV then  -- unpack is bounded by Lua's stack
+    changed = changed + redis.call('ZADD', KEYS[1], unpack(batch))
+    batch = {}
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+if changed > 0 then announce(KEYS[3], ARGV[4], ARGV[1]) end
+return changed
+"""
+
+LEAVE_PRESENCE = _ANNOUNCE + """
+-- KEYS: the room's presence set, the shard's presence changes stream. ARGV: member, slug, the changes' maxlen.
+-- Remove the member, announcing the room if it was there. Returns 1 if it was.
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+if removed > 0 then announce(KEYS[2], ARGV[3], ARGV[2]) end
+return removed
+"""
+
+SWEEP_PRESENCE = _ANNOUNCE + """
+-- Read rooms' presence, dropping (and announcing) members that expired without anyone writing the room since:
+-- a member whose process died leaves this way.
+-- KEYS: the shard's presence changes stream, then the rooms' presence sets (all of that shard)
+-- ARGV: cutoff (scores below it have expired), the changes' maxlen, then the rooms' slugs, as KEYS.
+-- Returns each room's members (`username|connection`), in KEYS' order, each list followed by its oldest score
+-- (when the first of them expires, less the TTL) or false.
+local out = {}
+for i = 2, #KEYS do
+  if redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[1]) > 0 then announce(KEYS[1], ARGV[2], ARGV[i + 1]) end
+  out[#out + 1] = redis.call('ZRANGE', KEYS[i], 0, -1)
+  local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+  out[#out + 1] = oldest[2] or false
+end
+return out
+"""
+
 RATE_LIMIT = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end

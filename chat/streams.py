@@ -35,6 +35,17 @@ class Entry:
     room_event_id: EventId | None = None
 
 
+@dataclass
+class NewEntries:
+    """What one read of the hub's streams found (Streams.read_new)."""
+
+    firehose: list[Entry]
+    control: list[tuple[EventId, dict]]
+    rooms_changed: set[str]  # rooms whose membership was announced as changed
+    presence_at: EventId  # where the presence changes were read up to
+    presence_overflowed: bool  # more changes may be waiting, or were trimmed unread: re-read every list
+
+
 @dataclass(frozen=True)
 class Window:
     """What a stream holds: `last` is where it continues after, `first` its oldest retained entry."""
@@ -80,6 +91,9 @@ class Streams:
         self._post_allowance = client.register_script(lua.POST_ALLOWANCE)
         self._post_give_back = client.register_script(lua.POST_GIVE_BACK)
         self._slow_mode = client.register_script(lua.SLOW_MODE)
+        self._touch_presence = client.register_script(lua.TOUCH_PRESENCE)
+        self._leave_presence = client.register_script(lua.LEAVE_PRESENCE)
+        self._sweep_presence = client.register_script(lua.SWEEP_PRESENCE)
 
     # Key builders. A room's keys and its shard's share the shard's hash tag: one Cluster slot per shard.
     # Only shard 0 is read yet (config refuses CHAT_SHARDS > 1): the shard-wide keys default to it.
@@ -262,46 +276,68 @@ class Streams:
         return (EventId.parse(firehose[0][0]) if firehose else ZERO,
                 EventId.parse(control[0][0]) if control else ZERO)
 
-    def read_new(self, reader: redis.Redis, firehose_after: EventId, control_after: EventId,
-                 block_ms: int) -> tuple[list[Entry], list[tuple[EventId, dict]]]:
-        """Block until the firehose or the control stream has entries after the given positions."""
-        reply = reader.xread({self.firehose_key(): str(firehose_after), self.control_key(): str(control_after)},
-                             count=1000, block=block_ms) or []
-        firehose, control = [], []
+    def presence_changes_end(self) -> EventId:
+        """Where the presence changes stream ends now: a hub reads the changes after it."""
+        found = self.redis.xrevrange(self.presence_changes_key(), count=1)
+        return EventId.parse(found[0][0]) if found else ZERO
+
+    READ_COUNT = 1000  # entries per stream per read; below PRESENCE_CHANGES_MAXLEN (see read_new)
+
+    def read_new(self, reader: redis.Redis, firehose_after: EventId, control_after: EventId, presence_after: EventId,
+                 block_ms: int) -> NewEntries:
+        """Block until the firehose, the control stream or the presence changes have entries after the given
+        positions (one slot: the shard's tag)."""
+        reply = reader.xread({self.firehose_key(): str(firehose_after), self.control_key(): str(control_after),
+                              self.presence_changes_key(): str(presence_after)},
+                             count=self.READ_COUNT, block=block_ms) or []
+        found = NewEntries([], [], set(), presence_after, False)
         for key, rows in reply:
+            if key == self.presence_changes_key():
+                found.rooms_changed.update(fields["room"] for _, fields in rows)
+                found.presence_at = EventId.parse(rows[-1][0]) if rows else presence_after
+                # Trimming (approximate: it keeps at least MAXLEN >= READ_COUNT entries) can pass a reader only by
+                # more than READ_COUNT newer entries, so a read that is not full missed nothing.
+                found.presence_overflowed = len(rows) >= self.READ_COUNT
+                continue
             for raw_id, fields in rows:
                 if key == self.firehose_key():
                     if fields["type"] == "epoch":
                         continue
                     room_event_id = EventId.parse(fields["id"]) if "id" in fields else None  # none: no room
-                    firehose.append(Entry(EventId.parse(raw_id), fields["type"], json.loads(fields["data"]),
-                                          fields["room"], room_event_id))
+                    found.firehose.append(Entry(EventId.parse(raw_id), fields["type"], json.loads(fields["data"]),
+                                                fields["room"], room_event_id))
                 else:
-                    control.append((EventId.parse(raw_id), fields))
-        return firehose, control
+                    found.control.append((EventId.parse(raw_id), fields))
+        return found
 
     def window(self, slug: str | None) -> Window:
         """Where a room's stream (or the firehose) stands now."""
         return self.read_after(slug, ZERO, 0)[0]
 
-    # Presence: a sorted set per room of `username|connection` scored by when it was last seen, and one
-    # sorted set of the rooms scored by when any of their members was last written (for feeds of every room).
+    # Presence: a sorted set per room of `username|connection` scored by when it was last seen, one sorted set of
+    # the rooms scored by when any of their members was last written (for feeds of every room), and a stream per
+    # shard where each change of a room's membership is announced (what hubs follow instead of polling lists).
+    PRESENCE_CHANGES_MAXLEN = 5000
+
     def presence_key(self, slug: str) -> str:
         return f"{self._room(slug)}:online"
 
     def presence_rooms_key(self, shard: int = 0) -> str:
         return f"{self.shard_tag(shard)}:presence:rooms"
 
-    def touch_presence(self, slug: str, members: list[str] | dict[str, float], ttl: int) -> None:
-        """Mark members as seen now (or, given as a mapping, at their own wall-clock times)."""
+    def presence_changes_key(self, shard: int = 0) -> str:
+        return f"{self.shard_tag(shard)}:presence:changes"
+
+    def touch_presence(self, slug: str, members: list[str] | dict[str, float], ttl: int) -> bool:
+        """Mark members as seen now (or, given as a mapping, at their own wall-clock times), dropping the room's
+        expired ones; announced when who is online changed (True)."""
         now = time.time()
         seen = members if isinstance(members, dict) else dict.fromkeys(members, now)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(self.presence_key(slug), seen)
-        pipe.zremrangebyscore(self.presence_key(slug), "-inf", now - ttl)
-        pipe.expire(self.presence_key(slug), ttl * 2)
-        pipe.zadd(self.presence_rooms_key(shard_of(slug, self.shards)), {slug: max(seen.values(), default=now)})
-        pipe.execute()
+        shard = shard_of(slug, self.shards)
+        pairs = [value for member, score in seen.items() for value in (score, member)]
+        return bool(self._touch_presence(
+            keys=[self.presence_key(slug), self.presence_rooms_key(shard), self.presence_changes_key(shard)],
+            args=[slug, now - ttl, ttl * 2, self.PRESENCE_CHANGES_MAXLEN, max(seen.values(), default=now), *pairs]))
 
     def rooms_with_presence(self, seconds: float) -> list[str]:
         """The rooms whose presence was written within `seconds` (older ones are forgotten): where someone is
@@ -312,17 +348,30 @@ class Streams:
         return pipe.execute()[1]
 
     def leave_presence(self, slug: str, member: str) -> None:
-        self.redis.zrem(self.presence_key(slug), member)
+        """Remove a member, announcing the room's change if it was there."""
+        self._leave_presence(keys=[self.presence_key(slug), self.presence_changes_key(shard_of(slug, self.shards))],
+                             args=[member, slug, self.PRESENCE_CHANGES_MAXLEN])
 
     def online(self, slugs: list[str], ttl: int) -> dict[str, list[str]]:
-        """Usernames seen within `ttl` seconds, per room, sorted ignoring case."""
+        """Usernames seen within `ttl` seconds, per room, sorted ignoring case (a read: expired members stay)."""
         pipe = self.redis.pipeline(transaction=False)
         for slug in slugs:
             pipe.zrangebyscore(self.presence_key(slug), time.time() - ttl, "+inf")
-        result = {}
-        for slug, members in zip(slugs, pipe.execute()):
-            result[slug] = sorted({member.rsplit("|", 1)[0] for member in members}, key=str.lower)
-        return result
+        return {slug: _usernames(members) for slug, members in zip(slugs, pipe.execute())}
+
+    def sweep_presence(self, slugs, ttl: int) -> dict[str, tuple[list[str], float | None]]:
+        """online(), dropping expired members from Redis as it reads, and announcing each room that had any: the
+        rooms' lists stay exact for every process without any of them polling. Each room's list comes with when
+        its first member expires unless written again (wall clock; None: nobody is there). One call per shard."""
+        by_shard, found, cutoff = {}, {}, time.time() - ttl
+        for slug in slugs:
+            by_shard.setdefault(shard_of(slug, self.shards), []).append(slug)
+        for shard, group in by_shard.items():
+            answer = self._sweep_presence(keys=[self.presence_changes_key(shard), *map(self.presence_key, group)],
+                                          args=[cutoff, self.PRESENCE_CHANGES_MAXLEN, *group])
+            for slug, members, oldest in zip(group, answer[0::2], answer[1::2]):
+                found[slug] = (_usernames(members), float(oldest) + ttl if oldest else None)
+        return found
 
     # Open streams and waiting polls per user, across processes: a hash per user, a field per process.
     def user_streams_key(self, username: str) -> str:
@@ -405,6 +454,11 @@ class Streams:
         found = self.redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
         policies = [info.get("maxmemory_policy", "unknown") for info in found.values()]
         return next((policy for policy in policies if policy != "noeviction"), "noeviction")
+
+
+def _usernames(members) -> list[str]:
+    """A room's online list from its presence members (`username|connection`): each user once, sorted ignoring case."""
+    return sorted({member.rsplit("|", 1)[0] for member in members}, key=str.lower)
 
 
 def _tombstoned(data: dict, deleted, kind: str = "message") -> dict:

@@ -63,7 +63,7 @@ def reset_state(services) -> None:
     engine.dispose()
     client = connect(services["redis_url"], cluster=services.get("cluster", False), max_connections=4)
     names = Streams(client, services["prefix"], 1)
-    keep = {names.firehose_key(), names.control_key(), names.incarnation_key()}
+    keep = {names.firehose_key(), names.control_key(), names.incarnation_key(), names.presence_changes_key()}
     doomed = [key for pattern in (f"{services['prefix']}:*", f"{{{services['prefix']}:*")  # untagged, hash-tagged
               for key in client.scan_iter(pattern, count=1000) if key not in keep]
     if doomed:

@@ -142,7 +142,7 @@ def test_every_key_of_a_room_is_in_its_shards_slot(live, cluster_client):
     assert {names.room_stream_key(slug), names.tombstones_key(slug), names.presence_key(slug),
             names.slow_mode_key(slug, author.user["id"])} <= set(written), written
     shard_keys = [names.firehose_key(), names.control_key(), names.incarnation_key(), names.presence_rooms_key(),
-                  names.feed_event_key(1)]
+                  names.presence_changes_key(), names.feed_event_key(1)]
     assert len({cluster_client.keyslot(key) for key in [*written, *shard_keys]}) == 1
 
 

@@ -2,6 +2,7 @@
 import threading
 import time
 import uuid
+import weakref
 
 import pytest
 import redis
@@ -70,13 +71,26 @@ def append(streams, slug, n):
     return event_id
 
 
+_set_aside = weakref.WeakKeyDictionary()  # subscription -> the presence items `receive` took while waiting for durable events
+
+
+def take(subscription, timeout):
+    """What a subscription holds, waiting up to `timeout` if nothing: the items `receive` set aside first."""
+    return _set_aside.pop(subscription, None) or subscription.take(timeout)
+
+
 def receive(subscription, count, timeout=10):
-    """The next `count` durable events of a subscription, waiting with a deadline."""
+    """The next `count` durable events of a subscription, waiting with a deadline (other items are set aside for
+    `take`: presence is announced at once, so it may come between them)."""
     got, deadline = [], time.monotonic() + timeout
     while len(got) < count:
         remaining = deadline - time.monotonic()
         assert remaining > 0, f"{len(got)} of {count} events within {timeout} s (ended: {subscription.ended})"
-        got += [item for item in subscription.take(remaining) if hasattr(item, "id")]
+        for item in subscription.take(remaining):
+            if hasattr(item, "id"):
+                got.append(item)
+            else:
+                _set_aside.setdefault(subscription, []).append(item)
     return got
 
 
@@ -130,7 +144,7 @@ def test_a_several_rooms_feed_gets_its_rooms_in_firehose_positions_and_their_pre
     online = {}
     deadline = time.monotonic() + 10
     while online.get("lobby") != ["ann"] and time.monotonic() < deadline:
-        online.update({item.room: item.online for item in feed.take(1) if hasattr(item, "room")})
+        online.update({item.room: item.online for item in take(feed, 1) if hasattr(item, "room")})
     assert online.get("lobby") == ["ann"] and "ann" not in online.get("kitchen", [])
     hub.unsubscribe(feed)
     assert hub.online(["lobby"]) == {"lobby": []}
@@ -147,7 +161,7 @@ def test_a_feed_of_every_room_gets_presence_of_the_rooms_where_someone_is_elsewh
         found = {}
         deadline = time.monotonic() + 10
         while found.get("attic") != expected and time.monotonic() < deadline:
-            found.update({item.room: item.online for item in moderators.take(1) if hasattr(item, "room")})
+            found.update({item.room: item.online for item in take(moderators, 1) if hasattr(item, "room")})
         return found
 
     expected = ["ann"]
@@ -237,3 +251,97 @@ def test_streams_per_user_are_counted_across_processes(make_hub):
     there.unsubscribe(held[1])
     wait_until(lambda: here._user_counts_elsewhere.get("ann") == 0, what="the freed place")
     subscribe(here, session_id=6)
+
+
+# Presence is announced, not polled: each change of a room's membership is appended to its shard's presence
+# changes stream, which every hub's reader follows; a hub re-reads only the rooms announced (and a room it watches
+# when its oldest member expires, to drop members whose process died).
+
+def presence_of(subscription, room, expected, timeout=10):
+    """Wait for a presence item of `room` listing `expected`; the lists of `room` seen on the way."""
+    seen, deadline = [], time.monotonic() + timeout
+    while expected not in seen and time.monotonic() < deadline:
+        seen += [item.online for item in take(subscription, deadline - time.monotonic())
+                 if hasattr(item, "room") and item.room == room]
+    assert expected in seen, f"{room}: {seen}, never {expected}"
+    return seen
+
+
+def test_a_join_in_one_process_reaches_a_subscriber_in_another_as_presence(make_hub):
+    here, there = make_hub(), make_hub()
+    bob = subscribe(here, room="porch", username="bob", session_id=1)
+    presence_of(bob, "porch", ["bob"])
+    ann = subscribe(there, room="porch", username="ann", session_id=2)
+    presence_of(bob, "porch", ["ann", "bob"])
+    presence_of(ann, "porch", ["ann", "bob"])
+    there.unsubscribe(ann)
+    presence_of(bob, "porch", ["bob"])
+
+
+def test_a_member_whose_process_died_is_dropped_and_announced_when_it_expires(make_hub, streams):
+    """A member written once and never again (its process died) expires unannounced; a hub that watches the room
+    reads it again when its oldest member expires, drops it from Redis and announces the change, so every hub's
+    list empties."""
+    ttl = 2
+    watchers = [make_hub(CHAT_PRESENCE_TTL_SECONDS=ttl) for _ in range(2)]
+    feeds = [subscribe(hub, room=None, rooms={"attic"}, presence=True, username="mod", session_id=n)
+             for n, hub in enumerate(watchers)]  # watching, not present
+    streams.touch_presence("attic", ["ghost|gone"], ttl)  # as the process that then died did
+    for feed in feeds:
+        presence_of(feed, "attic", ["ghost"])
+    for feed in feeds:
+        presence_of(feed, "attic", [], timeout=ttl + 10)
+    assert streams.redis.zscore(streams.presence_key("attic"), "ghost|gone") is None  # dropped, not only unlisted
+
+
+def test_a_read_reports_when_presence_changes_may_have_passed_unread(streams):
+    """Trimming keeps at least MAXLEN >= READ_COUNT changes, so a reader it passed finds a full read: that is
+    what makes a hub re-read every list it watches."""
+    assert streams.PRESENCE_CHANGES_MAXLEN >= streams.READ_COUNT
+    start = streams.presence_changes_end()
+    reader = streams.reader()
+    try:
+        streams.leave_presence("den", "ann|1")  # not there: nothing to announce
+        streams.touch_presence("den", ["ann|1"], 30)
+        streams.touch_presence("den", ["ann|1"], 30)  # there already: nothing to announce
+        streams.leave_presence("den", "ann|1")
+        found = streams.read_new(reader, ZERO, ZERO, start, 0)
+        assert found.rooms_changed == {"den"} and not found.presence_overflowed
+        pipe = streams.redis.pipeline(transaction=False)
+        for n in range(streams.READ_COUNT):
+            pipe.xadd(streams.presence_changes_key(), {"room": f"room-{n}"})
+        pipe.execute()
+        found = streams.read_new(reader, ZERO, ZERO, found.presence_at, 0)
+        assert len(found.rooms_changed) == streams.READ_COUNT and found.presence_overflowed
+    finally:
+        reader.close()
+
+
+class QuietHub(Hub):
+    PRESENCE_REFRESH = 60  # its members' heartbeats (and its reconcile) fall outside the test's window
+
+
+def test_idle_rooms_cost_no_redis_commands(private_redis):
+    """With members online in many rooms and nothing changing, two processes send Redis a handful of commands in
+    three seconds (their blocking reads and the per-user counts), not a read of every room each second."""
+    client = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    streams = Streams(client, "idle", 1000)
+    streams.mark_verified(streams.run_id(), ZERO)
+    config = {**CONFIG, "CHAT_PRESENCE_TTL_SECONDS": 300}
+    hubs = [QuietHub(streams, config, verify=lambda: streams.run_id()) for _ in range(2)]
+    rooms = [f"room-{n}" for n in range(20)]
+    try:
+        members = [subscribe(hub, room=room, username=f"user{index}", session_id=index, user_id=index)
+                   for index, hub in enumerate(hubs) for room in rooms]
+        for subscription in members:
+            presence_of(subscription, next(iter(subscription.rooms)), ["user0", "user1"])
+        # A room announced again within a second of its read is read once more a second later: let that pass.
+        time.sleep(2)
+        before = client.info("stats")["total_commands_processed"]
+        time.sleep(3)  # a window of idleness: there is no event to await
+        commands = client.info("stats")["total_commands_processed"] - before - 1  # less the first INFO
+        assert commands < len(rooms), f"{commands} Redis commands in 3 s with {len(rooms)} idle rooms"
+    finally:
+        for hub in hubs:
+            hub.shutdown(window=0)
+        client.close()
