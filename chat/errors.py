@@ -1,12 +1,12 @@
 """The one error shape: JSON for the API (API.md, "Conventions"), a page for everything else."""
 import logging
 
-import redis
 from flask import jsonify, render_template, request
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from . import metrics
+from .extensions import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,14 @@ def _unexpected(error: Exception):
 def _dependency_down(error: Exception):
     # Redis or the database failed mid-request: 503 tells the client nothing was acknowledged.
     log.warning("dependency failure on %s %r: %s", request.method, request.path, error)
-    metrics.DEPENDENCY_ERRORS.labels(dependency="redis" if isinstance(error, redis.RedisError) else "database").inc()
+    metrics.DEPENDENCY_ERRORS.labels(dependency="redis" if isinstance(error, REDIS_ERRORS) else "database").inc()
     return error_response(Unavailable())
 
 
 def init_app(app):
     app.register_error_handler(ApiError, error_response)
-    app.register_error_handler(redis.RedisError, _dependency_down)
+    for redis_error in REDIS_ERRORS:
+        app.register_error_handler(redis_error, _dependency_down)
     app.register_error_handler(DBAPIError, _dependency_down)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

@@ -20,6 +20,9 @@ db = SQLAlchemy(session_options={"expire_on_commit": False}, metadata=MetaData(n
     "pk": "pk_%(table_name)s",
 }))
 migrate = Migrate()
+# What a Redis call raises when Redis fails. redis-py's cluster client raises some of it outside RedisError:
+# SlotNotCoveredError while no node serves a key's slot (a failover, a resharding), among others.
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 SQLITE_BUSY_TIMEOUT_MS = 2000  # how long a connection waits for another's write lock (writer.py waits its own way)
 
 

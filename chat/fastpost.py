@@ -14,13 +14,13 @@ import logging
 import re
 import time
 
-import redis
 from flask import current_app
 from marshmallow import ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from . import actions, api, auth, hub, metrics, writer
 from .errors import ApiError, Unavailable, error_response
+from .extensions import REDIS_ERRORS
 from .http import send_lane_answer
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,9 @@ def post_from_memory(environ, slug: str):
         return None
     except ApiError:
         return None
-    except (redis.RedisError, DBAPIError) as error:  # as errors.py answers it: nothing was acknowledged
+    except (*REDIS_ERRORS, DBAPIError) as error:  # as errors.py answers it: nothing was acknowledged
         log.warning("dependency failure on POST %r: %s", environ.get("PATH_INFO"), error)
-        metrics.DEPENDENCY_ERRORS.labels(dependency="redis" if isinstance(error, redis.RedisError) else "database").inc()
+        metrics.DEPENDENCY_ERRORS.labels(dependency="redis" if isinstance(error, REDIS_ERRORS) else "database").inc()
         return error_response(Unavailable())
     if answer is None:
         return None

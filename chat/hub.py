@@ -13,11 +13,11 @@ import uuid
 import weakref
 from collections import Counter, defaultdict
 
-import redis
 from flask import current_app
 
 from . import events, metrics
 from .caches import Recent, SessionCache
+from .extensions import REDIS_ERRORS
 from .ids import ZERO
 from .subscription import Presence, Subscription
 
@@ -177,7 +177,7 @@ class Hub:
             try:
                 for room in subscription.present:
                     self.streams.leave_presence(room, subscription.presence_member)
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 pass  # it expires by itself
 
     def touch_poller(self, room: str, member: str) -> bool:
@@ -232,7 +232,7 @@ class Hub:
         if not self._started:
             try:
                 self._ensure_started()
-            except (Refused, redis.RedisError):
+            except (Refused, *REDIS_ERRORS):
                 return None
         return self.sessions if self._reading else None
 
@@ -288,7 +288,7 @@ class Hub:
                                               self.BLOCK_MS)
                 backoff = 0.5
                 self._reading = True
-            except redis.RedisError as error:
+            except REDIS_ERRORS as error:
                 if self.shutting_down:
                     break
                 self._forget_memory()
@@ -481,7 +481,7 @@ class Hub:
                         followed, each_second = set(self.by_room), False
                     followed.update(list(self._pollers))
                 wake_at = self._follow_presence(followed, each_second, reindex)
-            except redis.RedisError as error:
+            except REDIS_ERRORS as error:
                 self._presence_changed((), everything=True)  # what it took to re-read is to be read again
                 log.warning("hub: presence update failed: %s", error)
                 time.sleep(1)

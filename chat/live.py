@@ -3,14 +3,13 @@ import time
 from contextlib import contextmanager
 from urllib.parse import parse_qsl
 
-import redis
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import events, hub, logs, metrics
 from .auth import check_request, expires_at, session_token_from, token_hash
 from .errors import ApiError, Unavailable, error_response
-from .extensions import db
+from .extensions import REDIS_ERRORS, db
 from .ids import EventId
 from .resume import CatchUp, plan_firehose, plan_room
 from .subscription import direct_fd, hung_up, stream_events
@@ -115,7 +114,7 @@ def _stream_response(subscription, catch: CatchUp, first_page: list, online: dic
         with app.app_context():
             try:
                 return catch.page()
-            except (redis.RedisError, SQLAlchemyError, ApiError):
+            except (*REDIS_ERRORS, SQLAlchemyError, ApiError):
                 current_app.logger.warning("a stream's catch-up failed", exc_info=True)
                 return None
             finally:
@@ -362,6 +361,6 @@ def poll_from_memory(environ, slug: str | None, config):
         if error.status in (401, 403):  # the session ended while the poll waited
             return error_response(error)
         return None  # a bad parameter: the view answers it
-    except (LookupError, redis.RedisError):
+    except (LookupError, *REDIS_ERRORS):
         return None
     return events.poll_answer(found, cursor, online)

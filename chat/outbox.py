@@ -22,7 +22,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics, streams
-from .extensions import db
+from .extensions import REDIS_ERRORS, db
 from .ids import ZERO, EventId, utcnow
 from .models import FeedEvent, Room, events_after, events_before
 
@@ -62,7 +62,7 @@ def publish(room_id: int, slug: str, event_id: EventId, event_type: str, data: d
         if outcome == "GAP":
             fill(room_id, slug, last or ZERO, event_id)
         return True
-    except (redis.RedisError, streams.Refused, SQLAlchemyError) as error:
+    except (*REDIS_ERRORS, streams.Refused, SQLAlchemyError) as error:
         db.session.close()  # not rollback: the caller's objects keep what they hold (a rollback expires them)
         metrics.DEPENDENCY_ERRORS.labels(dependency="database" if isinstance(error, SQLAlchemyError) else "redis").inc()
         log.warning("publishing %s of %s left to the relay: %s", event_id, slug, type(error).__name__)
@@ -83,7 +83,7 @@ def publish_feed_event(entry: FeedEvent) -> bool:
         db.session.execute(update(FeedEvent).where(FeedEvent.id == entry.id).values(published_at=utcnow()))
         db.session.commit()
         return True
-    except (redis.RedisError, streams.Refused, SQLAlchemyError) as error:
+    except (*REDIS_ERRORS, streams.Refused, SQLAlchemyError) as error:
         db.session.close()  # not rollback: the caller's objects keep what they hold (a rollback expires them)
         metrics.DEPENDENCY_ERRORS.labels(dependency="database" if isinstance(error, SQLAlchemyError) else "redis").inc()
         log.warning("publishing %s %s to the moderators' feed left to the relay: %s", entry.type, entry.id,
@@ -105,7 +105,7 @@ def publish_many(room_id: int, slug: str, events: list[tuple[EventId, str, dict]
     first that does not simply follow, one by one as publish() does (waits, fills, leaves to the relay)."""
     try:
         outcomes = streams.current().publish_many(slug, events)
-    except (redis.RedisError, streams.Refused):
+    except (*REDIS_ERRORS, streams.Refused):
         outcomes = []
     for index in range(len(events)):
         if index >= len(outcomes) or outcomes[index][0] == "GAP":

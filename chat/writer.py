@@ -28,12 +28,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from itertools import groupby
 
-import redis
 from flask import current_app
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import failpoints, outbox, ratelimit
-from .extensions import SQLITE_BUSY_TIMEOUT_MS, db
+from .extensions import REDIS_ERRORS, SQLITE_BUSY_TIMEOUT_MS, db
 from .ids import EventId, utcnow
 from .models import allocate_post_ids, insert_messages, message_api, record_posts_at_once
 
@@ -129,7 +128,7 @@ def _allowed(batch: list[Post]) -> list[Post]:
         try:
             waits = ratelimit.take_post_allowances([(post.user_id, post.room_id, len(post.body.encode()))
                                                     for post in asking])
-        except redis.RedisError as error:
+        except REDIS_ERRORS as error:
             waits = [error] * len(asking)
         for post, wait in zip(asking, waits):
             if wait:
