@@ -172,7 +172,11 @@ class Hub:
             self._user_counts[subscription.username] -= 1
             if not self._user_counts[subscription.username]:
                 del self._user_counts[subscription.username]
-            self._user_counts_changed.add(subscription.username)
+            # A poller's count goes 1, 0, 1 between its polls: the end of a poll is published with the next
+            # full refresh (within USER_COUNTS_REFRESH), so polling again costs no write; meanwhile the other
+            # processes count that poll a few seconds longer than it lasted.
+            if subscription.is_stream:
+                self._user_counts_changed.add(subscription.username)
         if subscription.is_stream:
             try:
                 for room in subscription.present:
@@ -434,7 +438,7 @@ class Hub:
         count that differs from the published one is worth a write."""
         changed, self._user_counts_changed = self._user_counts_changed, set()
         counts = {username: self._user_counts.get(username, 0)
-                  for username in (set(self._user_counts) if everything else changed)}
+                  for username in (set(self._user_counts) | set(self._published_counts) if everything else changed)}
         if not everything:
             counts = {username: count for username, count in counts.items() if self._published_counts.get(username) != count}
         stamp = time.time()

@@ -249,7 +249,9 @@ def test_streams_per_user_are_counted_across_processes(make_hub):
     assert refused.value.retry_after > 0
     subscribe(here, session_id=5, user_id=2, username="bob")  # another user is not affected
     there.unsubscribe(held[1])
-    wait_until(lambda: here._user_counts_elsewhere.get("ann") == 0, what="the freed place")
+    # A poll's end is published with the next full refresh, and read back with the one after.
+    wait_until(lambda: here._user_counts_elsewhere.get("ann") == 0, timeout=3 * here.USER_COUNTS_REFRESH,
+               what="the freed place")
     subscribe(here, session_id=6)
 
 
