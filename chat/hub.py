@@ -1,14 +1,17 @@
 """The per-process hub: one Redis reader fans every room's new events out to this process's subscribers.
 
 Written with `threading`: under gunicorn's gevent worker (monkey-patched) its threads are greenlets
-and its events cooperative; in a plain process (the core's tests) they are real threads. Presence and the
-per-user counts are presence.py's: the hub starts its loop and hands it the rooms announced as changed.
+and its events cooperative; in a plain process (the core's tests) they are real threads.
 """
 import logging
+import math
+import os
+import socket
 import threading
 import time
+import uuid
 import weakref
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from flask import current_app
 
@@ -16,8 +19,7 @@ from . import events, metrics
 from .caches import Recent, SessionCache
 from .extensions import REDIS_ERRORS
 from .ids import ZERO
-from .presence import PresenceTracker, UserCounts
-from .subscription import Subscription
+from .subscription import Presence, Subscription
 
 log = logging.getLogger(__name__)
 _HUBS = weakref.WeakSet()  # every hub of this process, for SIGTERM
@@ -47,6 +49,7 @@ class Hub:
     RECENT_PER_ROOM = 128  # above a poll's 100 events
     RECENT_FEED = 1000
     RECENT_KEPT_SECONDS = 60  # a room's recent events are dropped this long after its last local subscriber
+    PRESENCE_REFRESH = 10  # at most this many seconds between re-announcing local members
 
     INCARNATION_CHECK_SECONDS = 5  # how soon a Redis emptied under a running process (FLUSHALL) is noticed
 
@@ -57,20 +60,34 @@ class Hub:
         self.verify = verify
         self.max_streams = config["CHAT_MAX_STREAMS_PER_PROCESS"]
         self.max_queue = config["CHAT_SUBSCRIBER_QUEUE"]
+        self.presence_ttl = config["CHAT_PRESENCE_TTL_SECONDS"]
         self.max_per_user = config["CHAT_MAX_STREAMS_PER_USER"]
         self.heartbeat = config["CHAT_HEARTBEAT_SECONDS"]
+        # Re-announce well within the TTL, or connected members would expire between refreshes.
+        self.presence_refresh = min(self.PRESENCE_REFRESH, max(1, self.presence_ttl / 3))
         self.by_room = defaultdict(set)
         self.firehose_subscribers = set()
         self.stream_count = 0
         self.shutting_down = False
         self._lock = threading.Lock()
         self._started = False
+        self._online_sent = {}
+        self._pollers = defaultdict(dict)  # room -> {poller's member: when it last polled (wall clock)}
+        self._pollers_polled = set()  # rooms whose pollers polled since the presence loop last wrote them
+        self._presence_due = {}  # room -> when its next presence event may go out
+        self._online_now = {}  # room -> its online list as last read (kept current by announcements while watched)
         # Presence is announced, not polled: the reader hands over the rooms announced as changed, the presence
-        # loop re-reads those it watches (presence.py; docs/ARCHITECTURE.md, "Presence").
+        # loop re-reads those it watches (docs/ARCHITECTURE.md, "Presence").
         self._presence_at = ZERO  # where the reader is in the presence changes stream
-        # Streams and polls per user, across processes: counted by subscribe and unsubscribe, under the lock.
-        self.user_counts = UserCounts(streams)
-        self.presence = PresenceTracker(self, streams, config, self.user_counts)
+        self._rooms_changed = set()  # announced and not yet re-read
+        self._reread_all = True  # changes may have passed unread (start, a failed read, a trimmed stream)
+        self._changes_lock = threading.Lock()
+        self._presence_wake = threading.Event()
+        self._read_at = {}  # room -> when its list was last read (monotonic): at most once a second each
+        self._expires_at = {}  # room -> when its oldest member expires unless written again (as last read)
+        self._unsent = set()  # rooms whose changed list waits for its presence event to fall due
+        self._everywhere = None  # the rooms a local feed of every room watches (None: no such feed here)
+        self._online_json = {}  # room -> (that list, its JSON)
         # What polls are answered from without the database or Redis while the reader runs (caches.py).
         self.sessions = SessionCache()
         self.known_rooms = {}  # slug -> CachedRoom
@@ -80,6 +97,15 @@ class Hub:
         self._reading = False  # the reader is running and its last Redis call succeeded
         self._run = None  # the check of Redis against the database this process last saw (outbox.verify)
         self._verified = False
+        # Streams and polls per user: counted here, published to Redis once a second, and the other
+        # processes' counts read back as often, so a subscription is admitted without a Redis call.
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # Keyed by username, which names one account for good (a user id can be reused after a database is
+        # emptied, as tests do).
+        self._user_counts = Counter()  # username -> streams and polls held here
+        self._user_counts_changed = set()
+        self._published_counts = {}  # username -> the count last published (what the others see)
+        self._user_counts_elsewhere = {}  # username -> what the other processes hold
         _HUBS.add(self)
 
     # Subscribers
@@ -107,10 +133,12 @@ class Hub:
                     self.by_room[room].add(subscription)
                     self._followed_at[room] = now
             self.stream_count += is_stream
-            self.user_counts.opened(username)
+            self._user_counts[username] += 1
+            self._user_counts_changed.add(username)
         if is_stream:
             try:
-                self.presence.join(subscription)
+                for room in present:
+                    self.streams.touch_presence(room, [subscription.presence_member], self.presence_ttl)
             except BaseException:
                 self.unsubscribe(subscription)
                 raise
@@ -123,7 +151,10 @@ class Hub:
             raise Refused("this server is shutting down; reconnect", retry_after=1)
         if is_stream and self.stream_count >= self.max_streams:
             raise Refused("too many open streams on this server; use long-polling", retry_after=5)
-        if self.user_counts.held(username) >= self.max_per_user:
+        elsewhere = self._user_counts_elsewhere.get(username)
+        if elsewhere is None:
+            elsewhere = self._user_counts_elsewhere[username] = self._held_elsewhere([username])[username]
+        if self._user_counts[username] + elsewhere >= self.max_per_user:
             raise TooManyStreams(retry_after=self.heartbeat)
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -138,20 +169,54 @@ class Hub:
                         if not members:
                             del self.by_room[room]
             self.stream_count -= subscription.is_stream
-            self.user_counts.closed(subscription.username, subscription.is_stream)
+            self._user_counts[subscription.username] -= 1
+            if not self._user_counts[subscription.username]:
+                del self._user_counts[subscription.username]
+            # A poller's count goes 1, 0, 1 between its polls: the end of a poll is published with the next
+            # full refresh (within USER_COUNTS_REFRESH), so polling again costs no write; meanwhile the other
+            # processes count that poll a few seconds longer than it lasted.
+            if subscription.is_stream:
+                self._user_counts_changed.add(subscription.username)
         if subscription.is_stream:
-            self.presence.leave(subscription)
+            try:
+                for room in subscription.present:
+                    self.streams.leave_presence(room, subscription.presence_member)
+            except REDIS_ERRORS:
+                pass  # it expires by itself
 
-    def present_members(self) -> dict[str, list[str]]:
-        """Each room followed here, with the members of the local streams present in it (for the presence loop)."""
-        with self._lock:
-            return {room: [s.presence_member for s in members if room in s.present]
-                    for room, members in self.by_room.items()}
+    def touch_poller(self, room: str, member: str) -> bool:
+        """Count a long-poller as present. Only a poller new here is written to Redis now (True: its
+        answer then reads the room's list afresh); the presence loop writes the others once a second,
+        each with the time it last polled, so a busy poller's requests cost no Redis call and a poller
+        that left drops out 30 s after its last poll, like a closed stream."""
+        pollers = self._pollers[room]
+        new = member not in pollers
+        if new:
+            self.streams.touch_presence(room, [member], self.presence_ttl)
+        pollers[member] = time.time()
+        self._pollers_polled.add(room)
+        return new
 
-    def rooms_followed(self) -> set[str]:
-        """The rooms that have a local subscriber now."""
-        with self._lock:
-            return set(self.by_room)
+    def online_json(self, room: str, fresh: bool) -> bytes:
+        """A room's online list as JSON, for poll answers: encoded once per change of the list (a big
+        room's list is most of a poll answer)."""
+        names = self.online([room], recent_enough=not fresh)[room]
+        encoded = self._online_json.get(room)
+        if encoded is None or encoded[0] is not names:
+            encoded = self._online_json[room] = (names, events.encode_json(names))
+        return encoded[1]
+
+    def online(self, rooms, *, recent_enough: bool = False) -> dict[str, list[str]]:
+        """Who is online in each room, from Redis; with `recent_enough`, for rooms watched here, as the presence
+        loop keeps it (re-read on each announced change, at most a second apart)."""
+        known = {}
+        for room in rooms if recent_enough else ():
+            names = self._online_now.get(room)  # the presence loop may drop a room meanwhile
+            if names is not None:
+                known[room] = names
+        if len(known) < len(rooms):
+            known.update(self.streams.online([room for room in rooms if room not in known], self.presence_ttl))
+        return known
 
     def reader_lag(self) -> float | None:
         """Seconds this process's reader is behind the firehose (0 when caught up); None when it is not
@@ -188,14 +253,6 @@ class Hub:
         found = held.after(position, rooms, sees_reports)
         return None if found is None else (found, position)
 
-    def note_followed(self, rooms, now: float) -> None:
-        """Note `rooms` as followed here at `now` (monotonic) and drop the recent events of each room followed
-        no longer for RECENT_KEPT_SECONDS (called by the presence loop with its chores of each second)."""
-        self._followed_at.update(dict.fromkeys(rooms, now))
-        for room in [room for room, when in self._followed_at.items() if now - when > self.RECENT_KEPT_SECONDS]:
-            del self._followed_at[room]
-            self._recent.pop(room, None)
-
     # The reader
 
     def _ensure_started(self) -> None:
@@ -211,7 +268,7 @@ class Hub:
             self._presence_at = self.streams.presence_changes_end()
             self._started = self._reading = True
             threading.Thread(target=self._read_forever, name="chat-hub-reader", daemon=True).start()
-            threading.Thread(target=self.presence.run_until_shutdown, name="chat-hub-presence", daemon=True).start()
+            threading.Thread(target=self._presence_forever, name="chat-hub-presence", daemon=True).start()
 
     def _read_forever(self) -> None:
         try:
@@ -253,7 +310,7 @@ class Hub:
                 self._apply_control(fields)
             self._presence_at = found.presence_at
             if found.rooms_changed or found.presence_overflowed:
-                self.presence.changed(found.rooms_changed, everything=found.presence_overflowed)
+                self._presence_changed(found.rooms_changed, everything=found.presence_overflowed)
             if found.firehose:  # the lag of the newest: the others came before it in the same read
                 metrics.HUB_LAG.observe(max(0.0, time.time() - found.firehose[-1].id.ms / 1000))
             for entry in found.firehose:
@@ -266,7 +323,7 @@ class Hub:
     def _forget_memory(self) -> None:
         """While the reader is down, ends of sessions and new events may pass unseen: trust none of it."""
         self._reading = False
-        self.presence.changed((), everything=True)  # announcements may pass unread too
+        self._presence_changed((), everything=True)  # announcements may pass unread too
         self.sessions.clear()
         self._recent.clear()
         self._recent_feed = Recent(self.RECENT_FEED)
@@ -331,6 +388,186 @@ class Hub:
             for members in self.by_room.values():
                 found.extend(members)
         return found
+
+    # Presence: local members are re-announced (written) every presence_refresh seconds; a write that changes who
+    # is online in a room announces the room in its shard's presence changes stream, which the reader follows, and
+    # the presence loop re-reads only the announced rooms it watches (each at most once a second), then sends a
+    # room's list to local subscribers when it changed: at most one presence event a second per room.
+    # A big room's list is sent less often: every change costs (list size x subscribers) bytes.
+    PRESENCE_SUBSCRIBERS_PER_SECOND = 500  # a room with 5,000 local subscribers gets it every 10 s
+
+    def _presence_interval(self, room: str) -> float:
+        return min(10.0, max(1.0, len(self.by_room.get(room, ())) / self.PRESENCE_SUBSCRIBERS_PER_SECOND))
+
+    def _presence_changed(self, rooms, everything: bool = False) -> None:
+        """Hand rooms announced as changed (or, `everything`, the news that some may have passed unread) to the
+        presence loop, and wake it."""
+        with self._changes_lock:
+            self._rooms_changed.update(rooms)
+            self._reread_all = self._reread_all or everything
+        self._presence_wake.set()
+
+    def _write_pollers(self) -> set[str]:
+        """Write the presence of rooms whose pollers polled since last time (each poller at the time of
+        its last poll) and forget pollers gone for longer than the TTL. The rooms that have pollers."""
+        polled, self._pollers_polled = self._pollers_polled, set()
+        now = time.time()
+        for room, pollers in list(self._pollers.items()):
+            for member in [member for member, when in list(pollers.items()) if now - when > self.presence_ttl]:
+                del pollers[member]
+            if not pollers:
+                del self._pollers[room]
+            elif room in polled:
+                self.streams.touch_presence(room, dict(pollers), self.presence_ttl)
+        return set(self._pollers)
+
+    USER_COUNTS_REFRESH = 5  # seconds between re-publishing every count; one 3 times older is ignored
+
+    def _held_elsewhere(self, usernames) -> dict[str, int]:
+        """What the other live processes hold, per user (a vanished process's counts lapse)."""
+        now, found = time.time(), {}
+        for username, by_process in self.streams.user_streams(usernames).items():
+            found[username] = sum(int(count) for process, (count, written) in
+                                 ((process, value.split(":")) for process, value in by_process.items())
+                                 if process != self.process_id and now - float(written) < 3 * self.USER_COUNTS_REFRESH)
+        return found
+
+    def _sync_user_counts(self, everything: bool) -> None:
+        """Publish this process's counts that changed since they were last published (or all of them,
+        which also reads the others' back). A poller's count goes 1, 0, 1 between its polls: only a
+        count that differs from the published one is worth a write."""
+        changed, self._user_counts_changed = self._user_counts_changed, set()
+        counts = {username: self._user_counts.get(username, 0)
+                  for username in (set(self._user_counts) | set(self._published_counts) if everything else changed)}
+        if not everything:
+            counts = {username: count for username, count in counts.items() if self._published_counts.get(username) != count}
+        stamp = time.time()
+        self.streams.publish_user_streams(
+            self.process_id, {username: f"{count}:{stamp}" if count else 0 for username, count in counts.items()},
+            3 * self.USER_COUNTS_REFRESH)
+        self._published_counts.update(counts)
+        if everything:
+            self._published_counts = {username: count for username, count in self._published_counts.items() if count}
+            self._user_counts_elsewhere = self._held_elsewhere(list(self._user_counts)) if self._user_counts else {}
+
+    def _presence_forever(self) -> None:
+        last_second = last_refresh = last_counts = 0.0
+        wake_at = 0.0  # when a room's deferred list falls due (its read or its event)
+        while not self.shutting_down:
+            self._presence_wake.wait(max(0.0, min(last_second + 1, wake_at) - time.monotonic()))
+            self._presence_wake.clear()
+            if self.shutting_down:
+                break
+            try:
+                reindex = False
+                if time.monotonic() - last_second >= 1:  # the chores of each second
+                    last_second = time.monotonic()
+                    with self._lock:
+                        rooms = {room: [s.presence_member for s in members if room in s.present]
+                                 for room, members in self.by_room.items()}
+                    everything = last_second - last_counts >= self.USER_COUNTS_REFRESH
+                    self._sync_user_counts(everything)
+                    last_counts = last_second if everything else last_counts
+                    rooms.update((room, rooms.get(room, [])) for room in self._write_pollers())
+                    self._followed_at.update(dict.fromkeys(rooms, last_second))
+                    for room in [room for room, when in self._followed_at.items()
+                                 if last_second - when > self.RECENT_KEPT_SECONDS]:
+                        del self._followed_at[room]
+                        self._recent.pop(room, None)
+                    if last_second - last_refresh >= self.presence_refresh:
+                        for room, members in rooms.items():
+                            if members:
+                                self.streams.touch_presence(room, members, self.presence_ttl)
+                        last_refresh, reindex = last_second, True
+                    followed, each_second = rooms.keys(), True
+                else:  # woken by an announcement: no walk over every subscription
+                    with self._lock:
+                        followed, each_second = set(self.by_room), False
+                    followed.update(list(self._pollers))
+                wake_at = self._follow_presence(followed, each_second, reindex)
+            except REDIS_ERRORS as error:
+                self._presence_changed((), everything=True)  # what it took to re-read is to be read again
+                log.warning("hub: presence update failed: %s", error)
+                time.sleep(1)
+                continue
+
+    def _follow_presence(self, followed, each_second: bool, reindex: bool) -> float:
+        """Re-read the watched rooms' lists that may have changed, send those that did, and return when to come
+        back for the lists deferred by the once-a-second limits.
+
+        Watched: the rooms followed here, and (while a local feed of every room wants presence) the rooms where
+        anyone is or lately was online (read from the index again when `reindex`, with each heartbeat round).
+        Read: the newly watched, the announced, every watched room after changes may have passed unread, and
+        (checked `each_second`) each room whose oldest member has expired unless written since: a member whose
+        process died expires without anyone announcing it, so whoever reads the room first then drops it from
+        Redis and announces it (within a second of its expiry). A live room is so read every TTL, less up to a
+        heartbeat period."""
+        with self._changes_lock:
+            changed, self._rooms_changed = self._rooms_changed, set()
+            reread_all, self._reread_all = self._reread_all, False
+        if self._presence_everywhere():
+            if self._everywhere is None or reindex or reread_all:
+                self._everywhere = set(self._rooms_with_presence())
+            self._everywhere |= changed  # announced: someone is, or just was, online there
+        else:
+            self._everywhere = None
+        watched = set(followed) | (self._everywhere or set())
+        now, wake_at, wall_clock = time.monotonic(), time.monotonic() + 1, time.time()
+        new = watched - self._online_now.keys()
+        to_read = set(watched) if reread_all else new | (changed & watched)
+        if each_second:
+            to_read |= {room for room in watched if self._expires_at.get(room, math.inf) <= wall_clock}
+        early = {room for room in to_read - new if now - self._read_at.get(room, -math.inf) < 1}
+        if early and not reread_all:  # read again within the second: once it is over (a busy room, once a second)
+            to_read -= early
+            with self._changes_lock:
+                self._rooms_changed |= early
+            wake_at = min(wake_at, *(self._read_at[room] + 1 for room in early))
+        if to_read:
+            for room, (names, expires_at) in self.streams.sweep_presence(sorted(to_read), self.presence_ttl).items():
+                self._read_at[room], self._expires_at[room] = now, expires_at or math.inf
+                if self._online_now.get(room) != names:  # an unchanged list keeps its identity (online_json)
+                    self._online_now[room] = names
+        for room in set(self._online_now) - watched:
+            del self._online_now[room]
+            self._read_at.pop(room, None)
+            self._expires_at.pop(room, None)
+        for room in set(self._online_json) - self._online_now.keys():
+            self._online_json.pop(room, None)
+        candidates, self._unsent = (to_read | self._unsent) & watched, set()
+        for room in candidates:  # only a list just read, or one held back, can differ from the one sent
+            names = self._online_now.get(room)
+            if names is None or self._online_sent.get(room) == names:
+                continue
+            due = self._presence_due.get(room, 0)
+            if now < due:
+                self._unsent.add(room)
+                wake_at = min(wake_at, due)
+                continue
+            self._online_sent[room] = names
+            self._presence_due[room] = now + self._presence_interval(room) - 0.05
+            item = Presence(room, names)
+            for subscription in (*self.by_room.get(room, ()), *self.firehose_subscribers):
+                if subscription.presence:
+                    subscription.deliver(item)
+        for room in set(self._online_sent) - watched:
+            del self._online_sent[room]
+            self._presence_due.pop(room, None)
+        return wake_at
+
+    def _presence_everywhere(self) -> bool:
+        """Whether a local feed of every room wants presence (a moderators' feed without `?rooms=`)."""
+        return any(subscription.presence for subscription in tuple(self.firehose_subscribers))
+
+    def _rooms_with_presence(self) -> list[str]:
+        # Twice the TTL: a member who vanished drops out after the TTL, and the room stays watched long enough
+        # for its emptied list to go out.
+        return self.streams.rooms_with_presence(2 * self.presence_ttl)
+
+    def online_everywhere(self) -> dict[str, list[str]]:
+        """Who is online in each room where anyone is or lately was (an emptied list included, so that a
+        client sees it empty): what a feed of every room is sent on connecting, and its poll answers."""
+        return dict(sorted(self.streams.online(self._rooms_with_presence(), self.presence_ttl).items()))
 
     # Shutdown
 

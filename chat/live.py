@@ -60,8 +60,8 @@ def _rooms_filter() -> frozenset | None:
 def _online(rooms: frozenset | None, recent_enough: bool = False) -> dict[str, list[str]]:
     """Who is online in the rooms a feed follows; None (a moderators' feed of every room): in every room
     where anyone is or lately was."""
-    presence = hub.current().presence
-    return presence.online(rooms, recent_enough=recent_enough) if rooms is not None else presence.online_everywhere()
+    local_hub = hub.current()
+    return local_hub.online(rooms, recent_enough=recent_enough) if rooms is not None else local_hub.online_everywhere()
 
 
 def _listed_rooms(args, known_only: bool = False) -> tuple[list[str], frozenset]:
@@ -275,10 +275,10 @@ def _poll_response(found: list, cursor, online):
 
 def _touch_poller(session, rooms) -> bool:
     """Count the poller as online; True when it is new here (then its answer reads presence afresh)."""
-    presence, member = hub.current().presence, f"{session.user.username}|poll-{session.id}"
+    local_hub, member = hub.current(), f"{session.user.username}|poll-{session.id}"
     new = False
     for slug in rooms:
-        new = presence.touch_poller(slug, member) or new
+        new = local_hub.touch_poller(slug, member) or new
     return new
 
 
@@ -293,7 +293,7 @@ def room_poll(slug):
     touched = _touch_poller(session, [slug])
     found, cursor = wait_for_events(session, frozenset([slug]), start, timeout, feed=False,
                                     plan_for=lambda position: plan_room(room, position), environ=request.environ)
-    return _poll_response(found, cursor, hub.current().presence.online_json(slug, fresh=touched))
+    return _poll_response(found, cursor, hub.current().online_json(slug, fresh=touched))
 
 
 @bp.get("/poll")
@@ -307,8 +307,7 @@ def feed_poll():
     touched = _touch_poller(session, present)
     found, cursor = wait_for_events(session, frozenset(rooms), start, timeout, feed=True,
                                     plan_for=plan_firehose, environ=request.environ)
-    online = hub.current().presence.online(rooms, recent_enough=not touched)
-    return _poll_response(found, cursor, events.encode_json(online))
+    return _poll_response(found, cursor, events.encode_json(hub.current().online(rooms, recent_enough=not touched)))
 
 
 @bp.get("/moderation/poll")
@@ -356,8 +355,8 @@ def poll_from_memory(environ, slug: str | None, config):
             return None
         found, cursor = answer
         # Redis may have gone meanwhile (the online list can need a read): the view then answers, 503 included.
-        online = local_hub.presence.online_json(slug, fresh=touched) if slug else \
-            events.encode_json(local_hub.presence.online(rooms, recent_enough=not touched))
+        online = local_hub.online_json(slug, fresh=touched) if slug else \
+            events.encode_json(local_hub.online(rooms, recent_enough=not touched))
     except ApiError as error:
         if error.status in (401, 403):  # the session ended while the poll waited
             return error_response(error)

@@ -10,7 +10,6 @@ import redis
 from chat.config import CHAT_DEFAULTS
 from chat.hub import Hub, Refused, TooManyStreams
 from chat.ids import ZERO, EventId
-from chat.presence import PresenceTracker
 from chat.streams import Streams
 from tests.support import wait_until
 
@@ -148,7 +147,7 @@ def test_a_several_rooms_feed_gets_its_rooms_in_firehose_positions_and_their_pre
         online.update({item.room: item.online for item in take(feed, 1) if hasattr(item, "room")})
     assert online.get("lobby") == ["ann"] and "ann" not in online.get("kitchen", [])
     hub.unsubscribe(feed)
-    assert hub.presence.online(["lobby"]) == {"lobby": []}
+    assert hub.online(["lobby"]) == {"lobby": []}
 
 
 def test_a_feed_of_every_room_gets_presence_of_the_rooms_where_someone_is_elsewhere(make_hub, streams):
@@ -170,8 +169,7 @@ def test_a_feed_of_every_room_gets_presence_of_the_rooms_where_someone_is_elsewh
     elsewhere.unsubscribe(member)
     expected = []
     assert lists() == {"attic": []}
-    # Emptied lately: still watched, so its emptying was sent.
-    assert here.presence.online_everywhere() == {"attic": []}
+    assert here.online_everywhere() == {"attic": []}  # emptied lately: still watched, so its emptying was sent
 
 
 def test_a_slow_subscriber_is_cut_off_while_the_others_get_everything(make_hub, streams):
@@ -244,7 +242,7 @@ def test_streams_per_user_are_counted_across_processes(make_hub):
     here, there = make_hub(CHAT_MAX_STREAMS_PER_USER=3), make_hub(CHAT_MAX_STREAMS_PER_USER=3)
     held = [subscribe(here, session_id=1), subscribe(there, session_id=2, is_stream=False)]
     # `here` reads what `there` holds every USER_COUNTS_REFRESH seconds (nothing of it before its first subscription).
-    wait_until(lambda: here.user_counts._elsewhere.get("ann") == 1, what="the other process's count")
+    wait_until(lambda: here._user_counts_elsewhere.get("ann") == 1, what="the other process's count")
     held.append(subscribe(here, session_id=3))
     with pytest.raises(TooManyStreams) as refused:
         subscribe(here, session_id=4, is_stream=False)  # polls count too
@@ -252,8 +250,7 @@ def test_streams_per_user_are_counted_across_processes(make_hub):
     subscribe(here, session_id=5, user_id=2, username="bob")  # another user is not affected
     there.unsubscribe(held[1])
     # A poll's end is published with the next full refresh, and read back with the one after.
-    wait_until(lambda: here.user_counts._elsewhere.get("ann") == 0,
-               timeout=3 * here.user_counts.USER_COUNTS_REFRESH,
+    wait_until(lambda: here._user_counts_elsewhere.get("ann") == 0, timeout=3 * here.USER_COUNTS_REFRESH,
                what="the freed place")
     subscribe(here, session_id=6)
 
@@ -322,16 +319,18 @@ def test_a_read_reports_when_presence_changes_may_have_passed_unread(streams):
         reader.close()
 
 
-def test_idle_rooms_cost_no_redis_commands(private_redis, monkeypatch):
+class QuietHub(Hub):
+    PRESENCE_REFRESH = 60  # its members' heartbeats (and its reconcile) fall outside the test's window
+
+
+def test_idle_rooms_cost_no_redis_commands(private_redis):
     """With members online in many rooms and nothing changing, two processes send Redis a handful of commands in
     three seconds (their blocking reads and the per-user counts), not a read of every room each second."""
-    # Its members' heartbeats (and its reconcile) fall outside the test's window.
-    monkeypatch.setattr(PresenceTracker, "PRESENCE_REFRESH", 60)
     client = redis.Redis.from_url(private_redis.url, decode_responses=True)
     streams = Streams(client, "idle", 1000)
     streams.mark_verified(streams.run_id(), ZERO)
     config = {**CONFIG, "CHAT_PRESENCE_TTL_SECONDS": 300}
-    hubs = [Hub(streams, config, verify=lambda: streams.run_id()) for _ in range(2)]
+    hubs = [QuietHub(streams, config, verify=lambda: streams.run_id()) for _ in range(2)]
     rooms = [f"room-{n}" for n in range(20)]
     try:
         members = [subscribe(hub, room=room, username=f"user{index}", session_id=index, user_id=index)
