@@ -60,7 +60,7 @@ def measure(rooms: int) -> tuple[tuple[float, float], tuple[float, float]]:
                 time.sleep(0.05)
         streams = Streams(client, "bench", 1000)
         streams.mark_verified(streams.run_id(), ZERO)
-        hubs = [Hub(streams, CONFIG, verify=lambda: streams.run_id()) for _ in range(2)]
+        hubs = [Hub(streams, CONFIG, verify=lambda shard: streams.run_id(shard)) for _ in range(2)]
         try:
             slugs = [f"room-{n}" for n in range(rooms)]
             for n, slug in enumerate(slugs):

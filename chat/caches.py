@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .events import LiveEvent, in_rooms, reaches, shows_message, tombstoned_event
-from .ids import EventId
+from .ids import EventId, FeedPosition
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +187,8 @@ class Recent:
         for index in range(len(self.events) - 1, -1, -1):
             held_room, held = self.events[index]
             if held_room == room and shows_message(held, message_id):
-                self.events[index] = (room, LiveEvent(held.id, held.type, tombstoned_event(held.type, held.data)))
+                self.events[index] = (room, LiveEvent(held.id, held.type, tombstoned_event(held.type, held.data),
+                                                                 held.shard, held.local))
                 if held.type == "message":
                     return
 
@@ -209,3 +210,27 @@ class Recent:
                 found.append(event)
         found.reverse()
         return found
+
+
+class RecentFeed(Recent):
+    """The latest events of every room in the feeds' positions (ids.FeedPosition), in the order the hub's
+    readers dispatched them: each event's position covers all that came before it here."""
+
+    __slots__ = ()
+
+    def after(self, position: FeedPosition, rooms: frozenset | None = None,
+              sees_reports: bool = False) -> list[LiveEvent] | None:
+        """As Recent.after. A position at or past the oldest event's on every shard, and at or before the newest's,
+        is inside: a shard's event newer than the position on that shard came after the oldest here."""
+        if not self.events or len(position) != len(self.events[0][1].id) \
+                or not self.events[0][1].id.covered_by(position) or not position.covered_by(self.events[-1][1].id):
+            return None
+        found = []
+        for room, event in reversed(self.events):
+            if event.id.covered_by(position):
+                break  # and so is every event before it
+            if not position.has_seen(event) and in_rooms(event.type, room, rooms) and reaches(event.type, sees_reports):
+                found.append(event)
+        found.reverse()
+        return found
+

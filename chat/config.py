@@ -51,13 +51,15 @@ CHAT_DEFAULTS = {
     "CHAT_SUBSCRIBER_QUEUE": 1000,  # events buffered per slow client before it is cut
     "CHAT_PRESENCE_TTL_SECONDS": 30,
     "CHAT_REDIS_POOL_SIZE": 6,  # per process (per node, on a cluster), besides the hub's own reader connection
-    # Rooms are spread over this many shards (streams.shard_of), each one hash-tagged Redis Cluster slot. Only 1
-    # is supported yet: each process reads one shard's firehose (docs/SCALING.md); 1 is today's behaviour.
+    # Rooms are spread over this many shards (streams.shard_of), each one hash-tagged Redis Cluster slot with its
+    # own firehose, read by one reader per process (docs/SCALING.md). 1 to 16: a feed's position holds one id per
+    # shard. Changing it moves rooms between shards: see docs/DEPLOY.md before you do.
     "CHAT_SHARDS": 1,
     "CHAT_PASSWORD_METHOD": "scrypt",  # werkzeug's hash method; tests use a cheaper one
     # Test-only fault injection: `name=kill,...` SIGKILLs the worker at that point of the write path.
     "CHAT_FAILPOINTS": "",
 }
+MAX_SHARDS = 16  # a feed's position carries an id per shard, in every event's `id:` line
 _INT_SETTINGS = {k for k, v in CHAT_DEFAULTS.items() if isinstance(v, int)}
 
 
@@ -102,9 +104,8 @@ def finish(config, instance_path: str) -> None:
     config.setdefault("REDIS_CLUSTER", False)
     if config["REDIS_CLUSTER"] and not config.get("REDIS_URL"):
         raise RuntimeError("REDIS_CLUSTER=1 needs REDIS_URL naming a node of the cluster (the embedded Redis is not one)")
-    if config["CHAT_SHARDS"] != 1:
-        # Several shards need a reader per shard and feed positions per shard: not built yet (docs/SCALING.md).
-        raise RuntimeError(f"CHAT_SHARDS={config['CHAT_SHARDS']} is not supported yet: only 1 (docs/SCALING.md)")
+    if not 1 <= config["CHAT_SHARDS"] <= MAX_SHARDS:
+        raise RuntimeError(f"CHAT_SHARDS={config['CHAT_SHARDS']} is out of range: 1 to {MAX_SHARDS}")
     uri = config["SQLALCHEMY_DATABASE_URI"]
     if not config.get("SECRET_KEY"):
         if not uri.startswith("sqlite"):

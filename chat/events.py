@@ -2,7 +2,7 @@
 import json
 from dataclasses import dataclass, field
 
-from .ids import EventId, iso, utcnow
+from .ids import EventId, FeedPosition, iso, utcnow
 
 PADDING = b":" + b" " * 2048 + b"\n"  # 2 KiB for proxies and browsers that hold back the first bytes
 
@@ -21,11 +21,14 @@ def encode(event_type: str, data: dict, event_id=None) -> bytes:
 
 @dataclass
 class LiveEvent:
-    """A durable event as clients see it, with its position in the feed it is read from."""
+    """A durable event as clients see it, with its position in the feed it is read from: a room's event id, or
+    for the feeds a FeedPosition, with the shard whose firehose it came from and its own position there."""
 
-    id: EventId
+    id: EventId | FeedPosition
     type: str
     data: dict
+    shard: int = 0
+    local: EventId | None = None
     _sse: bytes | None = field(default=None, repr=False, compare=False)
     _chunk: bytes | None = field(default=None, repr=False, compare=False)
     _poll_json: bytes | None = field(default=None, repr=False, compare=False)
@@ -121,6 +124,13 @@ def from_entry(entry, position: EventId | None = None) -> LiveEvent:
         # Appended before rooms had slow mode, which was off then (the record's copies are migrated alike).
         data = {**data, "room": {**data["room"], "slow_mode_seconds": 0}}
     return LiveEvent(position or entry.id, entry.type, data)
+
+
+def feed_event(entry, position: FeedPosition, shard: int) -> LiveEvent:
+    """A firehose entry of `shard` as a feed's event, at `position` (every shard's, this entry's included)."""
+    event = from_entry(entry, position)
+    event.shard, event.local = shard, entry.id
+    return event
 
 
 def first_chunk(retry_ms: int, cursor: EventId, heartbeat: int, rooms: list[str] | None = None) -> bytes:

@@ -1,4 +1,4 @@
-"""The per-process hub: one Redis reader fans every room's new events out to this process's subscribers.
+"""The per-process hub: one Redis reader per shard fans every room's new events out to this process's subscribers.
 
 Written with `threading`: under gunicorn's gevent worker (monkey-patched) its threads are greenlets
 and its events cooperative; in a plain process (the core's tests) they are real threads.
@@ -16,9 +16,9 @@ from collections import Counter, defaultdict
 from flask import current_app
 
 from . import events, metrics
-from .caches import Recent, SessionCache
+from .caches import Recent, RecentFeed, SessionCache
 from .extensions import REDIS_ERRORS
-from .ids import ZERO
+from .ids import ZERO, FeedPosition
 from .subscription import Presence, Subscription
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class TooManyStreams(Exception):
 
 
 class Hub:
-    """Reads the firehose and the control stream once for the process and hands entries out."""
+    """Reads each shard's firehose, and the control stream, once for the process and hands entries out."""
 
     BLOCK_MS = 5000
     RECENT_PER_ROOM = 128  # above a poll's 100 events
@@ -78,7 +78,10 @@ class Hub:
         self._online_now = {}  # room -> its online list as last read (kept current by announcements while watched)
         # Presence is announced, not polled: the reader hands over the rooms announced as changed, the presence
         # loop re-reads those it watches (docs/ARCHITECTURE.md, "Presence").
-        self._presence_at = ZERO  # where the reader is in the presence changes stream
+        shards = streams.shards
+        self._firehose_at = [ZERO] * shards  # where each shard's reader is in its firehose
+        self._control_at = ZERO  # where shard 0's reader is in the control stream
+        self._presence_at = [ZERO] * shards  # where each shard's reader is in its presence changes stream
         self._rooms_changed = set()  # announced and not yet re-read
         self._reread_all = True  # changes may have passed unread (start, a failed read, a trimmed stream)
         self._changes_lock = threading.Lock()
@@ -92,11 +95,13 @@ class Hub:
         self.sessions = SessionCache()
         self.known_rooms = {}  # slug -> CachedRoom
         self._recent = {}  # room -> Recent, for rooms followed here lately
-        self._recent_feed = Recent(self.RECENT_FEED)
+        self._recent_feed = RecentFeed(self.RECENT_FEED)
         self._followed_at = {}  # room -> when it last had a local subscriber
-        self._reading = False  # the reader is running and its last Redis call succeeded
-        self._run = None  # the check of Redis against the database this process last saw (outbox.verify)
-        self._verified = False
+        self._reading = False  # every shard's reader is running and its last Redis call succeeded
+        self._failing = set()  # the shards whose reader's last Redis call failed
+        self._dispatching = threading.Lock()  # a feed event's position holds every shard's: one reader at a time
+        self._run = {}  # shard -> the check of its Redis against the database this process last saw (outbox.verify)
+        self._verified = set()  # the shards whose check holds
         # Streams and polls per user: counted here, published to Redis once a second, and the other
         # processes' counts read back as often, so a subscription is admitted without a Redis call.
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -219,13 +224,16 @@ class Hub:
         return known
 
     def reader_lag(self) -> float | None:
-        """Seconds this process's reader is behind the firehose (0 when caught up); None when it is not
-        running. Starts it if no request has yet."""
+        """Seconds this process's readers are behind their firehoses (the furthest; 0 when caught up); None when
+        one is not running. Starts them if no request has yet."""
         self._ensure_started()
         if not self._reading or self.shutting_down:
             return None
-        newest, _ = self.streams.positions()
-        return max(0.0, (newest.ms - self._firehose_at.ms) / 1000) if newest > self._firehose_at else 0.0
+        lag = 0.0
+        for shard, at in enumerate(self._firehose_at):
+            newest = self.streams.positions(shard)[0]
+            lag = max(lag, (newest.ms - at.ms) / 1000 if newest > at else 0.0)
+        return lag
 
     # Memory for polls (caches.py): used only while the reader runs, since it applies the ends of
     # sessions and is what keeps the recent events complete.
@@ -253,7 +261,8 @@ class Hub:
         found = held.after(position, rooms, sees_reports)
         return None if found is None else (found, position)
 
-    # The reader
+    # The readers: one per shard, each following its shard's firehose and presence changes (shard 0's, the
+    # control stream too) with one blocking XREAD of one slot.
 
     def _ensure_started(self) -> None:
         if self._started:
@@ -262,43 +271,52 @@ class Hub:
             if self._started:
                 return
             # Latched only once Redis answered: a failure here leaves the next request to try again.
-            if not self._check_incarnation():
-                raise Refused("the event store restarted and is being checked; reconnect", retry_after=1)
-            self._firehose_at, self._control_at = self.streams.positions()
-            self._presence_at = self.streams.presence_changes_end()
+            for shard in range(self.streams.shards):
+                if not self._check_incarnation(shard):
+                    raise Refused("the event store restarted and is being checked; reconnect", retry_after=1)
+                self._start_at_the_end(shard)
             self._started = self._reading = True
-            threading.Thread(target=self._read_forever, name="chat-hub-reader", daemon=True).start()
+            for shard in range(self.streams.shards):
+                threading.Thread(target=self._read_forever, args=(shard,), name=f"chat-hub-reader-{shard}",
+                                 daemon=True).start()
             threading.Thread(target=self._presence_forever, name="chat-hub-presence", daemon=True).start()
 
-    def _read_forever(self) -> None:
-        try:
-            self._read_until_shutdown()
-        finally:
-            self._forget_memory()  # readiness fails from now on, and nothing is served from memory
+    def _start_at_the_end(self, shard: int) -> None:
+        firehose, control, presence = self.streams.positions(shard)
+        self._firehose_at[shard], self._presence_at[shard] = firehose, presence
+        if shard == 0:
+            self._control_at = control
 
-    def _read_until_shutdown(self) -> None:
+    def _read_forever(self, shard: int) -> None:
+        try:
+            self._read_until_shutdown(shard)
+        finally:
+            self._forget_memory(shard)  # readiness fails from now on, and nothing is served from memory
+
+    def _read_until_shutdown(self, shard: int) -> None:
         reader, backoff = None, 0.5
         checked_at = time.monotonic()
         while not self.shutting_down:
             try:
                 if reader is None:
                     reader = self.streams.reader()
-                if not self._verified or time.monotonic() - checked_at >= self.INCARNATION_CHECK_SECONDS:
-                    if not self._check_incarnation():
+                if shard not in self._verified or time.monotonic() - checked_at >= self.INCARNATION_CHECK_SECONDS:
+                    if not self._check_incarnation(shard):
                         time.sleep(0.2)  # another process is checking this Redis against the database
                         continue
                     checked_at = time.monotonic()
-                found = self.streams.read_new(reader, self._firehose_at, self._control_at, self._presence_at,
-                                              self.BLOCK_MS)
+                found = self.streams.read_new(reader, shard, self._firehose_at[shard], self._control_at,
+                                              self._presence_at[shard], self.BLOCK_MS)
                 backoff = 0.5
-                self._reading = True
+                self._failing.discard(shard)
+                self._reading = not self._failing
             except REDIS_ERRORS as error:
                 if self.shutting_down:
                     break
-                self._forget_memory()
-                self._verified = False  # after a failure, check whether Redis restarted before reading on
+                self._forget_memory(shard)
+                self._verified.discard(shard)  # after a failure, check whether Redis restarted before reading on
                 metrics.DEPENDENCY_ERRORS.labels(dependency="redis").inc()
-                log.warning("hub: Redis read failed (%s); retrying in %.1f s", error, backoff)
+                log.warning("hub: Redis read of shard %d failed (%s); retrying in %.1f s", shard, error, backoff)
                 if reader is not None:  # a new client: a cluster's was seen to go on asking a master that failed over
                     reader.close()
                     reader = None
@@ -308,52 +326,58 @@ class Hub:
             for position, fields in found.control:
                 self._control_at = position
                 self._apply_control(fields)
-            self._presence_at = found.presence_at
+            self._presence_at[shard] = found.presence_at
             if found.rooms_changed or found.presence_overflowed:
                 self._presence_changed(found.rooms_changed, everything=found.presence_overflowed)
             if found.firehose:  # the lag of the newest: the others came before it in the same read
                 metrics.HUB_LAG.observe(max(0.0, time.time() - found.firehose[-1].id.ms / 1000))
-            for entry in found.firehose:
-                self._firehose_at = entry.id
-                try:
-                    self._dispatch(entry)
-                except Exception:  # a bug must not stop this process's delivery for good
-                    log.exception("hub: delivering %s failed", entry.id)
+            with self._dispatching:
+                for entry in found.firehose:
+                    self._firehose_at[shard] = entry.id
+                    try:
+                        self._dispatch(entry, shard)
+                    except Exception:  # a bug must not stop this process's delivery for good
+                        log.exception("hub: delivering %s of shard %d failed", entry.id, shard)
 
-    def _forget_memory(self) -> None:
-        """While the reader is down, ends of sessions and new events may pass unseen: trust none of it."""
+    def _forget_memory(self, failing: int | None = None) -> None:
+        """While a reader is down, ends of sessions and new events may pass unseen: trust none of it."""
+        if failing is not None:
+            self._failing.add(failing)
         self._reading = False
         self._presence_changed((), everything=True)  # announcements may pass unread too
         self.sessions.clear()
         self._recent.clear()
-        self._recent_feed = Recent(self.RECENT_FEED)
+        self._recent_feed = RecentFeed(self.RECENT_FEED)
 
-    def _check_incarnation(self) -> bool:
-        """Whether the Redis server now answering has been checked against the database (outbox.verify;
+    def _check_incarnation(self, shard: int) -> bool:
+        """Whether the Redis server now holding the shard has been checked against the database (outbox.verify;
         this process checks it if no other is). When the check is not the one this process last saw (Redis
         restarted, or lost data), what its subscribers were sent, or planned from, may skip events: each
-        of them is ended, to resume by its position (exactly, or with `reset`), and the reader starts
-        over at the streams' ends. A process serves nothing before its first check; afterwards it goes
+        of them is ended, to resume by its position (exactly, or with `reset`), and the shard's reader starts
+        over at its streams' ends. A process serves nothing before its first check; afterwards it goes
         on serving while it checks again (a subscriber admitted meanwhile is ended if the check differs)."""
-        checked = self.verify()
+        checked = self.verify(shard)
         if checked is None:
-            self._verified = False
+            self._verified.discard(shard)
             return False
-        if self._run is not None and checked != self._run:
-            log.warning("hub: Redis restarted or lost data (%s, was %s): ending every subscription here",
-                        checked, self._run)
+        was = self._run.get(shard)
+        if was is not None and checked != was:
+            log.warning("hub: Redis of shard %d restarted or lost data (%s, was %s): ending every subscription here",
+                        shard, checked, was)
             self._forget_memory()
-            self._firehose_at, self._control_at = self.streams.positions()
-            self._presence_at = self.streams.presence_changes_end()
+            with self._dispatching:
+                self._start_at_the_end(shard)
             for subscription in self._all():
                 subscription.end("redis_restarted")
-        self._run, self._verified = checked, True
+        self._run[shard] = checked
+        self._verified.add(shard)
         return True
 
-    def _dispatch(self, entry) -> None:
-        # Encoded once per process and per kind of position: the same bytes go to every subscriber.
+    def _dispatch(self, entry, shard: int) -> None:
+        # Encoded once per process and per kind of position: the same bytes go to every subscriber. A feed's
+        # position is every shard's reader's (a subscriber sent this event was sent all they dispatched before).
         for_room = events.from_entry(entry, entry.room_event_id)
-        for_feeds = events.LiveEvent(entry.id, for_room.type, for_room.data)
+        for_feeds = events.LiveEvent(FeedPosition(self._firehose_at), for_room.type, for_room.data, shard, entry.id)
         self._recent_feed.add(entry.room, for_feeds)
         if entry.type in events.ROOMLESS:  # a ban: every moderators' feed, whatever rooms it lists (it is rare)
             for subscription in {subscription for subscription in self._all() if subscription.feed}:
@@ -599,9 +623,9 @@ def current() -> Hub:
 def _create(app) -> Hub:
     from . import outbox, streams  # noqa: PLC0415  (the write path is above the hub)
 
-    def verify():
+    def verify(shard: int):
         with app.app_context():
-            return outbox.verify()
+            return outbox.verify(shard)
 
     hub = app.extensions["chat_hub"] = Hub(streams.current(), app.config, verify)
     return hub

@@ -46,8 +46,52 @@ class EventId(NamedTuple):
             return EventId(MAX_STORED_PART, MAX_STORED_PART)
         return EventId(self.ms, min(self.seq, MAX_STORED_PART))
 
+    # A room's position, as a feed's (FeedPosition) is: what a subscriber at it was sent, and where it is after an event.
+    def has_seen(self, event) -> bool:
+        return event.id <= self
+
+    def past(self, event) -> "EventId":
+        return event.id
+
 
 ZERO = EventId(0, 0)
+
+
+class FeedPosition(tuple):
+    """A position of the feeds over several rooms: one firehose position per shard (streams.shard_of), where
+    a subscriber was sent every event of that shard's firehose up to it. Written as the shards' ids joined by
+    dots, so with one shard it is a plain event id (docs/ARCHITECTURE.md, "Feeds over several rooms")."""
+
+    __slots__ = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "FeedPosition":
+        """ValueError unless every part is an event id (their number is checked against the shards by the plan)."""
+        if not text or text.count(".") > 63:
+            raise ValueError(f"not a feed position: {text!r}")
+        return cls(EventId.parse(part) for part in text.split("."))
+
+    def __str__(self) -> str:
+        return ".".join(map(str, self))
+
+    def __repr__(self) -> str:
+        return f"FeedPosition({self})"
+
+    def has_seen(self, event) -> bool:
+        """Whether a subscriber here was sent `event` (a feed's: events.LiveEvent with `shard` and `local`)."""
+        return event.local <= self[event.shard]
+
+    def past(self, event) -> "FeedPosition":
+        """Where a subscriber here stands once sent `event`: what the event's own position covers, and all this did
+        (a catch-up may have read a shard further than the hub had when it dispatched the event)."""
+        return FeedPosition(map(max, self, event.id))
+
+    def covered_by(self, other: "FeedPosition") -> bool:
+        """Whether `other` is at or past this on every shard."""
+        return all(mine <= theirs for mine, theirs in zip(self, other))
+
+    def moved(self, shard: int, position: EventId) -> "FeedPosition":
+        return FeedPosition(position if index == shard else mine for index, mine in enumerate(self))
 
 
 def utcnow() -> datetime:

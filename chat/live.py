@@ -10,10 +10,10 @@ from . import events, hub, logs, metrics
 from .auth import check_request, expires_at, session_token_from, token_hash
 from .errors import ApiError, Unavailable, error_response
 from .extensions import REDIS_ERRORS, db
-from .ids import EventId
-from .resume import CatchUp, plan_firehose, plan_room
+from .ids import EventId, FeedPosition
+from .resume import CatchUp, FeedCatchUp, plan_firehose, plan_room
 from .subscription import direct_fd, hung_up, stream_events
-from .views import known_room, known_rooms, parse_event_id
+from .views import known_room, known_rooms, parse_event_id, parse_feed_position
 
 bp = Blueprint("live", __name__, url_prefix="/api")
 
@@ -21,10 +21,16 @@ POLL_MAX_EVENTS = 100
 POLL_HANGUP_CHECK_SECONDS = 2  # how often a waiting poll checks that its client is still there
 
 
-def _start_position() -> EventId | None:
+def _start_position(feed: bool = False) -> EventId | FeedPosition | None:
     raw = (request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
            or request.args.get("lastEventId"))
-    return parse_event_id(raw)
+    return parse_feed_position(raw) if feed else parse_event_id(raw)
+
+
+def _catch_up(plan_for, start, slug: str | None, rooms, sees_reports: bool) -> CatchUp:
+    """A room's catch-up (`slug`), or with slug None a feed's over `rooms` (None: every room; its plan is
+    always plan_firehose)."""
+    return CatchUp(plan_for, start, slug) if slug else FeedCatchUp(start, rooms, sees_reports)
 
 
 @contextmanager
@@ -135,7 +141,7 @@ def _stream_response(subscription, catch: CatchUp, first_page: list, online: dic
     return Response(body, status=200, mimetype="text/event-stream", headers=_STREAM_HEADERS, direct_passthrough=True)
 
 
-def _open_stream(session, rooms: frozenset | None, plan_for, start: EventId | None, *, feed: bool,
+def _open_stream(session, rooms: frozenset | None, plan_for, start: EventId | FeedPosition | None, *, feed: bool,
                  present=frozenset(), presence=True, ready_rooms=None, sees_reports=False):
     """Subscribe, then plan the catch-up and read its first page (so nothing published meanwhile is
     missed, and a failure is still an error status), then stream the rest a page at a time.
@@ -144,7 +150,7 @@ def _open_stream(session, rooms: frozenset | None, plan_for, start: EventId | No
     subscription = _subscribe(session, rooms=rooms, feed=feed, present=present, presence=presence, is_stream=True,
                               sees_reports=sees_reports)
     try:
-        catch = CatchUp(plan_for, start, slug, rooms if feed else None, sees_reports)
+        catch = _catch_up(plan_for, start, slug, rooms, sees_reports)
         first_page = catch.page()
         online = _online(rooms) if presence else {}
     except BaseException:
@@ -181,7 +187,7 @@ def feed_events():
     """The several-rooms feed: one connection for a browser's many rooms."""
     session = check_request(cached=True)
     rooms, present = _listed_rooms(request.args)
-    start = _start_position()
+    start = _start_position(feed=True)
     if request.method == "HEAD":
         return _head(session, "text/event-stream", _STREAM_HEADERS)
     return _open_stream(session, frozenset(rooms), plan_firehose, start, feed=True, present=present,
@@ -191,7 +197,7 @@ def feed_events():
 @bp.get("/moderation/events")
 def moderation_events():
     session = check_request(moderator=True, cached=True)
-    start, rooms = _start_position(), _rooms_filter()
+    start, rooms = _start_position(feed=True), _rooms_filter()
     if request.method == "HEAD":
         return _head(session, "text/event-stream", _STREAM_HEADERS)
     # Presence of the rooms it follows (every room where anyone is online, unfiltered), counting no moderator.
@@ -200,8 +206,8 @@ def moderation_events():
 
 # Long-polling
 
-def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: float, *, feed: bool,
-                    environ, plan_for=None, sees_reports: bool = False) -> tuple[list, EventId] | None:
+def wait_for_events(session, rooms: frozenset, start: EventId | FeedPosition | None, timeout: float, *, feed: bool,
+                    environ, plan_for=None, sees_reports: bool = False) -> tuple[list, EventId | FeedPosition] | None:
     """A poll: what exists after the cursor at once, else the first durable events within `timeout`.
     Near the tail, what exists comes from the hub's memory of recent events (no Redis round trip);
     otherwise from `plan_for(position)` (resume.CatchUp: Redis, then the database). Without `plan_for` (the fast lane), None
@@ -219,7 +225,7 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
         if remembered is None:
             if plan_for is None:
                 return None
-            catch = CatchUp(plan_for, start, slug, rooms if feed else None, sees_reports)
+            catch = _catch_up(plan_for, start, slug, rooms, sees_reports)
             backlog = catch.upto(POLL_MAX_EVENTS)
             if catch.plan.reset:
                 metrics.RESETS_SENT.inc()
@@ -234,7 +240,7 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
                 deadline = time.monotonic() + timeout
                 while not found and not subscription.ended and time.monotonic() < deadline:
                     items = subscription.take(min(deadline - time.monotonic(), POLL_HANGUP_CHECK_SECONDS))
-                    found = [item for item in items if isinstance(item, events.LiveEvent) and item.id > after]
+                    found = [item for item in items if isinstance(item, events.LiveEvent) and not after.has_seen(item)]
                     if not found and hung_up(client):
                         break  # nobody is waiting for the answer any more: free the place now
             finally:
@@ -251,7 +257,7 @@ def wait_for_events(session, rooms: frozenset, start: EventId | None, timeout: f
             raise ApiError(403, "banned", "this account is banned")
         found = found[:POLL_MAX_EVENTS]
         metrics.POLL_EVENTS_DELIVERED.add(len(found))
-        return found, (found[-1].id if found else after)
+        return found, (after.past(found[-1]) if found else after)
     finally:
         local_hub.unsubscribe(subscription)
 
@@ -300,27 +306,26 @@ def room_poll(slug):
 def feed_poll():
     session = check_request(cached=True)
     rooms, present = _listed_rooms(request.args)
-    start = parse_event_id(request.args.get("cursor"))
+    start = parse_feed_position(request.args.get("cursor"))
     timeout = _poll_timeout(request.args, current_app.config["CHAT_POLL_TIMEOUT_SECONDS"])
     if request.method == "HEAD":
         return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
     touched = _touch_poller(session, present)
-    found, cursor = wait_for_events(session, frozenset(rooms), start, timeout, feed=True,
-                                    plan_for=plan_firehose, environ=request.environ)
+    found, cursor = wait_for_events(session, frozenset(rooms), start, timeout, feed=True, plan_for=plan_firehose,
+                                    environ=request.environ)
     return _poll_response(found, cursor, events.encode_json(hub.current().online(rooms, recent_enough=not touched)))
 
 
 @bp.get("/moderation/poll")
 def moderation_poll():
     session = check_request(moderator=True, cached=True)
-    start = parse_event_id(request.args.get("cursor"))
+    start = parse_feed_position(request.args.get("cursor"))
     timeout = _poll_timeout(request.args, current_app.config["CHAT_POLL_TIMEOUT_SECONDS"])
     if request.method == "HEAD":
         return _head(session, "application/json", {"Cache-Control": "no-store"}, is_stream=False)
     rooms = _rooms_filter()
-    found, cursor = wait_for_events(session, rooms, start, timeout, feed=True,
-                                    plan_for=plan_firehose, environ=request.environ,
-                                    sees_reports=True)
+    found, cursor = wait_for_events(session, rooms, start, timeout, feed=True, plan_for=plan_firehose,
+                                    environ=request.environ, sees_reports=True)
     # Presence rides along as on the several-rooms poll, for the rooms it follows (the moderator is in none).
     return _poll_response(found, cursor, events.encode_json(_online(rooms, recent_enough=True)))
 
@@ -342,7 +347,8 @@ def poll_from_memory(environ, slug: str | None, config):
     for name, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
         args.setdefault(name, value)  # the first of a repeated parameter, as Flask's request.args.get
     try:
-        start, timeout = parse_event_id(args.get("cursor")), _poll_timeout(args, config["CHAT_POLL_TIMEOUT_SECONDS"])
+        start = parse_feed_position(args.get("cursor")) if slug is None else parse_event_id(args.get("cursor"))
+        timeout = _poll_timeout(args, config["CHAT_POLL_TIMEOUT_SECONDS"])
         if slug is None:
             rooms, present = _listed_rooms(args, known_only=True)
         elif slug in local_hub.known_rooms:

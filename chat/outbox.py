@@ -170,32 +170,37 @@ def relay(everything: bool = False) -> int:
     return published
 
 
-def verify() -> str | None:
-    """Check this Redis against the database if that was not done since it started (one process at a
-    time). Returns what identifies the check (the run_id and where feeds begin): when it changes, what a
-    process delivered before may have skipped events, so its subscriptions must end and resume. None
-    while another process is checking."""
+def verify(shard: int | None = None) -> str | None:
+    """Check the Redis holding a shard (None: every shard) against the database if that was not done since it
+    started (one process at a time per shard). Returns what identifies the check (the run_id and where feeds
+    begin): when it changes, what a process delivered before may have skipped events, so its subscriptions must
+    end and resume. None while another process is checking."""
     room_streams = streams.current()
-    run = room_streams.run_id()
-    recorded = room_streams.incarnation()
-    if recorded.get("run") != run:
-        if not room_streams.claim("verify", VERIFY_LEASE_SECONDS):
-            return None
-        try:
-            recorded = _verify(room_streams, run, recorded)
-        finally:
-            room_streams.release("verify")
-    return f"{recorded['run']}/{recorded.get('since', '')}"
+    checked = []
+    for each in range(room_streams.shards) if shard is None else [shard]:
+        run = room_streams.run_id(each)
+        recorded = room_streams.incarnation(each)
+        if recorded.get("run") != run:
+            if not room_streams.claim(f"verify:{each}", VERIFY_LEASE_SECONDS):
+                return None
+            try:
+                recorded = _verify(room_streams, run, each)
+            finally:
+                room_streams.release(f"verify:{each}")
+        checked.append(f"{recorded['run']}/{recorded.get('since', '')}")
+    return " ".join(checked)
 
 
-def _verify(room_streams, run: str, recorded: dict) -> dict:
-    """Every room whose stream ends below the record is restored: a room with an event in the last few
-    seconds gets its last events back (the stream starts over just before them if Redis lost more), any
+def _verify(room_streams, run: str, shard: int) -> dict:
+    """Every room of the shard whose stream ends below the record is restored: a room with an event in the last
+    few seconds gets its last events back (the stream starts over just before them if Redis lost more), any
     other starts over, empty, at the record's last id (readers take what is older from the database). If any room was
-    behind, entries the feeds' clients may have seen are gone from the firehose: a marker there makes
+    behind, entries the feeds' clients may have seen are gone from the shard's firehose: a marker there makes
     every older feed position answer `reset`."""
+    recorded = room_streams.incarnation(shard)
     rooms = [(room_id, slug, EventId(ms, seq)) for room_id, slug, ms, seq in
-             db.session.query(Room.id, Room.slug, Room.event_ms, Room.event_seq).filter(Room.event_seq > 0)]
+             db.session.query(Room.id, Room.slug, Room.event_ms, Room.event_seq).filter(Room.event_seq > 0)
+             if streams.shard_of(slug, room_streams.shards) == shard]
     db.session.commit()
     restored, now_ms = 0, int(time.time() * 1000)
     for start in range(0, len(rooms), 500):
@@ -216,8 +221,8 @@ def _verify(room_streams, run: str, recorded: dict) -> dict:
                 fill(room_id, slug, last, recorded_last, verifying=True)
     since = EventId.parse(recorded["since"]) if recorded.get("since") else ZERO
     if restored:
-        since = room_streams.mark_epoch()
-        log.warning("Redis %s: %d of %d rooms ended below the record and were restored from it; feed positions "
-                    "before %s get reset", run, restored, len(rooms), since)
-    room_streams.mark_verified(run, since)
+        since = room_streams.mark_epoch(shard)
+        log.warning("Redis %s, shard %d: %d of %d rooms ended below the record and were restored from it; feed "
+                    "positions before %s there get reset", run, shard, restored, len(rooms), since)
+    room_streams.mark_verified(run, since, shard)
     return {"run": run, "since": str(since)}

@@ -8,7 +8,7 @@ from flask import current_app
 from . import events, outbox, streams
 from .errors import Unavailable
 from .extensions import db
-from .ids import ZERO, EventId
+from .ids import ZERO, EventId, FeedPosition
 from .models import events_after, last_event_id
 
 PAGE = 100  # events (or firehose entries) a catch-up reads at a time: its memory, however far behind it starts
@@ -20,12 +20,13 @@ class Plan:
     """Where a subscriber starts: the record's part (events after `after` up to `upto`, from the database;
     none if `upto` is None), then Redis from where that ends."""
 
-    after: EventId  # where the catch-up starts reading
+    after: EventId | FeedPosition  # where the catch-up starts reading
     upto: EventId | None = None  # the last event the database serves; Redis holds what follows
     room_id: int | None = None  # whose record (a room's plan)
     reset: str | None = None  # why the client must reload history instead
-    cursor: EventId | None = None  # where the client stands: the start position, or the tail
+    cursor: EventId | FeedPosition | None = None  # where the client stands: the start position, or the tail
     window: streams.Window | None = None  # what Redis held when the plan was made
+    windows: list | None = None  # a feed's: what each shard's firehose held
 
     def __post_init__(self):
         if self.cursor is None:
@@ -43,14 +44,14 @@ def _most() -> int:
     return current_app.config["CHAT_RESUME_MAX_EVENTS"]
 
 
-def _window(slug: str | None) -> streams.Window:
-    """Where a room's stream (or the firehose) stands, read only from a Redis checked against the database
+def _window(slug: str | None, shard: int = 0) -> streams.Window:
+    """Where a room's stream (or the shard's firehose) stands, read only from a Redis checked against the database
     (a Redis back from an older snapshot must not be served as it is: outbox.verify)."""
-    window = streams.current().window(slug)
+    window = streams.current().window(slug, shard)
     if not window.verified:
-        if outbox.verify() is None:
+        if outbox.verify(None if slug else shard) is None:
             raise Unavailable("the event store restarted and is being checked; reconnect", retry_after=1)
-        window = streams.current().window(slug)
+        window = streams.current().window(slug, shard)
     return window
 
 
@@ -75,26 +76,39 @@ def plan_room(room, start: EventId | None, bounded: bool = False) -> Plan:
     return Plan(start, upto=upto, room_id=room.id, window=window)
 
 
-def plan_firehose(start: EventId | None) -> Plan:
-    """The feeds resume from the firehose alone, however far behind within its retention (read a page at
-    a time); past it, or from a position an earlier incarnation of Redis handed out (outbox.verify), a reset.
+def plan_firehose(start: FeedPosition | None) -> Plan:
+    """The feeds resume from the shards' firehoses alone, however far behind within their retention (read a
+    page at a time); past it on any shard, from a position an earlier incarnation of a shard's Redis handed out
+    (outbox.verify), or from one of another number of shards (CHAT_SHARDS changed), a reset.
 
-    A position before its oldest entry is served from that entry on while the firehose never was
+    A position before a firehose's oldest entry is served from that entry on while the firehose never was
     trimmed (so a feed that began on an empty firehose, cursor 0-0, resumes exactly).
     """
     room_streams = streams.current()
-    window = _window(None)
+    windows = [_window(None, shard) for shard in range(room_streams.shards)]
+    tail = FeedPosition(window.last or ZERO for window in windows)
     if start is None:
-        return Plan(window.last or ZERO, window=window)
-    since = room_streams.incarnation().get("since")
+        return Plan(tail, windows=windows)
+    if len(start) != len(windows):
+        return Plan(tail, reset="position unknown to this server")
+    for shard, (position, window) in enumerate(zip(start, windows)):
+        reset = _firehose_reset(room_streams, shard, position, window)
+        if reset:
+            return Plan(tail, reset=reset)
+    return Plan(start, windows=windows)
+
+
+def _firehose_reset(room_streams, shard: int, start: EventId, window: streams.Window) -> str | None:
+    """Why a shard's firehose cannot resume from `start`, if it cannot."""
+    since = room_streams.incarnation(shard).get("since")
     if since and start < EventId.parse(since):
-        return Plan(window.last or ZERO, reset="the server's event store restarted; reload history")
+        return "the server's event store restarted; reload history"
     if window.last is None:  # nothing yet (or Redis lost it): only 0-0 was handed out meanwhile
-        return Plan(ZERO, window=window) if start == ZERO else Plan(ZERO, reset="position no longer retained")
+        return None if start == ZERO else "position no longer retained"
     trimmed = window.length >= room_streams.firehose_maxlen
     if start > window.last or (trimmed and window.first is not None and start < window.first.just_before()):
-        return Plan(window.last, reset="position no longer retained")
-    return Plan(start, window=window)
+        return "position no longer retained"
+    return None
 
 
 def _dropped(planned: streams.Window, now: streams.Window, after: EventId) -> bool:
@@ -187,3 +201,36 @@ class CatchUp:
         return [events.from_entry(entry) for entry in entries
                 if events.in_rooms(entry.type, entry.room, self.rooms)
                 and events.reaches(entry.type, self.sees_reports)]
+
+
+class FeedCatchUp(CatchUp):
+    """A feed's catch-up: each shard's firehose in turn, from the plan's position on that shard to its end. Each
+    event's position is where the catch-up then stands on every shard (ids.FeedPosition)."""
+
+    def __init__(self, start: FeedPosition | None, rooms: set | None = None, sees_reports: bool = False):
+        self.shard = 0  # the shard being read
+        super().__init__(plan_firehose, start, None, rooms, sees_reports)
+
+    def _plan_again(self) -> None:
+        self.replans += 1
+        if self.replans < RESUME_ATTEMPTS:
+            self.plan = self._plan(self.position)
+        else:
+            self.plan = Plan(self._plan(None).after, reset="too far behind; reload history")
+        self.position, self.shard = self.plan.after, 0
+
+    def _from_redis(self, most: int) -> list:
+        shard = self.shard
+        window, entries = self.streams.read_after(None, self.position[shard], most, shard)
+        if _dropped(self.plan.windows[shard], window, self.position[shard]):
+            raise Trimmed(shard)
+        if len(entries) < most:
+            self.shard += 1
+            self.at_tail = self.shard == len(self.position)
+        found = []
+        for entry in entries:
+            self.position = self.position.moved(shard, entry.id)
+            if events.in_rooms(entry.type, entry.room, self.rooms) and events.reaches(entry.type, self.sees_reports):
+                found.append(events.feed_event(entry, self.position, shard))
+        return found
+

@@ -95,8 +95,8 @@ class Streams:
         self._leave_presence = client.register_script(lua.LEAVE_PRESENCE)
         self._sweep_presence = client.register_script(lua.SWEEP_PRESENCE)
 
-    # Key builders. A room's keys and its shard's share the shard's hash tag: one Cluster slot per shard.
-    # Only shard 0 is read yet (config refuses CHAT_SHARDS > 1): the shard-wide keys default to it.
+    # Key builders. A room's keys and its shard's share the shard's hash tag: one Cluster slot per shard. The
+    # control stream and the events of no room (bans) are shard 0's alone; shard-wide keys default to it.
     def shard_tag(self, shard: int) -> str:
         return f"{{{self.prefix}:s{shard}}}"
 
@@ -216,26 +216,28 @@ class Streams:
         found = self._last_ids(keys=[self.room_stream_key(slug) for slug in slugs])
         return {slug: _parse_id(raw) for slug, raw in zip(slugs, found)}
 
-    # Incarnations: each start of the Redis server (its run_id) is checked against the database once.
-    def run_id(self) -> str:
-        """The run_id of the server holding shard 0's keys: on a cluster, the master now serving their slot
+    # Incarnations: each start of the Redis server holding a shard (its run_id) is checked against the database
+    # once for that shard.
+    def run_id(self, shard: int = 0) -> str:
+        """The run_id of the server holding the shard's keys: on a cluster, the master now serving their slot
         (a replica promoted in its place has its own, so the check runs again)."""
         if self.cluster:
-            return self.redis.info("server", target_nodes=self.redis.get_node_from_key(self.incarnation_key()))["run_id"]
+            node = self.redis.get_node_from_key(self.incarnation_key(shard))
+            return self.redis.info("server", target_nodes=node)["run_id"]
         return self.redis.info("server")["run_id"]
 
-    def incarnation(self) -> dict:
-        """What the check recorded: `run` (the run_id it was made for) and `since` (the firehose position
-        where this incarnation's feeds begin; positions before it were handed out by an older one)."""
-        return self.redis.hgetall(self.incarnation_key())
+    def incarnation(self, shard: int = 0) -> dict:
+        """What the shard's check recorded: `run` (the run_id it was made for) and `since` (the position in the
+        shard's firehose where this incarnation's feeds begin; positions before it were handed out by an older one)."""
+        return self.redis.hgetall(self.incarnation_key(shard))
 
-    def mark_verified(self, run: str, since: EventId) -> None:
-        self.redis.hset(self.incarnation_key(), mapping={"run": run, "since": str(since)})
+    def mark_verified(self, run: str, since: EventId, shard: int = 0) -> None:
+        self.redis.hset(self.incarnation_key(shard), mapping={"run": run, "since": str(since)})
 
-    def mark_epoch(self) -> EventId:
-        """A marker entry in the firehose: positions before it belong to an older incarnation."""
-        return EventId.parse(self.redis.xadd(self.firehose_key(), {"type": "epoch"}, maxlen=self.firehose_maxlen,
-                                             approximate=True))
+    def mark_epoch(self, shard: int = 0) -> EventId:
+        """A marker entry in the shard's firehose: positions before it belong to an older incarnation."""
+        return EventId.parse(self.redis.xadd(self.firehose_key(shard), {"type": "epoch"},
+                                             maxlen=self.firehose_maxlen, approximate=True))
 
     def claim(self, job: str, seconds: float) -> bool:
         """True for one caller across all processes per `seconds` (a lease for periodic jobs)."""
@@ -244,9 +246,9 @@ class Streams:
     def release(self, job: str) -> None:
         self.redis.delete(f"{self.prefix}:lease:{job}")
 
-    def read_after(self, slug: str | None, after: EventId, count: int) -> tuple[Window, list[Entry]]:
-        """Durable events after `after`, oldest first, from a room's stream (or the firehose if slug is None)."""
-        shard = shard_of(slug, self.shards) if slug else 0
+    def read_after(self, slug: str | None, after: EventId, count: int, shard: int = 0) -> tuple[Window, list[Entry]]:
+        """Durable events after `after`, oldest first, from a room's stream (or if slug is None the shard's firehose)."""
+        shard = shard_of(slug, self.shards) if slug else shard
         key = self.room_stream_key(slug) if slug else self.firehose_key(shard)
         keys = [key, self.incarnation_key(shard), *([self.tombstones_key(slug)] if slug else [])]
         last, first, rows, length, checked = self._read_after(keys=keys, args=[str(after), count, self.shard_tag(shard)])
@@ -267,32 +269,30 @@ class Streams:
                                     max_connections=1, **kwargs)
         return redis.Redis(connection_pool=pool)
 
-    def positions(self) -> tuple[EventId, EventId]:
-        """Where the firehose and the control stream end now: a hub starts reading after them."""
+    def positions(self, shard: int = 0) -> tuple[EventId, EventId, EventId]:
+        """Where the shard's firehose, the control stream (shard 0's; ZERO for the others) and the shard's presence
+        changes end now: a hub's reader of the shard starts reading after them (one slot: the shard's tag)."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xrevrange(self.firehose_key(), count=1)
-        pipe.xrevrange(self.control_key(), count=1)
-        firehose, control = pipe.execute()
-        return (EventId.parse(firehose[0][0]) if firehose else ZERO,
-                EventId.parse(control[0][0]) if control else ZERO)
-
-    def presence_changes_end(self) -> EventId:
-        """Where the presence changes stream ends now: a hub reads the changes after it."""
-        found = self.redis.xrevrange(self.presence_changes_key(), count=1)
-        return EventId.parse(found[0][0]) if found else ZERO
+        keys = [self.firehose_key(shard), self.presence_changes_key(shard), *([self.control_key()] if shard == 0 else [])]
+        for key in keys:
+            pipe.xrevrange(key, count=1)
+        ends = [EventId.parse(found[0][0]) if found else ZERO for found in pipe.execute()]
+        return ends[0], ends[2] if shard == 0 else ZERO, ends[1]
 
     READ_COUNT = 1000  # entries per stream per read; below PRESENCE_CHANGES_MAXLEN (see read_new)
 
-    def read_new(self, reader: redis.Redis, firehose_after: EventId, control_after: EventId, presence_after: EventId,
-                 block_ms: int) -> NewEntries:
-        """Block until the firehose, the control stream or the presence changes have entries after the given
-        positions (one slot: the shard's tag)."""
-        reply = reader.xread({self.firehose_key(): str(firehose_after), self.control_key(): str(control_after),
-                              self.presence_changes_key(): str(presence_after)},
-                             count=self.READ_COUNT, block=block_ms) or []
+    def read_new(self, reader: redis.Redis, shard: int, firehose_after: EventId, control_after: EventId,
+                 presence_after: EventId, block_ms: int) -> NewEntries:
+        """Block until the shard's firehose or presence changes, or for shard 0 the control stream, have entries
+        after the given positions (one slot: the shard's tag)."""
+        firehose_key, changes_key = self.firehose_key(shard), self.presence_changes_key(shard)
+        wanted = {firehose_key: str(firehose_after), changes_key: str(presence_after)}
+        if shard == 0:
+            wanted[self.control_key()] = str(control_after)
+        reply = reader.xread(wanted, count=self.READ_COUNT, block=block_ms) or []
         found = NewEntries([], [], set(), presence_after, False)
         for key, rows in reply:
-            if key == self.presence_changes_key():
+            if key == changes_key:
                 found.rooms_changed.update(fields["room"] for _, fields in rows)
                 found.presence_at = EventId.parse(rows[-1][0]) if rows else presence_after
                 # Trimming (approximate: it keeps at least MAXLEN >= READ_COUNT entries) can pass a reader only by
@@ -300,7 +300,7 @@ class Streams:
                 found.presence_overflowed = len(rows) >= self.READ_COUNT
                 continue
             for raw_id, fields in rows:
-                if key == self.firehose_key():
+                if key == firehose_key:
                     if fields["type"] == "epoch":
                         continue
                     room_event_id = EventId.parse(fields["id"]) if "id" in fields else None  # none: no room
@@ -310,9 +310,9 @@ class Streams:
                     found.control.append((EventId.parse(raw_id), fields))
         return found
 
-    def window(self, slug: str | None) -> Window:
-        """Where a room's stream (or the firehose) stands now."""
-        return self.read_after(slug, ZERO, 0)[0]
+    def window(self, slug: str | None, shard: int = 0) -> Window:
+        """Where a room's stream (or if slug is None the shard's firehose) stands now."""
+        return self.read_after(slug, ZERO, 0, shard)[0]
 
     # Presence: a sorted set per room of `username|connection` scored by when it was last seen, one sorted set of
     # the rooms scored by when any of their members was last written (for feeds of every room), and a stream per
@@ -341,11 +341,12 @@ class Streams:
 
     def rooms_with_presence(self, seconds: float) -> list[str]:
         """The rooms whose presence was written within `seconds` (older ones are forgotten): where someone is
-        online, or was until lately (long enough for their list to be seen emptying)."""
+        online, or was until lately (long enough for their list to be seen emptying). In every shard."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zremrangebyscore(self.presence_rooms_key(), "-inf", time.time() - seconds)
-        pipe.zrange(self.presence_rooms_key(), 0, -1)
-        return pipe.execute()[1]
+        for shard in range(self.shards):
+            pipe.zremrangebyscore(self.presence_rooms_key(shard), "-inf", time.time() - seconds)
+            pipe.zrange(self.presence_rooms_key(shard), 0, -1)
+        return [room for found in pipe.execute()[1::2] for room in found]
 
     def leave_presence(self, slug: str, member: str) -> None:
         """Remove a member, announcing the room's change if it was there."""

@@ -11,7 +11,7 @@ import uuid
 from collections import deque
 
 from . import events, metrics
-from .ids import EventId
+from .ids import EventId, FeedPosition
 
 
 class Subscription:
@@ -39,7 +39,7 @@ class Subscription:
         self.items = None  # a deque once anything is queued: most streams never need one (direct writes)
         self.wakeup = threading.Event()
         self.ended = None  # why the hub ended it: overflow, logout, banned, shutdown
-        self.position = None  # the last durable event id this client was sent
+        self.position = None  # where this client stands: the last durable event it was sent (ids: EventId, FeedPosition)
         # Direct writing: while its stream is idle and caught up, the hub writes an event's chunk
         # straight to the socket (one non-blocking write) instead of waking the stream's greenlet.
         self.direct_fd = None
@@ -66,7 +66,7 @@ class Subscription:
         self.wakeup.set()
 
     def _write_directly(self, event) -> None:
-        if event.id <= self.position:
+        if self.position.has_seen(event):
             return
         chunk = event.chunk
         try:
@@ -76,7 +76,7 @@ class Subscription:
         except OSError:  # the client is gone
             self.end("gone")
             return
-        self.position = event.id
+        self.position = self.position.past(event)
         self.written += 1
         if written < len(chunk):  # a full socket buffer: the stream's greenlet takes over, and waits
             self.unsent = chunk[written:]
@@ -113,7 +113,7 @@ class Presence:
         self.online = online
 
 
-def unsent(items: list, position: EventId, sent_online: dict) -> list:
+def unsent(items: list, position: EventId | FeedPosition, sent_online: dict) -> list:
     """What a stream has not sent yet: durable events after `position`, and presence that differs
     from the list this client was last sent for that room (the hub re-sends a room's list to everyone
     in it); `sent_online` is updated."""
@@ -123,7 +123,7 @@ def unsent(items: list, position: EventId, sent_online: dict) -> list:
             if sent_online.get(item.room) == item.online:
                 continue
             sent_online[item.room] = item.online
-        elif item.id <= position:
+        elif position.has_seen(item):
             continue
         fresh.append(item)
     return fresh
@@ -212,7 +212,7 @@ def stream_events(subscription: Subscription, catch, first_page: list, next_page
             if fresh:
                 durable = [item for item in fresh if isinstance(item, events.LiveEvent)]
                 if durable:
-                    position = subscription.position = durable[-1].id
+                    position = subscription.position = position.past(durable[-1])
                     delivered.add(len(durable))
                 yield b"".join(item.sse for item in fresh)
             elif not subscription.ended:

@@ -11,7 +11,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from . import hub, streams
 from .caches import CachedRoom
 from .errors import ApiError
-from .ids import EventId
+from .ids import EventId, FeedPosition
 from .models import Message, Room, find_message, find_room, room_ids
 from .schemas import SLUG
 
@@ -55,6 +55,16 @@ def parse_event_id(text: str | None) -> EventId | None:
         return EventId.parse(text)
     except ValueError:
         raise ApiError(400, "invalid_cursor", "not an event id") from None
+
+
+def parse_feed_position(text: str | None) -> FeedPosition | None:
+    """A position of the feeds over several rooms (ids.FeedPosition), as they hand them out."""
+    if text is None or text == "":
+        return None
+    try:
+        return FeedPosition.parse(text)
+    except ValueError:
+        raise ApiError(400, "invalid_cursor", "not a position of this feed") from None
 
 
 def room_or_404(slug: str) -> Room:

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy
 
 from chat import create_app, embedded_redis
-from chat.config import database_url
+from chat.config import MAX_SHARDS, database_url
 from chat.extensions import connect, db
 from chat.streams import Streams
 from tests.faults import PrivateRedis
@@ -63,7 +63,8 @@ def reset_state(services) -> None:
     engine.dispose()
     client = connect(services["redis_url"], cluster=services.get("cluster", False), max_connections=4)
     names = Streams(client, services["prefix"], 1)
-    keep = {names.firehose_key(), names.control_key(), names.incarnation_key(), names.presence_changes_key()}
+    keep = {names.control_key(), *(key for shard in range(MAX_SHARDS) for key in (
+        names.firehose_key(shard), names.incarnation_key(shard), names.presence_changes_key(shard)))}
     doomed = [key for pattern in (f"{services['prefix']}:*", f"{{{services['prefix']}:*")  # untagged, hash-tagged
               for key in client.scan_iter(pattern, count=1000) if key not in keep]
     if doomed:

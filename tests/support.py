@@ -15,6 +15,8 @@ from pathlib import Path
 
 import requests
 
+from chat.ids import FeedPosition
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse"
 
@@ -42,6 +44,13 @@ def event_key(event_id: str) -> tuple[int, int]:
     """The one comparison API.md allows on event ids: split at `-`, compare as a pair of integers."""
     ms, seq = event_id.split("-")
     return int(ms), int(seq)
+
+
+def feed_positions_increase(ids: list[str]) -> bool:
+    """Whether a feed's ids (several-rooms or moderators') strictly increase: each at or past the one before on
+    every shard, and not the same (with one shard, as event ids do; with several, each carries one id per shard)."""
+    positions = [FeedPosition.parse(event_id) for event_id in ids]
+    return all(before.covered_by(after) and before != after for before, after in zip(positions, positions[1:]))
 
 
 def assert_fields(actual: dict, **expected) -> None:

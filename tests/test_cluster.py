@@ -160,8 +160,8 @@ def test_a_rooms_shard_is_the_crc32_of_its_slug():
 
 
 @pytest.mark.parametrize("settings, refusal", [
-    ({"CHAT_SHARDS": 2}, "CHAT_SHARDS=2 is not supported yet"),
-    ({"CHAT_SHARDS": 0}, "CHAT_SHARDS=0 is not supported yet"),
+    ({"CHAT_SHARDS": 17}, "CHAT_SHARDS=17 is out of range: 1 to 16"),
+    ({"CHAT_SHARDS": 0}, "CHAT_SHARDS=0 is out of range"),
     ({"REDIS_CLUSTER": True, "REDIS_URL": None}, "REDIS_CLUSTER=1 needs REDIS_URL"),
 ])
 def test_settings_not_supported_yet_are_refused_at_startup(services, settings, refusal):

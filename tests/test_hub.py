@@ -36,7 +36,7 @@ def make_hub(streams):
     hubs = []
 
     def build(**settings):
-        hubs.append(Hub(streams, {**CONFIG, **settings}, verify=lambda: streams.run_id()))
+        hubs.append(Hub(streams, {**CONFIG, **settings}, verify=lambda shard: streams.run_id(shard)))
         return hubs[-1]
 
     yield build
@@ -300,20 +300,20 @@ def test_a_read_reports_when_presence_changes_may_have_passed_unread(streams):
     """Trimming keeps at least MAXLEN >= READ_COUNT changes, so a reader it passed finds a full read: that is
     what makes a hub re-read every list it watches."""
     assert streams.PRESENCE_CHANGES_MAXLEN >= streams.READ_COUNT
-    start = streams.presence_changes_end()
+    start = streams.positions()[2]
     reader = streams.reader()
     try:
         streams.leave_presence("den", "ann|1")  # not there: nothing to announce
         streams.touch_presence("den", ["ann|1"], 30)
         streams.touch_presence("den", ["ann|1"], 30)  # there already: nothing to announce
         streams.leave_presence("den", "ann|1")
-        found = streams.read_new(reader, ZERO, ZERO, start, 0)
+        found = streams.read_new(reader, 0, ZERO, ZERO, start, 0)
         assert found.rooms_changed == {"den"} and not found.presence_overflowed
         pipe = streams.redis.pipeline(transaction=False)
         for n in range(streams.READ_COUNT):
             pipe.xadd(streams.presence_changes_key(), {"room": f"room-{n}"})
         pipe.execute()
-        found = streams.read_new(reader, ZERO, ZERO, found.presence_at, 0)
+        found = streams.read_new(reader, 0, ZERO, ZERO, found.presence_at, 0)
         assert len(found.rooms_changed) == streams.READ_COUNT and found.presence_overflowed
     finally:
         reader.close()
@@ -330,7 +330,7 @@ def test_idle_rooms_cost_no_redis_commands(private_redis):
     streams = Streams(client, "idle", 1000)
     streams.mark_verified(streams.run_id(), ZERO)
     config = {**CONFIG, "CHAT_PRESENCE_TTL_SECONDS": 300}
-    hubs = [QuietHub(streams, config, verify=lambda: streams.run_id()) for _ in range(2)]
+    hubs = [QuietHub(streams, config, verify=lambda shard: streams.run_id(shard)) for _ in range(2)]
     rooms = [f"room-{n}" for n in range(20)]
     try:
         members = [subscribe(hub, room=room, username=f"user{index}", session_id=index, user_id=index)
