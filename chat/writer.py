@@ -175,25 +175,28 @@ def _record_in_one_transaction(batch: list[Post]) -> list[Recorded]:
 def _record_on_postgresql(batch: list[Post]) -> list[Recorded]:
     """PostgreSQL: the batch in one statement (models.record_posts_at_once). A room whose posts' checks are out
     of date is written again without them (each answered Stale); when a client_id was recorded meanwhile
-    (nothing was written), the posts are recorded one by one, to find which."""
-    recorded, waiting, created_at = [], batch, utcnow()
-    while waiting:
-        try:
-            ids, version = record_posts_at_once([(post.room_id, post.user_id, post.client_id, post.body, post.version)
-                                                 for post in waiting], created_at)
-        except IntegrityError as error:
-            if len(waiting) == 1:  # the request answers with the message recorded before
-                waiting[0].settle(error=error)
-                return recorded
-            return recorded + [each for post in waiting for each in _record_on_postgresql([post])]
-        stale = [post for post in waiting if post.room_id not in ids and post.version not in (None, version)]
-        if not stale and len(ids) < len({post.room_id for post in waiting}):
-            raise LookupError("a room of these posts is gone")
-        for post in stale:
-            post.settle(error=Stale(version))
-        for room_id, posts in _by_room(waiting):
-            recorded += _recorded_messages(posts, ids.get(room_id, ()), created_at)
-        waiting = [post for post in waiting if post.room_id not in ids and not post.turn.is_set()]
+    (nothing of that statement was written), its posts are recorded one by one, to find which."""
+    recorded, groups = [], deque([batch])
+    while groups:
+        waiting, created_at = groups.popleft(), utcnow()
+        while waiting:
+            try:
+                ids, version = record_posts_at_once([(post.room_id, post.user_id, post.client_id, post.body,
+                                                      post.version) for post in waiting], created_at)
+            except IntegrityError as error:
+                if len(waiting) == 1:  # the request answers with the message recorded before
+                    waiting[0].settle(error=error)
+                else:  # one by one, each a group of its own
+                    groups.extend([post] for post in waiting)
+                break
+            stale = [post for post in waiting if post.room_id not in ids and post.version not in (None, version)]
+            if not stale and len(ids) < len({post.room_id for post in waiting}):
+                raise LookupError("a room of these posts is gone")
+            for post in stale:
+                post.settle(error=Stale(version))
+            for room_id, posts in _by_room(waiting):
+                recorded += _recorded_messages(posts, ids.get(room_id, ()), created_at)
+            waiting = [post for post in waiting if post.room_id not in ids and not post.turn.is_set()]
     return recorded
 
 
