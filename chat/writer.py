@@ -82,6 +82,10 @@ class Post:
             raise self.error
         return self.answer
 
+    def stale_at(self, version: int) -> bool:
+        """Whether its checks read the post rules from memory at a version other than `version` (Stale)."""
+        return self.version is not None and self.version != version
+
 
 Recorded = tuple[Post, EventId, dict]  # a post recorded: its event id and the API's message
 
@@ -189,7 +193,7 @@ def _record_on_postgresql(batch: list[Post]) -> list[Recorded]:
                 else:  # one by one, each a group of its own
                     groups.extend([post] for post in waiting)
                 break
-            stale = [post for post in waiting if post.room_id not in ids and post.version not in (None, version)]
+            stale = [post for post in waiting if post.room_id not in ids and post.stale_at(version)]
             if not stale and len(ids) < len({post.room_id for post in waiting}):
                 raise LookupError("a room of these posts is gone")
             for post in stale:
@@ -250,7 +254,7 @@ def _record_batch(batch: list[Post]) -> list[Recorded]:
         event_ids, version = allocate_post_ids(room_id, len(posts))
         # The version as the statement that allocates the posts' ids read it (on PostgreSQL, as of its start,
         # which is after each of these posts began): a change that answered before a post began is seen.
-        stale = [post for post in posts if post.version is not None and post.version != version]
+        stale = [post for post in posts if post.stale_at(version)]
         if stale:
             raise Stale(version, stale)
         recorded += _recorded_messages(posts, event_ids, created_at)
