@@ -381,7 +381,7 @@ def allocate_event_ids(room_id: int, count: int) -> list[EventId]:
     an event without every earlier one (a prefix of the room's log)."""
     ms, last_seq = db.session.connection().execute(_ALLOCATE, {"room_id": room_id, "count": count,
                                                                "now_ms": int(time.time() * 1000)}).one()
-    return [EventId(ms, seq) for seq in range(last_seq - count + 1, last_seq + 1)]
+    return _event_ids(ms, last_seq, count)
 
 
 def allocate_post_ids(room_id: int, count: int) -> tuple[list[EventId], int]:
@@ -389,7 +389,12 @@ def allocate_post_ids(room_id: int, count: int) -> tuple[list[EventId], int]:
     whose checks read an older version is not recorded in this transaction (writer.py)."""
     ms, last_seq, version = db.session.connection().execute(_ALLOCATE_FOR_POSTS, {
         "room_id": room_id, "count": count, "now_ms": int(time.time() * 1000)}).one()
-    return [EventId(ms, seq) for seq in range(last_seq - count + 1, last_seq + 1)], version
+    return _event_ids(ms, last_seq, count), version
+
+
+def _event_ids(ms: int, last_seq: int, count: int) -> list[EventId]:
+    """The ids a room's counter just gave `count` events: its row's `ms` and `seq` after the update."""
+    return [EventId(ms, seq) for seq in range(last_seq - count + 1, last_seq + 1)]
 
 
 # PostgreSQL: a group of posts, of one room or several, recorded in one statement that commits itself: one
@@ -437,8 +442,8 @@ def record_posts_at_once(posts: list[tuple], created_at: datetime) -> tuple[dict
     counts = {}
     for post in posts:
         counts[post[0]] = counts.get(post[0], 0) + 1
-    ids = {room_id: [EventId(ms, seq) for seq in range(last_seq - counts[room_id] + 1, last_seq + 1)]
-           for _, room_id, ms, last_seq in rows if room_id is not None}
+    ids = {room_id: _event_ids(ms, last_seq, counts[room_id]) for _, room_id, ms, last_seq in rows
+           if room_id is not None}
     return ids, rows[0].version
 
 

@@ -25,7 +25,9 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import groupby
 
 from flask import current_app
@@ -79,6 +81,13 @@ class Post:
         if self.error is not None:
             raise self.error
         return self.answer
+
+    def stale_at(self, version: int) -> bool:
+        """Whether its checks read the post rules from memory at a version other than `version` (Stale)."""
+        return self.version is not None and self.version != version
+
+
+Recorded = tuple[Post, EventId, dict]  # a post recorded: its event id and the API's message
 
 
 class Writer:
@@ -150,7 +159,7 @@ def _record(batch: list[Post]) -> None:
             post.settle((data, True))
 
 
-def _record_in_one_transaction(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
+def _record_in_one_transaction(batch: list[Post]) -> list[Recorded]:
     try:
         return _commit_current(batch)
     except IntegrityError:  # a client_id recorded meanwhile by another request: one by one, to find which
@@ -167,35 +176,35 @@ def _record_in_one_transaction(batch: list[Post]) -> list[tuple[Post, EventId, d
         return recorded
 
 
-def _record_on_postgresql(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
+def _record_on_postgresql(batch: list[Post]) -> list[Recorded]:
     """PostgreSQL: the batch in one statement (models.record_posts_at_once). A room whose posts' checks are out
     of date is written again without them (each answered Stale); when a client_id was recorded meanwhile
-    (nothing was written), the posts are recorded one by one, to find which."""
-    recorded, waiting, created_at = [], batch, utcnow()
-    while waiting:
-        try:
-            ids, version = record_posts_at_once([(post.room_id, post.user_id, post.client_id, post.body, post.version)
-                                                 for post in waiting], created_at)
-        except IntegrityError as error:
-            if len(waiting) == 1:  # the request answers with the message recorded before
-                waiting[0].settle(error=error)
-                return recorded
-            return recorded + [each for post in waiting for each in _record_on_postgresql([post])]
-        stale = [post for post in waiting if post.room_id not in ids and post.version not in (None, version)]
-        if not stale and len(ids) < len({post.room_id for post in waiting}):
-            raise LookupError("a room of these posts is gone")
-        for post in stale:
-            post.settle(error=Stale(version))
-        by_room = sorted(waiting, key=lambda post: post.room_id)  # stable: a room's posts keep their order
-        for room_id, posts in groupby(by_room, key=lambda post: post.room_id):
-            recorded += [(post, event_id, message_api(event_id, post.slug, post.body, post.user_id, post.username,
-                                                      created_at, post.client_id))
-                         for post, event_id in zip(posts, ids.get(room_id, ()))]
-        waiting = [post for post in waiting if post.room_id not in ids and not post.turn.is_set()]
+    (nothing of that statement was written), its posts are recorded one by one, to find which."""
+    recorded, groups = [], deque([batch])
+    while groups:
+        waiting, created_at = groups.popleft(), utcnow()
+        while waiting:
+            try:
+                ids, version = record_posts_at_once([(post.room_id, post.user_id, post.client_id, post.body,
+                                                      post.version) for post in waiting], created_at)
+            except IntegrityError as error:
+                if len(waiting) == 1:  # the request answers with the message recorded before
+                    waiting[0].settle(error=error)
+                else:  # one by one, each a group of its own
+                    groups.extend([post] for post in waiting)
+                break
+            stale = [post for post in waiting if post.room_id not in ids and post.stale_at(version)]
+            if not stale and len(ids) < len({post.room_id for post in waiting}):
+                raise LookupError("a room of these posts is gone")
+            for post in stale:
+                post.settle(error=Stale(version))
+            for room_id, posts in _by_room(waiting):
+                recorded += _recorded_messages(posts, ids.get(room_id, ()), created_at)
+            waiting = [post for post in waiting if post.room_id not in ids and not post.turn.is_set()]
     return recorded
 
 
-def _commit_current(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
+def _commit_current(batch: list[Post]) -> list[Recorded]:
     """_commit, without the posts whose checks are out of date: each of those is answered Stale (its
     request checks again), and the transaction is made again without them (each round leaves one out)."""
     while batch:
@@ -209,7 +218,7 @@ def _commit_current(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
     return []
 
 
-def _commit(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
+def _commit(batch: list[Post]) -> list[Recorded]:
     """_record_batch, waiting for SQLite's write lock cooperatively. SQLite's own busy wait sleeps in C,
     which stops every greenlet of the worker (every stream and poll in it) while another process writes:
     the writer takes the write lock first (BEGIN IMMEDIATE) without waiting, and on "locked" sleeps a
@@ -236,27 +245,38 @@ def _commit(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
         return _record_batch(batch)
 
 
-def _record_batch(batch: list[Post]) -> list[tuple[Post, EventId, dict]]:
+def _record_batch(batch: list[Post]) -> list[Recorded]:
     """One transaction for the batch: each room's ids in one statement (rooms in id order, the order every
     writer locks them in), every message inserted, one commit. Raises Stale, before inserting anything,
     if the post rules changed since a post's checks read them from memory."""
     recorded, created_at = [], utcnow()
-    by_room = sorted(batch, key=lambda post: post.room_id)  # stable: a room's posts keep their arrival order
-    for room_id, posts in groupby(by_room, key=lambda post: post.room_id):
-        posts = list(posts)
+    for room_id, posts in _by_room(batch):
         event_ids, version = allocate_post_ids(room_id, len(posts))
         # The version as the statement that allocates the posts' ids read it (on PostgreSQL, as of its start,
         # which is after each of these posts began): a change that answered before a post began is seen.
-        stale = [post for post in posts if post.version is not None and post.version != version]
+        stale = [post for post in posts if post.stale_at(version)]
         if stale:
             raise Stale(version, stale)
-        for post, event_id in zip(posts, event_ids):
-            recorded.append((post, event_id, message_api(event_id, post.slug, post.body, post.user_id, post.username,
-                                                         created_at, post.client_id)))
+        recorded += _recorded_messages(posts, event_ids, created_at)
     insert_messages([(post.room_id, post.user_id, post.client_id, post.body, created_at, event_id)
                      for post, event_id, _ in recorded])
     db.session.commit()  # acknowledged: from here on the messages exist, whatever Redis does
     return recorded
+
+
+def _by_room(posts: list[Post]) -> list[tuple[int, list[Post]]]:
+    """The posts of each room, rooms in id order (the order every writer locks them in), a room's posts in
+    the order given."""
+    by_room = sorted(posts, key=lambda post: post.room_id)  # stable: a room's posts keep their order
+    return [(room_id, list(of_room)) for room_id, of_room in groupby(by_room, key=lambda post: post.room_id)]
+
+
+def _recorded_messages(posts: list[Post], event_ids: Sequence[EventId], created_at: datetime) -> list[Recorded]:
+    """A room's posts as recorded with their event ids (in the same order) at `created_at`, each with the
+    API's message: what _record publishes and answers the posts' requests with."""
+    return [(post, event_id, message_api(event_id, post.slug, post.body, post.user_id, post.username, created_at,
+                                         post.client_id))
+            for post, event_id in zip(posts, event_ids)]
 
 
 def current() -> Writer:

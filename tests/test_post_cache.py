@@ -3,6 +3,7 @@ and the write itself proves nothing changed meanwhile. Each test warms another a
 app is a process's worth of memory), changes a rule through this one, and checks that the other obeys it
 on the very next post."""
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from chat import actions, auth, writer
 from chat.extensions import db
@@ -174,6 +175,34 @@ def test_a_group_over_several_rooms_records_all_but_the_stale_posts_without_a_ga
             assert Room.query.filter_by(slug=slug).one().event_seq == before[slug] + len(bodies)
             assert [message.body for message in Message.query.filter_by(room_id=rows[slug].id)
                     .order_by(Message.event_ms, Message.event_seq)] == bodies
+
+
+def test_a_group_with_a_client_id_recorded_meanwhile_records_the_others_one_by_one(app, member, room):
+    """A group of which one post repeats a client_id recorded before (on PostgreSQL, its one statement writes
+    nothing): its posts are recorded one by one; the repeat is answered IntegrityError (its request answers
+    with the message recorded before), the others are recorded, in their order, without a gap."""
+    other = member.create_room()
+    assert member.send(room, "first", client_id="c-1").status_code == 201
+    with app.app_context():
+        rows = {slug: Room.query.filter_by(slug=slug).one() for slug in (room, other)}
+        before = {slug: row.event_seq for slug, row in rows.items()}
+        user_id = member.user["id"]
+        post = lambda slug, body, client_id: writer.Post(rows[slug].id, slug, user_id, member.username, body,  # noqa: E731
+                                                         client_id)
+        batch = [post(room, "a1", "c-2"), post(other, "b1", None), post(room, "again", "c-1"),
+                 post(room, "a2", None)]
+        writer._record(batch)
+        with pytest.raises(IntegrityError):
+            batch[2].outcome()
+        answered = {each.body: each.outcome() for each in batch if each is not batch[2]}
+        assert all(created for _, created in answered.values())
+        db.session.expire_all()
+        for slug, bodies in [(room, ["a1", "a2"]), (other, ["b1"])]:
+            seqs = [EventId.parse(answered[body][0]["id"]).seq for body in bodies]
+            assert seqs == list(range(before[slug] + 1, before[slug] + 1 + len(bodies)))
+            assert Room.query.filter_by(slug=slug).one().event_seq == before[slug] + len(bodies)
+        assert [message.body for message in Message.query.filter_by(room_id=rows[room].id)
+                .order_by(Message.event_ms, Message.event_seq)] == ["first", "a1", "a2"]
 
 
 def test_a_groups_allowances_are_taken_in_one_round_trip_as_one_by_one(make_app, member, room):
