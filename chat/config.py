@@ -104,6 +104,8 @@ def finish(config, instance_path: str) -> None:
     config.setdefault("REDIS_CLUSTER", False)
     if config["REDIS_CLUSTER"] and not config.get("REDIS_URL"):
         raise RuntimeError("REDIS_CLUSTER=1 needs REDIS_URL naming a node of the cluster (the embedded Redis is not one)")
+    if "," in (config.get("REDIS_URL") or "") and not config["REDIS_CLUSTER"]:
+        raise RuntimeError("REDIS_URL names several nodes: only a Redis Cluster has them (set REDIS_CLUSTER=1)")
     if not 1 <= config["CHAT_SHARDS"] <= MAX_SHARDS:
         raise RuntimeError(f"CHAT_SHARDS={config['CHAT_SHARDS']} is out of range: 1 to {MAX_SHARDS}")
     uri = config["SQLALCHEMY_DATABASE_URI"]

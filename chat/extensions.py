@@ -1,4 +1,6 @@
 """Extensions, created unbound here and bound to an app in create_app."""
+from urllib.parse import urlsplit
+
 import redis
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -43,19 +45,28 @@ def _sqlite_pragmas(dbapi_connection, _record):
 def connect(url: str, *, cluster: bool, max_connections: int, socket_timeout: float = 5,
             known_nodes: list[ClusterNode] = ()) -> redis.Redis | RedisCluster:
     """A client with bounded pools and timeouts, so a reconnect storm cannot grow them: a request waits up to
-    5 s for a free connection, then fails (503). With `cluster`, `url` names any node of a Redis Cluster
-    and redis-py's cluster client finds the others, with a pool of `max_connections` per node; it asks
-    `known_nodes` too, so it starts while the node of `url` is down."""
+    5 s for a free connection, then fails (503). With `cluster`, `url` names any node of a Redis Cluster, or
+    several separated by commas (`redis://a:6379/0,b:6379`: the first URL's scheme and credentials are
+    everyone's), and redis-py's cluster client finds the others, with a pool of `max_connections` per node;
+    it asks every node named and `known_nodes` too, so it starts while some of them are down."""
     options = dict(max_connections=max_connections, timeout=5, socket_timeout=socket_timeout,
                    socket_connect_timeout=3, decode_responses=True)
     if cluster:
+        first, *others = url.split(",")
+        startup_nodes = [*map(_cluster_node, others), *(ClusterNode(node.host, node.port) for node in known_nodes)]
         try:
-            return RedisCluster(url=url, startup_nodes=[ClusterNode(node.host, node.port) for node in known_nodes],
+            return RedisCluster(url=first, startup_nodes=startup_nodes,
                                 connection_pool_class=redis.BlockingConnectionPool, **options)
         except RedisClusterException as error:  # no node answered: unavailable, as a Redis that is down (503)
             raise redis.ConnectionError(f"Redis Cluster unreachable: {error}") from error
     # from_pool: closing the client closes its pool (the hub's reader is replaced after a failure).
     return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(url, health_check_interval=30, **options))
+
+
+def _cluster_node(address: str) -> ClusterNode:
+    """`host:port` or a redis:// URL, as a cluster's startup node."""
+    parsed = urlsplit(address.strip() if "://" in address else f"redis://{address.strip()}")
+    return ClusterNode(parsed.hostname, parsed.port or 6379)
 
 
 class RedisClient:

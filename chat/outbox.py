@@ -180,7 +180,8 @@ def verify(shard: int | None = None) -> str | None:
     for each in range(room_streams.shards) if shard is None else [shard]:
         run = room_streams.run_id(each)
         recorded = room_streams.incarnation(each)
-        if recorded.get("run") != run:
+        # A changed CHAT_SHARDS moved rooms between shards: their streams are checked again in their new one.
+        if recorded.get("run") != run or recorded.get("shards", "1") != str(room_streams.shards):
             if not room_streams.claim(f"verify:{each}", VERIFY_LEASE_SECONDS):
                 return None
             try:

@@ -227,12 +227,13 @@ class Streams:
         return self.redis.info("server")["run_id"]
 
     def incarnation(self, shard: int = 0) -> dict:
-        """What the shard's check recorded: `run` (the run_id it was made for) and `since` (the position in the
-        shard's firehose where this incarnation's feeds begin; positions before it were handed out by an older one)."""
+        """What the shard's check recorded: `run` (the run_id it was made for), `since` (the position in the
+        shard's firehose where this incarnation's feeds begin; positions before it were handed out by an older one)
+        and `shards` (CHAT_SHARDS then)."""
         return self.redis.hgetall(self.incarnation_key(shard))
 
     def mark_verified(self, run: str, since: EventId, shard: int = 0) -> None:
-        self.redis.hset(self.incarnation_key(shard), mapping={"run": run, "since": str(since)})
+        self.redis.hset(self.incarnation_key(shard), mapping={"run": run, "since": str(since), "shards": self.shards})
 
     def mark_epoch(self, shard: int = 0) -> EventId:
         """A marker entry in the shard's firehose: positions before it belong to an older incarnation."""
