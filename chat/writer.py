@@ -173,7 +173,23 @@ def _record_in_one_transaction(batch: list[Post]) -> list[Recorded]:
             except IntegrityError as error:  # the request answers with the message recorded before
                 db.session.rollback()
                 post.settle(error=error)
+            except Exception as error:
+                db.session.rollback()
+                return _answer_the_rest(error, recorded, batch)
         return recorded
+
+
+def _answer_the_rest(error: Exception, recorded: list[Recorded], posts: list[Post]) -> list[Recorded]:
+    """A failure after part of a batch was committed: that part goes on to be published and answered as recorded
+    (a 503 must mean that nothing was), every other post still waiting gets the failure; re-raised if nothing
+    was recorded (the caller answers everyone)."""
+    if not recorded:
+        raise error
+    answered_later = {id(post) for post, _, _ in recorded}
+    for post in posts:
+        if not post.turn.is_set() and id(post) not in answered_later:
+            post.settle(error=error)
+    return recorded
 
 
 def _record_on_postgresql(batch: list[Post]) -> list[Recorded]:
@@ -193,9 +209,11 @@ def _record_on_postgresql(batch: list[Post]) -> list[Recorded]:
                 else:  # one by one, each a group of its own
                     groups.extend([post] for post in waiting)
                 break
+            except Exception as error:  # each statement commits itself: earlier ones' posts are recorded
+                return _answer_the_rest(error, recorded, batch)
             stale = [post for post in waiting if post.room_id not in ids and post.stale_at(version)]
             if not stale and len(ids) < len({post.room_id for post in waiting}):
-                raise LookupError("a room of these posts is gone")
+                return _answer_the_rest(LookupError("a room of these posts is gone"), recorded, batch)
             for post in stale:
                 post.settle(error=Stale(version))
             for room_id, posts in _by_room(waiting):
