@@ -5,6 +5,8 @@ paths run against them: the same tests as on one Redis, imported from their modu
 slots would fail them (redis-py refuses it, or the server answers CROSSSLOT).
 """
 import functools
+import itertools
+import time
 import zlib
 
 import pytest
@@ -17,7 +19,8 @@ from chat.streams import Streams, shard_of
 from tests import test_live_feed, test_live_poll, test_live_sse, test_moderation_feed, test_resume, test_scale_out
 from tests.cluster import PrivateCluster
 from tests.conftest import app_config, close_app, reset_state
-from tests.support import LiveServer, events_path, live_moderator, posted, wait_until
+from tests.support import (LiveServer, events_path, history_ids, live_moderator, poll_path, posted, unique,
+                           wait_until)
 
 # The contract's live tests, collected here a second time to run on the cluster (with this module's fixtures).
 CONTRACT_TESTS = [
@@ -167,6 +170,85 @@ def test_a_rooms_shard_is_the_crc32_of_its_slug():
 def test_settings_not_supported_yet_are_refused_at_startup(services, settings, refusal):
     with pytest.raises(RuntimeError, match=refusal):
         create_app(app_config(services, **settings), instance_path=services["instance"])
+
+
+def _refused_for_now(response) -> bool:
+    """503 with Retry-After: the page waits as asked and tries again (a 500 it would show as a failure)."""
+    return response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
+
+
+def _posted_as_the_page_does(user, slug, body, client_id, timeout=30) -> dict:
+    """Post, and after a 503 post again with the same client_id once Retry-After has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = user.send(slug, body, client_id=client_id)
+        if response.status_code in (200, 201):
+            return response.json()["message"]
+        assert _refused_for_now(response) and time.monotonic() < deadline, (response.status_code, response.text)
+        time.sleep(float(response.headers["Retry-After"]))
+
+
+def _follow(user, slug, position, timeout=30):
+    """Durable events (and resets) after `position`, by SSE, as EventSource follows a room: when the stream
+    ends, or is refused for now, it connects again from the last id it got."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stream = user.events(events_path(slug), last_event_id=position)
+        try:
+            if stream.status != 200:
+                assert _refused_for_now(stream.response), (stream.status, stream.response.text)
+                assert time.monotonic() < deadline, "refused until the deadline"
+                time.sleep(float(stream.headers["Retry-After"]))
+                continue
+            while True:
+                event = stream.wait_for(lambda e: e.id is not None or e.event == "reset",
+                                        timeout=max(0.1, deadline - time.monotonic()))
+                position = event.id or position
+                yield event
+        except AssertionError as error:
+            if "the stream ended" not in str(error):
+                raise
+        finally:
+            stream.close()
+
+
+@pytest.mark.parametrize("others_served", [False, True], ids=["every-slot-refused", "one-slot-refused"])
+def test_while_no_node_serves_a_rooms_slot_the_page_is_told_to_retry_then_gets_everything_once(
+        cluster, live, cluster_client, others_served):
+    """While no node serves the slot of a room's keys (as between a master's failure and its replica's
+    promotion), redis-py's cluster client raises errors outside RedisError (RedisClusterException): the room
+    answers 503 with Retry-After, never 500. With the nodes' default (cluster-require-full-coverage yes) every
+    node refuses every command, so posts are refused too; with `no` only that slot fails, and a post is still
+    acknowledged (the database's record is the acknowledgement; it is published once the slot is back).
+    Afterwards a post retried with its client_id is one message, and the stream and the poll deliver each
+    message once, in order, and then what is posted next."""
+    user = live.user()
+    slug = user.create_room()
+    cursor = user.get(f"/api/rooms/{slug}/messages").json()["cursor"]
+    slot = cluster_client.keyslot(Streams(cluster_client, live.services["prefix"], 1).room_stream_key(slug))
+    client_id, body = unique("c"), "posted while no node serves the room's slot"
+    with cluster.slot_unserved(slot, others_served):
+        during = user.send(slug, body, client_id=client_id)
+        assert during.status_code == 201 if others_served else _refused_for_now(during), \
+            (during.status_code, during.text)
+        polled = user.get(poll_path(slug), params={"cursor": cursor, "timeout": 0})
+        assert _refused_for_now(polled), (polled.status_code, polled.text)
+        stream = user.events(events_path(slug), last_event_id=cursor)
+        stream.close()
+        assert _refused_for_now(stream.response), (stream.status, stream.response.text)
+    first = _posted_as_the_page_does(user, slug, body, client_id)
+    second = posted(user, slug)
+    assert history_ids(user, slug) == [first["id"], second["id"]]
+    assert [event["id"] for event in test_resume.poll_from(user, slug, cursor, 2)] == [first["id"], second["id"]]
+    follower = _follow(user, slug, cursor)
+    try:
+        assert [(event.event, event.id) for event in itertools.islice(follower, 2)] == \
+            [("message", first["id"]), ("message", second["id"])]
+        third = posted(user, slug)  # reaches the stream live (or by its resume, if the server ended it)
+        event = next(follower)
+        assert (event.event, event.id) == ("message", third["id"])
+    finally:
+        follower.close()
 
 
 def test_a_master_killed_mid_traffic_loses_nothing_acknowledged(cluster, live, other_server, cluster_client):
