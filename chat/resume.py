@@ -1,6 +1,7 @@
 """Where a subscriber starts, and its way from there to the live tail: resuming a room or a feed exactly,
 from Redis where it still holds the events, from the database where it no longer does, or with a reset
 where neither can, read a page at a time so that no request holds a whole backlog in memory."""
+from collections import deque
 from dataclasses import dataclass
 
 from flask import current_app
@@ -204,11 +205,13 @@ class CatchUp:
 
 
 class FeedCatchUp(CatchUp):
-    """A feed's catch-up: each shard's firehose in turn, from the plan's position on that shard to its end. Each
-    event's position is where the catch-up then stands on every shard (ids.FeedPosition)."""
+    """A feed's catch-up over every shard's firehose, from the plan's position on each to its end, a page at a time
+    from each, merged by id: entries come in the order Redis took them (by its clock: one Redis, or the masters'),
+    as they would have live. Each event's position is where the catch-up then stands on every shard
+    (ids.FeedPosition)."""
 
     def __init__(self, start: FeedPosition | None, rooms: set | None = None, sees_reports: bool = False):
-        self.shard = 0  # the shard being read
+        self._read = {}  # shard -> (entries read and not yet taken, the last id read, whether that was its end)
         super().__init__(plan_firehose, start, None, rooms, sees_reports)
 
     def _plan_again(self) -> None:
@@ -217,20 +220,31 @@ class FeedCatchUp(CatchUp):
             self.plan = self._plan(self.position)
         else:
             self.plan = Plan(self._plan(None).after, reset="too far behind; reload history")
-        self.position, self.shard = self.plan.after, 0
+        self.position, self._read = self.plan.after, {}
 
     def _from_redis(self, most: int) -> list:
-        shard = self.shard
-        window, entries = self.streams.read_after(None, self.position[shard], most, shard)
-        if _dropped(self.plan.windows[shard], window, self.position[shard]):
-            raise Trimmed(shard)
-        if len(entries) < most:
-            self.shard += 1
-            self.at_tail = self.shard == len(self.position)
         found = []
-        for entry in entries:
+        while len(found) < most:
+            heads = {shard: read[0][0] for shard, read in self._fill().items() if read[0]}
+            if not heads:
+                self.at_tail = True
+                break
+            shard = min(heads, key=lambda each: heads[each].id)
+            entry = self._read[shard][0].popleft()
             self.position = self.position.moved(shard, entry.id)
             if events.in_rooms(entry.type, entry.room, self.rooms) and events.reaches(entry.type, self.sees_reports):
                 found.append(events.feed_event(entry, self.position, shard))
         return found
 
+    def _fill(self) -> dict:
+        """Every shard's unread entries, a page read for each shard whose entries were all taken (unless it was at
+        its end); raises Trimmed when Redis no longer holds what a shard's plan relied on."""
+        for shard, at in enumerate(self.position):
+            pending, last, ended = self._read.get(shard, (None, at, False))
+            if pending or ended:
+                continue
+            window, entries = self.streams.read_after(None, last, PAGE, shard)
+            if _dropped(self.plan.windows[shard], window, last):
+                raise Trimmed(shard)
+            self._read[shard] = (deque(entries), entries[-1].id if entries else last, len(entries) < PAGE)
+        return self._read

@@ -17,6 +17,7 @@ from pathlib import Path
 import requests
 
 from chat.ids import FeedPosition
+from chat.streams import shard_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse"
@@ -45,6 +46,14 @@ def event_key(event_id: str) -> tuple[int, int]:
     """The one comparison API.md allows on event ids: split at `-`, compare as a pair of integers."""
     ms, seq = event_id.split("-")
     return int(ms), int(seq)
+
+
+def room_name_in_shard(shard: int, shards: int) -> str:
+    """A new room's name whose slug (the same letters and digits: API.md) belongs to `shard` of `shards`."""
+    while True:
+        name = unique("room")
+        if shard_of(name, shards) == shard:
+            return name
 
 
 def feed_positions_increase(ids: list[str]) -> bool:
@@ -442,12 +451,13 @@ def operator_context(server: LiveServer):
     from chat import create_app  # noqa: PLC0415
     from chat.extensions import db  # noqa: PLC0415
 
-    services = server.services
-    app = _OPERATOR_APPS.get((services["database_url"], services["redis_url"]))
+    services, shards = server.services, int(server.env.get("CHAT_SHARDS", 1))
+    key = (services["database_url"], services["redis_url"], services["prefix"], shards)
+    app = _OPERATOR_APPS.get(key)
     if app is None:
-        app = _OPERATOR_APPS[services["database_url"], services["redis_url"]] = create_app(
+        app = _OPERATOR_APPS[key] = create_app(
             {"TESTING": True, "SQLALCHEMY_DATABASE_URI": services["database_url"], "REDIS_URL": services["redis_url"],
-             "REDIS_CLUSTER": services.get("cluster", False),
+             "REDIS_CLUSTER": services.get("cluster", False), "CHAT_SHARDS": shards,
              "CHAT_REDIS_PREFIX": services["prefix"], "CHAT_PASSWORD_METHOD": "pbkdf2:sha256:1000", "SECRET_KEY": "test"},
             instance_path=services["instance"])
     with app.app_context():

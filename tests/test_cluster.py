@@ -20,8 +20,10 @@ from chat.streams import Streams, shard_of
 from tests import test_live_feed, test_live_poll, test_live_sse, test_moderation_feed, test_resume, test_scale_out
 from tests.cluster import PrivateCluster
 from tests.conftest import app_config, close_app, reset_state
-from tests.support import (LiveServer, another_session, event_key, events_path, history_ids, live_moderator, poll_path,
-                           posted, same_session, unique, wait_until)
+from tests.support import (LiveServer, free_port, another_session, event_key, events_path, history_ids, live_moderator, poll_path,
+                           posted, room_name_in_shard, same_session, unique, wait_until)
+
+SHARDS = 3  # rooms spread over the three masters' slots (where the shards' slots fall: the cluster decides)
 
 # The contract's live tests, collected here a second time to run on the cluster (with this module's fixtures).
 CONTRACT_TESTS = [
@@ -72,7 +74,7 @@ def cluster_services(services, cluster):
 def live_on_cluster(cluster_services):
     """Posting unlimited and about 10 entries per room kept in Redis (test_resume's settings): resumes from
     further back are served from the database."""
-    server = LiveServer(cluster_services, workers=2, **test_resume.SETTINGS)
+    server = LiveServer(cluster_services, workers=2, CHAT_SHARDS=SHARDS, **test_resume.SETTINGS)
     server.start()
     yield server
     server.stop()
@@ -81,7 +83,7 @@ def live_on_cluster(cluster_services):
 @pytest.fixture(scope="module")
 def other_server(cluster_services, live_on_cluster):
     """A second instance on the same cluster and database (test_scale_out's)."""
-    server = LiveServer(cluster_services, workers=2, **test_resume.SETTINGS)
+    server = LiveServer(cluster_services, workers=2, CHAT_SHARDS=SHARDS, **test_resume.SETTINGS)
     server.start()
     yield server
     server.stop()
@@ -127,9 +129,10 @@ def test_the_app_talks_to_the_cluster_through_the_cluster_client(cluster_service
 
 def test_every_key_of_a_room_is_in_its_shards_slot(live, cluster_client):
     """After a room's life (messages, a deletion, presence, slow mode), every key the service wrote for it, found
-    by scanning the whole cluster, is in the slot of its shard's firehose, control stream and incarnation."""
+    by scanning the whole cluster, is in the slot of its shard's firehose, incarnation and presence streams (a
+    room of shard 1: shard 0's are also the control stream's and the bans')."""
     moderator, author = live_moderator(live), live.user()
-    slug = author.create_room()
+    slug = author.create_room(room_name_in_shard(1, SHARDS))
     stream = author.events(events_path(slug))
     try:
         assert stream.next(timeout=5).event == "ready"
@@ -139,15 +142,17 @@ def test_every_key_of_a_room_is_in_its_shards_slot(live, cluster_client):
         posted(author, slug)
         assert [stream.next_durable().event for _ in range(4)] == \
             ["message", "message_deleted", "room_updated", "message"]
-        names = Streams(cluster_client, live.services["prefix"], 1)
+        names = Streams(cluster_client, live.services["prefix"], 1, shards=SHARDS)
         written = list(cluster_client.scan_iter(f"*:room:{slug}:*", count=1000))  # while the stream is present
     finally:
         stream.close()
     assert {names.room_stream_key(slug), names.tombstones_key(slug), names.presence_key(slug),
             names.slow_mode_key(slug, author.user["id"])} <= set(written), written
-    shard_keys = [names.firehose_key(), names.control_key(), names.incarnation_key(), names.presence_rooms_key(),
-                  names.presence_changes_key(), names.feed_event_key(1)]
+    shard_keys = [names.firehose_key(1), names.incarnation_key(1), names.presence_rooms_key(1),
+                  names.presence_changes_key(1)]
     assert len({cluster_client.keyslot(key) for key in [*written, *shard_keys]}) == 1
+    assert len({cluster_client.keyslot(key) for key in [names.firehose_key(0), names.control_key(),
+                                                        names.feed_event_key(1)]}) == 1
 
 
 def test_ready_on_the_cluster(live):
@@ -167,10 +172,26 @@ def test_a_rooms_shard_is_the_crc32_of_its_slug():
     ({"CHAT_SHARDS": 17}, "CHAT_SHARDS=17 is out of range: 1 to 16"),
     ({"CHAT_SHARDS": 0}, "CHAT_SHARDS=0 is out of range"),
     ({"REDIS_CLUSTER": True, "REDIS_URL": None}, "REDIS_CLUSTER=1 needs REDIS_URL"),
+    ({"REDIS_URL": "redis://10.0.0.1:6379/0,10.0.0.2:6379"}, "only a Redis Cluster has them"),
 ])
 def test_settings_not_supported_yet_are_refused_at_startup(services, settings, refusal):
     with pytest.raises(RuntimeError, match=refusal):
         create_app(app_config(services, **settings), instance_path=services["instance"])
+
+
+def test_a_process_starts_while_the_first_node_redis_url_names_is_down(cluster_services, cluster):
+    """REDIS_URL may name several nodes: a process started while the first one is down (nothing listens on
+    its port) finds the cluster through the next, and serves."""
+    nodes = f"redis://127.0.0.1:{free_port()}/0,127.0.0.1:{cluster.master_of(0)}"
+    server = LiveServer({**cluster_services, "redis_url": nodes}, workers=1, CHAT_SHARDS=SHARDS)
+    server.start()
+    try:
+        answer = requests.get(server.url + "/readyz", timeout=10)
+        assert answer.status_code == 200 and answer.json()["redis"] == "ok", answer.text
+        user = server.user()
+        posted(user, user.create_room())
+    finally:
+        server.stop()
 
 
 def _refused_for_now(response) -> bool:
@@ -226,7 +247,7 @@ def test_while_no_node_serves_a_rooms_slot_the_page_is_told_to_retry_then_gets_e
     user = live.user()
     slug = user.create_room()
     cursor = user.get(f"/api/rooms/{slug}/messages").json()["cursor"]
-    slot = cluster_client.keyslot(Streams(cluster_client, live.services["prefix"], 1).room_stream_key(slug))
+    slot = cluster_client.keyslot(Streams(cluster_client, live.services["prefix"], 1, shards=SHARDS).room_stream_key(slug))
     client_id, body = unique("c"), "posted while no node serves the room's slot"
     with cluster.slot_unserved(slot, others_served):
         during = user.send(slug, body, client_id=client_id)
@@ -287,8 +308,8 @@ def _follow_feed(servers, user, slug, position, shown, resets):
 
 
 def test_a_master_killed_mid_traffic_loses_nothing_acknowledged(cluster, live, other_server, cluster_client):
-    """The cross-instance torture (5 posters x 100 messages, a follower reconnecting from its last id) while the
-    master serving shard 0's slot is SIGKILLed once 150 messages were delivered: its replica takes over, posters
+    """The cross-instance torture (5 posters x 100 messages in a room of shard 0, a follower reconnecting from its
+    last id) while the master serving shard 0's slot (the control stream's too) is SIGKILLed once 150 messages were delivered: its replica takes over, posters
     retry as the page does, and the follower (whose stream ends when its process sees the new master's run_id)
     still gets every acknowledged message exactly once, in order; so does a poller beside it, and a several-rooms
     feed shows them all (exactly, or through a `reset` and the reloaded history). Last in this module: it leaves
@@ -322,7 +343,7 @@ def test_a_master_killed_mid_traffic_loses_nothing_acknowledged(cluster, live, o
             thread.join(max(1, deadline - time.monotonic()))
 
     elapsed = test_resume._torture([live, other_server], follow_three_ways, test_resume.posted_through_outages,
-                                   kill_the_master)
+                                   kill_the_master, room_name=room_name_in_shard(0, SHARDS))
     assert killed, "the master was never killed"
     assert not followers["errors"], followers["errors"]
     everything = history_ids(followers["owner"], followers["slug"])

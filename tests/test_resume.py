@@ -226,12 +226,12 @@ def test_extreme_but_well_formed_positions_are_served_not_a_server_error(first_s
 POSTERS, PER_POSTER = 5, 100
 
 
-def _torture(servers, subscribe, post=posted, chaos=None):
+def _torture(servers, subscribe, post=posted, chaos=None, room_name=None):
     """Five posters send 100 messages each (spread over the servers) while `subscribe` follows the room
-    from its start, reconnecting over and over; it must end up with exactly the history, in order.
-    `chaos(received)`, run beside them, may break things meanwhile."""
+    (named `room_name`, if given) from its start, reconnecting over and over; it must end up with exactly
+    the history, in order. `chaos(received)`, run beside them, may break things meanwhile."""
     owner = servers[0].user()
-    slug = owner.create_room()
+    slug = owner.create_room(room_name)
     start = owner.get(f"/api/rooms/{slug}/messages").json()["cursor"]
     posters = [servers[index % len(servers)].user() for index in range(POSTERS)]
     failures = []

@@ -13,7 +13,7 @@ from chat.ids import FeedPosition
 from chat.streams import Streams, shard_of
 from tests import test_resume
 from tests.conftest import reset_state
-from tests.support import LiveServer, posted, same_session
+from tests.support import LiveServer, posted, room_name_in_shard, same_session
 from tests.test_cluster import CONTRACT_TESTS
 
 SHARDS = 4
@@ -65,19 +65,14 @@ def second_server(other_server):
     return other_server
 
 
-def _rooms_on_distinct_shards(server, count: int) -> list[str]:
-    """Rooms created (each by a new user: rooms created are limited per user) until `count` of them sit on
-    different shards (the slug decides: streams.shard_of)."""
-    by_shard = {}
-    while len(by_shard) < count:
-        slug = server.user().create_room()
-        by_shard.setdefault(shard_of(slug, SHARDS), slug)
-    return list(by_shard.values())
+def _rooms_on_distinct_shards(user, count: int) -> list[str]:
+    """`count` new rooms, each on a different shard (the slug decides: streams.shard_of)."""
+    return [user.create_room(room_name_in_shard(shard, SHARDS)) for shard in range(count)]
 
 
 def test_each_room_s_events_go_to_its_own_shard(live, sharded_services):
     alice = live.user()
-    rooms = _rooms_on_distinct_shards(live, SHARDS)
+    rooms = _rooms_on_distinct_shards(live.user(), SHARDS)
     for slug in rooms:
         posted(alice, slug, f"hello {slug}")
     client = redis.Redis.from_url(sharded_services["redis_url"], decode_responses=True)
@@ -99,7 +94,7 @@ def test_a_feed_over_rooms_of_every_shard_resumes_exactly_from_any_of_its_positi
     few events, and resumes on the other instance from its last position: every room's messages exactly once,
     in order. The positions carry one id per shard."""
     reader, posters = live.user(), [live.user() for _ in range(SHARDS)]
-    rooms = _rooms_on_distinct_shards(live, SHARDS)
+    rooms = _rooms_on_distinct_shards(live.user(), SHARDS)
     accepted = {slug: [] for slug in rooms}
     feed = reader.events(FEED, params={"rooms": ",".join(rooms)})
     start = feed.next(timeout=5).json()["cursor"]
