@@ -152,3 +152,35 @@ def _until_durable_or_reset(feed) -> list:
         seen.append(feed.next(timeout=5))
     return seen
 
+
+
+def test_changing_the_number_of_shards_keeps_every_room_s_history_and_resumes(sharded_services):
+    """An operator stops the service, raises CHAT_SHARDS from 1 to 4 and starts it again: a room that moved to
+    another shard keeps its whole history, a stream resumes from a position taken before exactly (what is older
+    than its new stream comes from the database), and a feed position of one part gets `reset`."""
+    services = {**sharded_services, "prefix": sharded_services["prefix"] + "-resharded"}
+    before = LiveServer(services, workers=1)  # one shard
+    before.start()
+    try:
+        alice = before.user()
+        slug = alice.create_room(room_name_in_shard(2, SHARDS))  # shard 0 with one shard, shard 2 with four
+        old = [posted(alice, slug, f"before {n}")["id"] for n in range(3)]
+        feed_position = alice.get("/api/poll", params={"rooms": slug, "timeout": 0}).json()["cursor"]
+    finally:
+        before.stop()
+    after = LiveServer(services, workers=1, CHAT_SHARDS=SHARDS)
+    after.start()
+    try:
+        alice = same_session(alice, after)
+        stream = alice.events(f"/api/rooms/{slug}/events", last_event_id=old[0])
+        try:
+            new = posted(alice, slug, "after")["id"]
+            assert [stream.next_durable(timeout=10).id for _ in range(3)] == [*old[1:], new]
+        finally:
+            stream.close()
+        history = alice.get(f"/api/rooms/{slug}/messages").json()["messages"]
+        assert [message["id"] for message in history] == [*old, new]
+        answer = alice.get("/api/poll", params={"rooms": slug, "cursor": feed_position, "timeout": 0}).json()
+        assert [item["event"] for item in answer["events"]] == ["reset"]
+    finally:
+        after.stop()
