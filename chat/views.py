@@ -49,22 +49,22 @@ def _has_lone_surrogate(data: dict) -> bool:
 
 
 def parse_event_id(text: str | None) -> EventId | None:
-    if text is None or text == "":
-        return None
-    try:
-        return EventId.parse(text)
-    except ValueError:
-        raise ApiError(400, "invalid_cursor", "not an event id") from None
+    return _parsed(text, EventId.parse, "not an event id")
 
 
 def parse_feed_position(text: str | None) -> FeedPosition | None:
     """A position of the feeds over several rooms (ids.FeedPosition), as they hand them out."""
+    return _parsed(text, FeedPosition.parse, "not a position of this feed")
+
+
+def _parsed(text: str | None, parse, refusal: str):
+    """`parse(text)`, None for no text, `400 invalid_cursor` for what it refuses."""
     if text is None or text == "":
         return None
     try:
-        return FeedPosition.parse(text)
+        return parse(text)
     except ValueError:
-        raise ApiError(400, "invalid_cursor", "not a position of this feed") from None
+        raise ApiError(400, "invalid_cursor", refusal) from None
 
 
 def room_or_404(slug: str) -> Room:
