@@ -13,7 +13,7 @@ from .ids import ZERO, EventId, FeedPosition
 from .models import events_after, last_event_id
 
 PAGE = 100  # events (or firehose entries) a catch-up reads at a time: its memory, however far behind it starts
-RESUME_ATTEMPTS = 3  # plans in a row that a trim may race before the client is told to reload
+RESUME_ATTEMPTS = 3  # plans in a row (none making progress) that a trim may race before the client is told to reload
 
 
 @dataclass
@@ -112,16 +112,20 @@ def _firehose_reset(room_streams, shard: int, start: EventId, window: streams.Wi
     return None
 
 
-def _dropped(planned: streams.Window, now: streams.Window, after: EventId) -> bool:
+def _dropped(planned: streams.Window, now: streams.Window, after: EventId, counted: bool = False) -> bool:
     """Whether Redis no longer holds entries after `after` that the plan relied on it for.
 
     A plan reads from Redis what follows `after` and at least everything from `planned.first` on (older
-    events come from the database); if the oldest entry now retained is past both, a trim ran in between.
+    events come from the database); if the oldest entry now retained is past both, a trim ran in between,
+    unless (`counted`: a room's stream, whose events are numbered one by one) it is the very next event: a
+    trim took only what was read already, which on a busy room is most of them.
     """
     if planned.first is None:
         return False  # the database served all up to `planned.last`; what came since is too new to trim
     if now.first is None:
         return max(now.last or ZERO, planned.last or ZERO) > after
+    if counted and now.first > after and now.first.seq == after.seq + 1:
+        return False
     return now.first > max(after, planned.first)
 
 
@@ -143,7 +147,7 @@ class CatchUp:
         self.cursor = self.plan.cursor  # where the client stood (or the tail): an empty poll answers it
         self.position = self.plan.after  # the last event read, shown to this subscriber or not
         self.at_tail = False
-        self.replans = 0
+        self.replans, self._replanned_at = 0, self.position
 
     @property
     def done(self) -> bool:
@@ -174,13 +178,20 @@ class CatchUp:
         return plan
 
     def _plan_again(self) -> None:
-        self.replans += 1
+        self._count_replan()
         if self.replans < RESUME_ATTEMPTS:
             self.plan = self._plan(self.position)
         else:
             self.plan = Plan(self.streams.window(self.slug).last or self.position,
                              reset="too far behind; reload history")
         self.position = self.plan.after
+
+    def _count_replan(self) -> None:
+        """Count the trims that raced a read without any progress between them: a catch-up that read events
+        since the last plan is not losing the race, however often a busy room's trim passes it."""
+        if self.position != self._replanned_at:
+            self.replans, self._replanned_at = 0, self.position
+        self.replans += 1
 
     def _from_record(self, most: int) -> list:
         rows = events_after(self.plan.room_id, self.position, self.plan.upto, most)
@@ -194,7 +205,7 @@ class CatchUp:
 
     def _from_redis(self, most: int) -> list:
         window, entries = self.streams.read_after(self.slug, self.position, most)
-        if self.plan.window is not None and _dropped(self.plan.window, window, self.position):
+        if self.plan.window is not None and _dropped(self.plan.window, window, self.position, counted=True):
             raise Trimmed(self.slug)
         if entries:
             self.position = entries[-1].id
@@ -215,7 +226,7 @@ class FeedCatchUp(CatchUp):
         super().__init__(plan_firehose, start, None, rooms, sees_reports)
 
     def _plan_again(self) -> None:
-        self.replans += 1
+        self._count_replan()
         if self.replans < RESUME_ATTEMPTS:
             self.plan = self._plan(self.position)
         else:

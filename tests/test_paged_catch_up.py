@@ -38,6 +38,29 @@ def test_a_catch_up_raced_by_trims_midway_still_delivers_every_event_once(make_a
     assert got == sent
 
 
+def test_a_catch_up_passed_by_trims_again_and_again_keeps_going_while_it_makes_progress(make_app):
+    """On a busy room Redis's trim can pass a slow catch-up many times; each time it plans again from where it
+    stands and reads on, and only a catch-up that makes no progress at all between trims is told to reload."""
+    app = make_app(CHAT_STREAM_MAXLEN=10, **UNLIMITED_POSTING)
+    poster = AuthActions(app.test_client())
+    assert poster.register().status_code == 201
+    slug = poster.create_room()
+    sent = [poster.send(slug, f"m{n}").json["message"]["id"] for n in range(20)]
+    got = []
+    with app.app_context():
+        room = CachedRoom(find_room(slug).id, slug)
+        catch = resume.CatchUp(lambda position: resume.plan_room(room, position), ZERO, slug)
+        for round_ in range(resume.RESUME_ATTEMPTS + 2):
+            got += [str(event.id) for event in catch.page(5)]  # from Redis, the window's start
+            sent += [poster.send(slug, f"r{round_} {n}").json["message"]["id"] for n in range(150)]
+            got += [str(event.id) for event in catch.page(5)]  # the trim passed it: from the record
+            got += [str(event.id) for event in catch.page(1000)]  # the rest of the record's part
+        while not catch.done:
+            got += [str(event.id) for event in catch.page()]
+    assert catch.plan.reset is None
+    assert got == sent
+
+
 def test_the_feed_catches_up_across_rooms_page_by_page(make_app):
     """The several-rooms feed's catch-up from the start of the firehose: the listed rooms' events, every
     one, in order, over several pages (other rooms' events read and passed over)."""
