@@ -150,6 +150,33 @@ def test_redis_stopped_answers_503_and_the_retry_yields_one_message(services, pr
         assert_retry_yields_one(alice, slug, "during the outage", "c-outage", acked)
 
 
+PERIODIC_JOBS = ("publishing what requests left unpublished", "ending mutes that ran out")  # gunicorn.conf.py
+
+
+def test_a_redis_outage_is_logged_once_by_each_periodic_job_not_every_second(services, private_redis, tmp_path):
+    """An operator reading the log through a Redis outage sees each job that runs every second say once that it
+    paused, why, and once that it resumed: not a traceback a second that buries everything else."""
+    server = LiveServer(services, workers=1, REDIS_URL=private_redis.url, CHAT_REDIS_PREFIX=unique("outage"),
+                        PROMETHEUS_MULTIPROC_DIR=tmp_path / "metrics")
+    server.start()
+
+    def said(words: str) -> dict:
+        lines = server.notable_output(since, most=100000)
+        return {job: sum(f"{job} {words}" in line for line in lines) for job in PERIODIC_JOBS}
+
+    try:
+        since = server.output_size()
+        private_redis.stop(keep_data=True)
+        wait_until(lambda: all(said("paused").values()), what="each job said it paused")
+        time.sleep(3)  # the outage goes on for three more rounds of each job
+        private_redis.start()
+        wait_until(lambda: all(said("resumed").values()), what="each job said it resumed")
+        assert said("paused") == said("resumed") == dict.fromkeys(PERIODIC_JOBS, 1)
+        assert said("failed") == dict.fromkeys(PERIODIC_JOBS, 0)
+    finally:
+        server.stop()
+
+
 def published_after(user: AuthActions, slug: str, cursor: str) -> list[dict]:
     """Every durable event a poller resuming from `cursor` is given, page after page."""
     found = []
