@@ -256,7 +256,7 @@ def wait_for_events(session, rooms: frozenset, start: EventId | FeedPosition | N
         if subscription.ended == "banned":
             raise ApiError(403, "banned", "this account is banned")
         found = found[:POLL_MAX_EVENTS]
-        metrics.POLL_EVENTS_DELIVERED.add(len(found))
+        metrics.EVENTS_DELIVERED_HERE.add(len(found))
         return found, (after.past(found[-1]) if found else after)
     finally:
         local_hub.unsubscribe(subscription)

@@ -21,31 +21,11 @@ REQUEST_DURATION = Histogram("chat_request_duration_seconds", "Time to answer a 
                              ["endpoint"])
 
 
-class Tally:
-    """Counts deliveries locally and adds them to a counter at most once a second: a shared-memory
-    counter update per event per subscriber is a measurable share of fan-out's CPU."""
-
-    def __init__(self, counter):
-        self.counter, self.unflushed, self.flushed_at = counter, 0, time.monotonic()
-        self.total = 0
-
-    def add(self, count: int) -> None:
-        self.total += count
-        self.unflushed += count
-        if self.unflushed and time.monotonic() - self.flushed_at >= 1:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.unflushed:
-            self.counter.inc(self.unflushed)
-            self.unflushed = 0
-        self.flushed_at = time.monotonic()
-
-
 class ProcessTotal:
     """A counter's or a gauge's share of this process, kept in memory and written to the shared metric within
     a second of a change: a shared-memory write (under a lock) per long-poll, three of them, was a tenth of a
-    poll's CPU. Changed from one thread's greenlets (the worker's), so without a lock of its own."""
+    poll's CPU, and one per event and subscriber a measurable share of fan-out's. Changed from one thread's
+    greenlets (the worker's), so without a lock of its own."""
 
     def __init__(self, metric, *, gauge: bool = False):
         self.metric, self.gauge = metric, gauge
@@ -71,7 +51,7 @@ class ProcessTotal:
 
 
 POLLS_WAITING_HERE = ProcessTotal(POLLS_WAITING, gauge=True)
-POLL_EVENTS_DELIVERED = ProcessTotal(EVENTS_DELIVERED)
+EVENTS_DELIVERED_HERE = ProcessTotal(EVENTS_DELIVERED)  # by streams and polls
 
 
 def render() -> Response:

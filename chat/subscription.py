@@ -162,7 +162,13 @@ def stream_events(subscription: Subscription, catch, first_page: list, next_page
     idle), pings and presence, until the subscription ends, its lifetime (seconds, and the reason it gives)
     runs out, or the client leaves or stops reading. `on_end(reason, events sent)` last."""
     metrics.STREAMS_OPEN.inc()
-    delivered = metrics.Tally(metrics.EVENTS_DELIVERED)
+    sent = 0  # durable events written to this client, for its `stream ended` line
+
+    def delivered(count: int) -> None:
+        nonlocal sent
+        sent += count
+        metrics.EVENTS_DELIVERED_HERE.add(count)
+
     reason = "closed by the client"  # unless one of the ends below says otherwise
     if client is not None:
         # Every write of this stream (gunicorn's and ours) gives up after this long without progress;
@@ -175,7 +181,7 @@ def stream_events(subscription: Subscription, catch, first_page: list, next_page
             yield b"".join(events.presence(slug, names) for slug, names in online.items())
         page, first_page = first_page, None
         while page:  # one page in memory at a time, however far behind the client starts
-            delivered.add(len(page))
+            delivered(len(page))
             chunk, page = b"".join(event.sse for event in page), None  # only its bytes wait on the socket
             yield chunk
             chunk, page = None, next_page()
@@ -196,7 +202,7 @@ def stream_events(subscription: Subscription, catch, first_page: list, next_page
                 break
             items = subscription.take(min(heartbeat, remaining), direct_fd)
             if subscription.written:  # what the hub wrote to the socket meanwhile
-                delivered.add(subscription.written)
+                delivered(subscription.written)
                 subscription.written, position = 0, subscription.position
             if subscription.unsent:  # finish the chunk the socket would not take at once
                 try:
@@ -213,7 +219,7 @@ def stream_events(subscription: Subscription, catch, first_page: list, next_page
                 durable = [item for item in fresh if isinstance(item, events.LiveEvent)]
                 if durable:
                     position = subscription.position = position.past(durable[-1])
-                    delivered.add(len(durable))
+                    delivered(len(durable))
                 yield b"".join(item.sse for item in fresh)
             elif not subscription.ended:
                 if hung_up(client):
@@ -223,7 +229,6 @@ def stream_events(subscription: Subscription, catch, first_page: list, next_page
         else:
             reason = subscription.ended
     finally:
-        delivered.flush()
         metrics.STREAMS_OPEN.dec()
-        on_end(reason, delivered.total)
+        on_end(reason, sent)
 
