@@ -49,6 +49,19 @@ def emit(kind: str, **fields) -> None:
     sys.stdout.flush()
 
 
+
+_ONLINE = b',"online":['  # a poll answer's last member (chat/events.py, poll_answer)
+
+
+def poll_answer_events(body: bytes) -> dict:
+    """A poll answer's events and cursor, what the scenario checks. Its `online` list comes last and is most of a
+    big room's answer (1,000 names: 19 KB, 37 µs of json.loads, over half of this process's CPU per answer on the
+    cores it shares with the server), so it is checked to be there and not parsed."""
+    cut = body.rfind(_ONLINE)
+    if cut < 0 or not body.endswith(b"]}"):
+        return json.loads(body)  # not the usual shape: all of it
+    return json.loads(body[:cut] + b"}")
+
 class Conn:
     __slots__ = ("index", "sock", "fd", "state", "request", "raw", "chunk_left", "sse", "ready", "last_key",
                  "seen", "received", "attempts", "cursor", "sent_at", "clen", "close_after", "headers_done")
@@ -346,7 +359,7 @@ class Engine:
         body = self._response_complete(conn, data)
         if body is None:
             return
-        reply = json.loads(body)
+        reply = poll_answer_events(body)
         in_window = self.window[0] <= now / 1e6 <= self.window[1]
         self.requests_done += 1
         if not reply["events"]:
