@@ -21,20 +21,30 @@ CONFIG = {**CHAT_DEFAULTS, "CHAT_MAX_STREAMS_PER_PROCESS": 100000, "CHAT_MAX_STR
 USERS, WINDOW = 10, 60.0  # six of the hubs' 10 s heartbeat rounds, and two or three reads of each live room
 
 
-def commands_per_second(client, seconds: float, during=None) -> tuple[float, float]:
-    """Commands the server ran per second over `seconds` (a script's own calls included, the INFO calls not), and of
-    them the ZRANGEBYSCORE and ZRANGE calls (a list read was one ZRANGEBYSCORE; it is now a script making two
-    ZRANGE), calling `during()` once a second meanwhile."""
+def commands_per_second(client, seconds: float, during=None) -> dict:
+    """What the server ran per second over `seconds`, calling `during()` once a second meanwhile: its commands (a
+    script's own calls included, the INFO calls not), of them the ZRANGEBYSCORE and ZRANGE calls (a list read was one
+    ZRANGEBYSCORE; it is now a script making two ZRANGE), the script calls (each a round trip from a process), and
+    its CPU in ms/s."""
     client.config_resetstat()
+    cpu_before = _cpu_ms(client)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if during is not None:
             during()
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    cpu = _cpu_ms(client) - cpu_before
     calls = {name: stats["calls"] for name, stats in client.info("commandstats").items()}
     total = sum(count for name, count in calls.items() if name not in ("cmdstat_info", "cmdstat_config|resetstat"))
     reads = calls.get("cmdstat_zrangebyscore", 0) + calls.get("cmdstat_zrange", 0)
-    return total / seconds, reads / seconds
+    scripts = calls.get("cmdstat_evalsha", 0) + calls.get("cmdstat_eval", 0)
+    return {"commands": total / seconds, "reads": reads / seconds, "scripts": scripts / seconds,
+            "cpu_ms": cpu / seconds}
+
+
+def _cpu_ms(client) -> float:
+    info = client.info("cpu")
+    return (info["used_cpu_user"] + info["used_cpu_sys"]) * 1000
 
 
 def private_redis(directory: Path) -> subprocess.Popen:
@@ -45,7 +55,7 @@ def private_redis(directory: Path) -> subprocess.Popen:
         stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
 
 
-def measure(rooms: int) -> tuple[tuple[float, float], tuple[float, float]]:
+def measure(rooms: int) -> tuple[dict, dict]:
     with tempfile.TemporaryDirectory() as directory:
         server = private_redis(Path(directory))
         client = redis.Redis(unix_socket_path=str(Path(directory) / "redis.sock"), decode_responses=True)
@@ -90,6 +100,7 @@ def measure(rooms: int) -> tuple[tuple[float, float], tuple[float, float]]:
 
 if __name__ == "__main__":
     for rooms in [int(arg) for arg in sys.argv[1:]] or [10, 100, 1000]:
-        (idle, idle_reads), (changing, changing_reads) = measure(rooms)
-        print(f"{rooms} rooms, 2 processes: idle {idle:.1f} commands/s ({idle_reads:.1f} ZRANGE*/s); "
-              f"a change a second {changing:.1f} commands/s ({changing_reads:.1f} ZRANGE*/s)", flush=True)
+        for label, figures in zip(("idle", "a change a second"), measure(rooms)):
+            print(f"{rooms} rooms, 2 processes, {label}: {figures['commands']:.1f} commands/s "
+                  f"({figures['reads']:.1f} ZRANGE*/s, {figures['scripts']:.1f} script calls/s), "
+                  f"Redis CPU {figures['cpu_ms']:.2f} ms/s", flush=True)

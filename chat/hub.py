@@ -142,8 +142,8 @@ class Hub:
             self._user_counts_changed.add(username)
         if is_stream:
             try:
-                for room in present:
-                    self.streams.touch_presence(room, [subscription.presence_member], self.presence_ttl)
+                self.streams.touch_presence(dict.fromkeys(present, [subscription.presence_member]),
+                                            self.presence_ttl)
             except BaseException:
                 self.unsubscribe(subscription)
                 raise
@@ -197,7 +197,7 @@ class Hub:
         pollers = self._pollers[room]
         new = member not in pollers
         if new:
-            self.streams.touch_presence(room, [member], self.presence_ttl)
+            self.streams.touch_presence({room: [member]}, self.presence_ttl)
         pollers[member] = time.time()
         self._pollers_polled.add(room)
         return new
@@ -435,14 +435,16 @@ class Hub:
         """Write the presence of rooms whose pollers polled since last time (each poller at the time of
         its last poll) and forget pollers gone for longer than the TTL. The rooms that have pollers."""
         polled, self._pollers_polled = self._pollers_polled, set()
-        now = time.time()
+        now, written = time.time(), {}
         for room, pollers in list(self._pollers.items()):
             for member in [member for member, when in list(pollers.items()) if now - when > self.presence_ttl]:
                 del pollers[member]
             if not pollers:
                 del self._pollers[room]
             elif room in polled:
-                self.streams.touch_presence(room, dict(pollers), self.presence_ttl)
+                written[room] = dict(pollers)
+        if written:
+            self.streams.touch_presence(written, self.presence_ttl)
         return set(self._pollers)
 
     USER_COUNTS_REFRESH = 5  # seconds between re-publishing every count; one 3 times older is ignored
@@ -499,9 +501,8 @@ class Hub:
                         del self._followed_at[room]
                         self._recent.pop(room, None)
                     if last_second - last_refresh >= self.presence_refresh:
-                        for room, members in rooms.items():
-                            if members:
-                                self.streams.touch_presence(room, members, self.presence_ttl)
+                        self.streams.touch_presence({room: members for room, members in rooms.items() if members},
+                                                    self.presence_ttl)
                         last_refresh, reindex = last_second, True
                     followed, each_second = rooms.keys(), True
                 else:  # woken by an announcement: no walk over every subscription

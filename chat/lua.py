@@ -137,25 +137,35 @@ end
 """
 
 TOUCH_PRESENCE = _ANNOUNCE + """
--- Mark members of a room as seen (each with its score), dropping those not seen since the cutoff, and announce
--- the room when that changed who is online (a member added or dropped), so that no process has to poll.
--- KEYS: the room's presence set, the shard's presence rooms index, the shard's presence changes stream
--- ARGV: slug, cutoff (scores below it have expired), the set's lifetime in seconds, the changes' maxlen,
---       the room's score in the index, then (score, member) pairs. Returns the number of members added and dropped.
-local changed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
-local batch = {}
-for i = 6, #ARGV, 2 do
-  batch[#batch + 1] = ARGV[i]
-  batch[#batch + 1] = ARGV[i + 1]
-  if #batch >= 1000 or i + 2 > #ARGV then  -- unpack is bounded by Lua's stack
-    changed = changed + redis.call('ZADD', KEYS[1], unpack(batch))
-    batch = {}
+-- Mark members of rooms as seen (each with its score), dropping those not seen since the cutoff, and announce each
+-- room where that changed who is online (a member added or dropped), so that no process has to poll. One call for
+-- many rooms of a shard: a process's heartbeat of all its rooms is a few calls, not one per room.
+-- KEYS: the shard's presence rooms index, the shard's presence changes stream, then the rooms' presence sets
+-- ARGV: cutoff (scores below it have expired), the sets' lifetime in seconds, the changes' maxlen, then for each
+--       room, in KEYS' order: its slug, its score in the index, its number of members, its (score, member) pairs.
+-- Returns the slugs of the rooms where who is online changed.
+local changed_rooms, at = {}, 4
+for k = 3, #KEYS do
+  local slug, last = ARGV[at], at + 2 + 2 * tonumber(ARGV[at + 2])
+  local changed = redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', '(' .. ARGV[1])
+  local batch = {}
+  for i = at + 3, last, 2 do
+    batch[#batch + 1] = ARGV[i]
+    batch[#batch + 1] = ARGV[i + 1]
+    if #batch >= 1000 or i + 2 > last then  -- unpack is bounded by Lua's stack
+      changed = changed + redis.call('ZADD', KEYS[k], unpack(batch))
+      batch = {}
+    end
   end
+  redis.call('EXPIRE', KEYS[k], ARGV[2])
+  redis.call('ZADD', KEYS[1], ARGV[at + 1], slug)
+  if changed > 0 then
+    announce(KEYS[2], ARGV[3], slug)
+    changed_rooms[#changed_rooms + 1] = slug
+  end
+  at = last + 1
 end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-if changed > 0 then announce(KEYS[3], ARGV[4], ARGV[1]) end
-return changed
+return changed_rooms
 """
 
 LEAVE_PRESENCE = _ANNOUNCE + """

@@ -329,16 +329,29 @@ class Streams:
     def presence_changes_key(self, shard: int = 0) -> str:
         return f"{self.shard_tag(shard)}:presence:changes"
 
-    def touch_presence(self, slug: str, members: list[str] | dict[str, float], ttl: int) -> bool:
-        """Mark members as seen now (or, given as a mapping, at their own wall-clock times), dropping the room's
-        expired ones; announced when who is online changed (True)."""
+    PRESENCE_ROOMS_PER_CALL = 200  # Redis runs nothing else while a script runs: keep each to about a millisecond
+
+    def touch_presence(self, rooms: dict[str, list[str] | dict[str, float]], ttl: int) -> set[str]:
+        """Mark each room's members as seen now (or, given as a mapping, at their own wall-clock times), dropping the
+        rooms' expired ones, in one script call per shard and PRESENCE_ROOMS_PER_CALL rooms. The rooms where who is
+        online changed (each announced)."""
         now = time.time()
-        seen = members if isinstance(members, dict) else dict.fromkeys(members, now)
-        shard = shard_of(slug, self.shards)
-        pairs = [value for member, score in seen.items() for value in (score, member)]
-        return bool(self._touch_presence(
-            keys=[self.presence_key(slug), self.presence_rooms_key(shard), self.presence_changes_key(shard)],
-            args=[slug, now - ttl, ttl * 2, self.PRESENCE_CHANGES_MAXLEN, max(seen.values(), default=now), *pairs]))
+        by_shard, changed = {}, set()
+        for slug in rooms:
+            by_shard.setdefault(shard_of(slug, self.shards), []).append(slug)
+        for shard, slugs in by_shard.items():
+            for start in range(0, len(slugs), self.PRESENCE_ROOMS_PER_CALL):
+                group = slugs[start:start + self.PRESENCE_ROOMS_PER_CALL]
+                args = [now - ttl, ttl * 2, self.PRESENCE_CHANGES_MAXLEN]
+                for slug in group:
+                    members = rooms[slug]
+                    seen = members if isinstance(members, dict) else dict.fromkeys(members, now)
+                    args += [slug, max(seen.values(), default=now), len(seen),
+                             *(value for member, score in seen.items() for value in (score, member))]
+                changed.update(self._touch_presence(
+                    keys=[self.presence_rooms_key(shard), self.presence_changes_key(shard),
+                          *map(self.presence_key, group)], args=args))
+        return changed
 
     def rooms_with_presence(self, seconds: float) -> list[str]:
         """The rooms whose presence was written within `seconds` (older ones are forgotten): where someone is

@@ -10,7 +10,7 @@ import redis
 from chat.config import CHAT_DEFAULTS
 from chat.hub import Hub, Refused, TooManyStreams
 from chat.ids import ZERO, EventId
-from chat.streams import Streams
+from chat.streams import Streams, shard_of
 from tests.support import wait_until
 
 CONFIG = {**CHAT_DEFAULTS, "CHAT_MAX_STREAMS_PER_PROCESS": 100}
@@ -24,7 +24,7 @@ def streams(services):
     streams = Streams(client, prefix, 1000)
     streams.mark_verified(streams.run_id(), ZERO)  # as outbox.verify leaves a Redis it checked
     yield streams
-    doomed = list(client.scan_iter(f"{prefix}:*", count=1000))
+    doomed = list(client.scan_iter(f"*{prefix}:*", count=1000))  # a shard's keys start {prefix:s<n>}
     if doomed:
         client.delete(*doomed)
     client.close()
@@ -288,7 +288,7 @@ def test_a_member_whose_process_died_is_dropped_and_announced_when_it_expires(ma
     watchers = [make_hub(CHAT_PRESENCE_TTL_SECONDS=ttl) for _ in range(2)]
     feeds = [subscribe(hub, room=None, rooms={"attic"}, presence=True, username="mod", session_id=n)
              for n, hub in enumerate(watchers)]  # watching, not present
-    streams.touch_presence("attic", ["ghost|gone"], ttl)  # as the process that then died did
+    streams.touch_presence({"attic": ["ghost|gone"]}, ttl)  # as the process that then died did
     for feed in feeds:
         presence_of(feed, "attic", ["ghost"])
     for feed in feeds:
@@ -304,8 +304,8 @@ def test_a_read_reports_when_presence_changes_may_have_passed_unread(streams):
     reader = streams.reader()
     try:
         streams.leave_presence("den", "ann|1")  # not there: nothing to announce
-        streams.touch_presence("den", ["ann|1"], 30)
-        streams.touch_presence("den", ["ann|1"], 30)  # there already: nothing to announce
+        streams.touch_presence({"den": ["ann|1"]}, 30)
+        streams.touch_presence({"den": ["ann|1"]}, 30)  # there already: nothing to announce
         streams.leave_presence("den", "ann|1")
         found = streams.read_new(reader, 0, ZERO, ZERO, start, 0)
         assert found.rooms_changed == {"den"} and not found.presence_overflowed
@@ -317,6 +317,37 @@ def test_a_read_reports_when_presence_changes_may_have_passed_unread(streams):
         assert len(found.rooms_changed) == streams.READ_COUNT and found.presence_overflowed
     finally:
         reader.close()
+
+
+def test_one_heartbeat_writes_many_rooms_of_several_shards_and_announces_only_changes(services, monkeypatch):
+    """A process's heartbeat over all its rooms is a few script calls (one per shard and per group of rooms), not one
+    per room; each room gets its own members and expiry, lands in its own shard's index, and only the rooms where
+    who is online changed are announced, each in its own shard's changes."""
+    client = redis.Redis.from_url(services["redis_url"], decode_responses=True)
+    streams = Streams(client, f"{services['prefix']}:beat-{uuid.uuid4().hex[:8]}", 1000, shards=3)
+    monkeypatch.setattr(streams, "PRESENCE_ROOMS_PER_CALL", 4)  # so that a shard's rooms take several calls
+    rooms = {f"room-{n}": [f"user{n}|1", f"user{n}|2"] for n in range(20)}
+    shards = {slug: shard_of(slug, 3) for slug in rooms}
+    assert set(shards.values()) == {0, 1, 2}
+    try:
+        starts = [streams.positions(shard)[2] for shard in range(3)]
+        assert streams.touch_presence(rooms, ttl=30) == set(rooms)  # everyone new
+        again = {**rooms, "room-3": {"user3|1": time.time()}}  # user3|2 is still within its 30 s
+        assert streams.touch_presence(again, ttl=30) == set()  # nothing changed: nothing announced
+        assert streams.online(list(rooms), 30) == {slug: sorted({m.split("|")[0] for m in members})
+                                                   for slug, members in rooms.items()}
+        for shard in range(3):
+            indexed = set(client.zrange(streams.presence_rooms_key(shard), 0, -1))
+            assert indexed == {slug for slug, home in shards.items() if home == shard}
+            announced = [fields["room"] for _id, fields in
+                         client.xrange(streams.presence_changes_key(shard), f"({starts[shard]}", "+")]
+            assert sorted(announced) == sorted(slug for slug, home in shards.items() if home == shard)
+        assert 0 < client.ttl(streams.presence_key("room-7")) <= 60
+    finally:
+        doomed = list(client.scan_iter(f"*{streams.prefix}:*", count=1000))  # a shard's keys: {prefix:s<n>}:...
+        if doomed:
+            client.delete(*doomed)
+        client.close()
 
 
 class QuietHub(Hub):
