@@ -479,6 +479,7 @@ class Hub:
     def _presence_forever(self) -> None:
         last_second = last_refresh = last_counts = 0.0
         wake_at = 0.0  # when a room's deferred list falls due (its read or its event)
+        failing = False  # said once per outage, not every second
         while not self.shutting_down:
             self._presence_wake.wait(max(0.0, min(last_second + 1, wake_at) - time.monotonic()))
             self._presence_wake.clear()
@@ -512,9 +513,14 @@ class Hub:
                 wake_at = self._follow_presence(followed, each_second, reindex)
             except REDIS_ERRORS as error:
                 self._presence_changed((), everything=True)  # what it took to re-read is to be read again
-                log.warning("hub: presence update failed: %s", error)
+                if not failing:
+                    log.warning("hub: presence updates paused: %s; retrying every second", error)
+                failing = True
                 time.sleep(1)
                 continue
+            if failing:
+                log.warning("hub: presence updates resumed")
+                failing = False
 
     def _follow_presence(self, followed, each_second: bool, reindex: bool) -> float:
         """Re-read the watched rooms' lists that may have changed, send those that did, and return when to come
