@@ -205,7 +205,8 @@ class CatchUp:
 
     def _from_redis(self, most: int) -> list:
         window, entries = self.streams.read_after(self.slug, self.position, most)
-        if self.plan.window is not None and _dropped(self.plan.window, window, self.position, counted=True):
+        counted = self.slug is not None  # a room's stream; the firehose's ids are not numbered one by one
+        if self.plan.window is not None and _dropped(self.plan.window, window, self.position, counted):
             raise Trimmed(self.slug)
         if entries:
             self.position = entries[-1].id
