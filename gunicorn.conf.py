@@ -124,10 +124,10 @@ def _every(app, seconds: float, lease_seconds: float, job_name: str, job, descri
     import gevent  # noqa: PLC0415
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
-    from chat import streams  # noqa: PLC0415
+    from chat import logs, streams  # noqa: PLC0415
     from chat.extensions import REDIS_ERRORS  # noqa: PLC0415
 
-    failing = None  # the outage's error while a dependency is down: said once, not a traceback every second
+    outage = logs.Outage(description)  # a dependency down: said once, not a traceback every second
     while True:
         gevent.sleep(seconds)
         try:
@@ -135,17 +135,12 @@ def _every(app, seconds: float, lease_seconds: float, job_name: str, job, descri
                 if streams.current().claim(job_name, lease_seconds):
                     job()
         except (*REDIS_ERRORS, SQLAlchemyError) as error:
-            if failing is None:
-                app.logger.warning("%s paused: %s (%s); retrying every %s s", description, type(error).__name__,
-                                   error, seconds)
-            failing = error
+            outage.failed(error)
             continue
         except Exception:  # noqa: BLE001 - a bug: its traceback every time
             app.logger.exception("%s failed", description)
             continue
-        if failing is not None:
-            app.logger.warning("%s resumed", description)
-            failing = None
+        outage.passed()
 
 
 def _relay(app):

@@ -49,7 +49,6 @@ def emit(kind: str, **fields) -> None:
     sys.stdout.flush()
 
 
-
 _ONLINE = b',"online":['  # a poll answer's last member (chat/events.py, poll_answer)
 
 
@@ -61,6 +60,7 @@ def poll_answer_events(body: bytes) -> dict:
     if cut < 0 or not body.endswith(b"]}"):
         return json.loads(body)  # not the usual shape: all of it
     return json.loads(body[:cut] + b"}")
+
 
 class Conn:
     __slots__ = ("index", "sock", "fd", "state", "request", "raw", "chunk_left", "sse", "ready", "last_key",

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 
 from flask import current_app
 
-from . import events, metrics
+from . import events, logs, metrics
 from .caches import Recent, RecentFeed, SessionCache
 from .extensions import REDIS_ERRORS
 from .ids import ZERO, FeedPosition
@@ -443,8 +443,7 @@ class Hub:
                 del self._pollers[room]
             elif room in polled:
                 written[room] = dict(pollers)
-        if written:
-            self.streams.touch_presence(written, self.presence_ttl)
+        self.streams.touch_presence(written, self.presence_ttl)
         return set(self._pollers)
 
     USER_COUNTS_REFRESH = 5  # seconds between re-publishing every count; one 3 times older is ignored
@@ -479,7 +478,7 @@ class Hub:
     def _presence_forever(self) -> None:
         last_second = last_refresh = last_counts = 0.0
         wake_at = 0.0  # when a room's deferred list falls due (its read or its event)
-        failing = False  # said once per outage, not every second
+        outage = logs.Outage("hub: presence updates")
         while not self.shutting_down:
             self._presence_wake.wait(max(0.0, min(last_second + 1, wake_at) - time.monotonic()))
             self._presence_wake.clear()
@@ -513,14 +512,10 @@ class Hub:
                 wake_at = self._follow_presence(followed, each_second, reindex)
             except REDIS_ERRORS as error:
                 self._presence_changed((), everything=True)  # what it took to re-read is to be read again
-                if not failing:
-                    log.warning("hub: presence updates paused: %s; retrying every second", error)
-                failing = True
+                outage.failed(error)
                 time.sleep(1)
                 continue
-            if failing:
-                log.warning("hub: presence updates resumed")
-                failing = False
+            outage.passed()
 
     def _follow_presence(self, followed, each_second: bool, reindex: bool) -> float:
         """Re-read the watched rooms' lists that may have changed, send those that did, and return when to come

@@ -55,6 +55,24 @@ def configure(level: str) -> None:
     root.setLevel(level.upper())
 
 
+class Outage:
+    """What a loop that runs every second says while a dependency is down: once that `what` paused (with the
+    error), once that it resumed; not a line every round that buries everything else."""
+
+    def __init__(self, what: str):
+        self.what, self.failing = what, False
+
+    def failed(self, error: Exception) -> None:
+        if not self.failing:
+            log.warning("%s paused: %s (%s); retrying every round", self.what, type(error).__name__, error)
+        self.failing = True
+
+    def passed(self) -> None:
+        if self.failing:
+            log.warning("%s resumed", self.what)
+        self.failing = False
+
+
 def _info(message: str, fields: dict) -> None:
     """The lines written per request: straight to stderr in the same format, without the logging
     module's per-record work (it was a tenth of a poll's CPU); the level still decides."""
